@@ -1,0 +1,198 @@
+// Package steps names the steps of a probe, times them, and classifies their
+// failures into the LogicMonitor-compatible error codes and a small fixed set
+// of error types, so that no raw error text ever becomes a metric attribute.
+package steps // import "github.com/emailqos/emailqosreceiver/internal/steps"
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Step names. They are the values of the `step` metric attribute declared in
+// metadata.yaml; a new step must be added there too.
+const (
+	SMTPConnect  = "smtp.connect"
+	SMTPTLS      = "smtp.tls"
+	SMTPEHLO     = "smtp.ehlo"
+	SMTPAuth     = "smtp.auth"
+	SMTPSubmit   = "smtp.submit"
+	SMTPQuit     = "smtp.quit"
+	IMAPConnect  = "imap.connect"
+	IMAPTLS      = "imap.tls"
+	IMAPLogin    = "imap.login"
+	IMAPSelect   = "imap.select"
+	DeliveryWait = "delivery.wait"
+	IMAPSearch   = "imap.search"
+	IMAPFetch    = "imap.fetch"
+	IMAPDelete   = "imap.delete"
+	IMAPLogout   = "imap.logout"
+)
+
+// Error codes, kept from LogicMonitor's Email_RoundTrip/Email_TransitTime so
+// that their users can move dashboards and alerts over unchanged.
+const (
+	CodeInvalidInstance = -2
+	CodeMissingParams   = -1
+	CodeOK              = 0
+	CodeSMTPConnect     = 1
+	CodeSMTPSend        = 2
+	CodeMailboxConnect  = 3
+	CodeSearch          = 4
+	CodeCleanup         = 5
+)
+
+// Error types: the finer classification carried in the `error.type` resource
+// attribute. The set is closed; see README.md.
+const (
+	TypeNone     = ""
+	TypeConnect  = "connect"   // TCP connection refused, unreachable, reset
+	TypeTimeout  = "timeout"   // a deadline passed while waiting on the network
+	TypeTLS      = "tls"       // TLS handshake or certificate failure, STARTTLS missing
+	TypeAuth     = "auth"      // credentials rejected, or none could be sent safely
+	TypeRejected = "rejected"  // the server refused a command permanently (5xx, NO/BAD)
+	TypeDeferred = "deferred"  // the server refused a command temporarily (4xx)
+	TypeProtocol = "protocol"  // the server spoke something we could not understand
+	TypeNotFound = "not_found" // the probe did not arrive within delivery_timeout
+	TypeCanceled = "canceled"  // the collector shut down during the probe
+	TypeConfig   = "config"    // the target could not run with its configuration
+)
+
+// Error is a probe failure tagged with the step it happened in, its error code
+// and its type.
+type Error struct {
+	Step string
+	Code int
+	Type string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %v", e.Step, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Fail wraps err as a step failure. When typ is empty the type is derived
+// from err and from ctx: a done context is a timeout or a cancellation
+// whatever error the library returned for its closed connection.
+func Fail(ctx context.Context, step string, code int, typ string, err error) *Error {
+	var se *Error
+	if errors.As(err, &se) {
+		return se
+	}
+	if ctxType := contextType(ctx); ctxType != "" {
+		typ = ctxType
+	} else if typ == "" {
+		typ = Classify(err)
+	}
+	return &Error{Step: step, Code: code, Type: typ, Err: err}
+}
+
+func contextType(ctx context.Context) string {
+	if ctx == nil || ctx.Err() == nil {
+		return ""
+	}
+	if errors.Is(context.Cause(ctx), context.Canceled) {
+		return TypeCanceled
+	}
+	return TypeTimeout
+}
+
+// Classify maps a network or TLS error to an error type. Protocol-level
+// rejections are classified by the protocol packages, which know the reply
+// codes; anything unrecognised is a protocol error.
+func Classify(err error) string {
+	if err == nil {
+		return TypeNone
+	}
+	var (
+		certErr     *tls.CertificateVerificationError
+		unknownAuth x509.UnknownAuthorityError
+		hostErr     x509.HostnameError
+		invalidErr  x509.CertificateInvalidError
+		recordErr   tls.RecordHeaderError
+		alertErr    tls.AlertError
+		netErr      net.Error
+		opErr       *net.OpError
+	)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return TypeTimeout
+	case errors.Is(err, context.Canceled):
+		return TypeCanceled
+	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
+		errors.As(err, &invalidErr), errors.As(err, &recordErr), errors.As(err, &alertErr):
+		return TypeTLS
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return TypeTimeout
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE):
+		return TypeConnect
+	case errors.As(err, &opErr):
+		return TypeConnect
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return TypeConnect
+	}
+	return TypeProtocol
+}
+
+// Timing is the measured duration of one step.
+type Timing struct {
+	Step     string
+	Start    time.Time
+	Duration time.Duration
+}
+
+// Recorder collects step timings of one probe. It is safe for concurrent use
+// because the sending and the receiving side of a probe run concurrently.
+type Recorder struct {
+	mu      sync.Mutex
+	timings []Timing
+}
+
+// Do runs fn and records its duration under step, whether it failed or not.
+func (r *Recorder) Do(step string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	r.Add(step, start, time.Since(start))
+	return err
+}
+
+// Add records a step measured by the caller. A step recorded twice (for
+// example a search repeated while polling) accumulates.
+func (r *Recorder) Add(step string, start time.Time, d time.Duration) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.timings {
+		if r.timings[i].Step == step {
+			r.timings[i].Duration += d
+			return
+		}
+	}
+	r.timings = append(r.timings, Timing{Step: step, Start: start, Duration: d})
+}
+
+// Timings returns a copy of the recorded timings in the order the steps began.
+func (r *Recorder) Timings() []Timing {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Timing, len(r.timings))
+	copy(out, r.timings)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
+}
