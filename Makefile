@@ -1,0 +1,144 @@
+# emailqos: build, check and run the emailqos receiver and the otelcol-emailqos
+# distribution. `make test` is the full CI gate (see .ci/run).
+#
+# Works from any checkout folder and with `make -C <dir>` / `make -f <dir>/Makefile`:
+# every recipe runs from the repository root (ROOT).
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+# The `test` steps must run in the order listed, even under `make -j`.
+.NOTPARALLEL:
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+
+GO      ?= go
+GOFMT   ?= $(shell $(GO) env GOROOT)/bin/gofmt
+# Where `go install` puts binaries: GOBIN, else the first GOPATH entry's bin.
+GOBIN_DIR := $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)
+
+OCB_VERSION := v0.159.0
+OCB_PKG     := go.opentelemetry.io/collector/cmd/builder
+OCB         ?= $(GOBIN_DIR)/builder
+
+# The receiver's Go package name. mdatagen names the package of the generated
+# test files after the folder holding metadata.yaml, so `generate` runs it
+# through a symlink of the repository root named like the package.
+PKG := emailqosreceiver
+
+BUILD_DIR := _build
+DIST_NAME := otelcol-emailqos
+DIST_DIR  := $(BUILD_DIR)/$(DIST_NAME)
+DIST_BIN  := $(DIST_DIR)/$(DIST_NAME)
+DEMO_BIN  := $(BUILD_DIR)/emailqos-demo
+
+# Collector module pins: every go.opentelemetry.io/collector module and every
+# contrib module in the built distribution must be at one of these.
+CORE_BETA   := v0.159.0
+CORE_STABLE := v1.65.0
+
+# Files written by mdatagen (paths that do not exist are ignored).
+GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
+
+.PHONY: test generate check-generated fmt-check vet unit build ocb dist check-dist-versions demo run clean
+
+## test: check-generated + fmt-check + vet + unit + build + scripts/check-distribution.sh
+test: check-generated fmt-check vet unit build
+	@echo "==> scripts/check-distribution.sh"
+	cd "$(ROOT)" && DIST_BIN="$(DIST_BIN)" scripts/check-distribution.sh
+
+## generate: run mdatagen on metadata.yaml, independent of the checkout folder's name
+generate:
+	@echo "==> generate: go tool mdatagen metadata.yaml (as package $(PKG))"
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	ln -s "$(ROOT)" "$$tmp/$(PKG)"; \
+	cd "$$tmp/$(PKG)"; \
+	$(GO) tool mdatagen metadata.yaml
+
+## check-generated: regenerate into the tree, fail if generated files changed
+# In CI (CI=true, a fresh clone) any change or untracked generated file shown
+# by `git status --porcelain` fails. Locally, uncommitted generated files that
+# regeneration leaves as they are only warn, so work in progress is not blocked.
+check-generated:
+	@cd "$(ROOT)"; \
+	snapshot() { for p in $(GENERATED); do if [ -e "$$p" ]; then find "$$p" -type f; fi; done | LC_ALL=C sort | xargs -r sha256sum; }; \
+	before="$$(snapshot)"; \
+	$(MAKE) --no-print-directory -f "$(ROOT)/Makefile" generate; \
+	after="$$(snapshot)"; \
+	status="$$(git status --porcelain --untracked-files=all -- $(GENERATED))"; \
+	if [ "$$before" != "$$after" ] || { [ "$${CI:-}" = "true" ] && [ -n "$$status" ]; }; then \
+		echo "FAIL: generated files are out of date with metadata.yaml (or not committed):"; \
+		echo "$$status" | sed 's/^/    /'; \
+		changed="$$(diff <(echo "$$before") <(echo "$$after") | awk '/^[<>]/ {print $$3}' | sort -u || true)"; \
+		if [ -n "$$changed" ]; then echo "  changed by regeneration:"; echo "$$changed" | sed 's/^/    /'; fi; \
+		echo "Run 'make generate' and commit the result."; \
+		exit 1; \
+	fi; \
+	if [ -n "$$status" ]; then \
+		echo "WARNING: generated files are up to date but not committed:"; \
+		echo "$$status" | sed 's/^/    /'; \
+	fi; \
+	echo "PASS: generated files are up to date"
+
+## fmt-check: gofmt -l on every Go file outside _build
+fmt-check:
+	@echo "==> fmt-check: gofmt -l"
+	@cd "$(ROOT)"; \
+	files="$$(find . \( -path ./$(BUILD_DIR) -o -path ./.git \) -prune -o -name '*.go' -type f -print0 | xargs -0 -r "$(GOFMT)" -l)"; \
+	if [ -n "$$files" ]; then \
+		echo "FAIL: these files need gofmt (run: gofmt -w <file>):"; echo "$$files" | sed 's/^/    /'; exit 1; \
+	fi; \
+	echo "PASS: gofmt"
+
+## vet: go vet ./...
+vet:
+	@echo "==> vet: go vet ./..."
+	cd "$(ROOT)" && $(GO) vet ./...
+
+## unit: go test -race -count=1 ./...
+unit:
+	@echo "==> unit: go test -race -count=1 ./..."
+	cd "$(ROOT)" && $(GO) test -race -count=1 ./...
+
+## ocb: install ocb $(OCB_VERSION) with go install if it is missing or another version
+ocb:
+	@if [ -x "$(OCB)" ] && [[ "$$("$(OCB)" version 2>&1)" == *"$(OCB_VERSION)"* ]]; then \
+		echo "==> ocb: using $(OCB) ($(OCB_VERSION))"; \
+	else \
+		echo "==> ocb: go install $(OCB_PKG)@$(OCB_VERSION)"; \
+		$(GO) install $(OCB_PKG)@$(OCB_VERSION); \
+		"$(OCB)" version; \
+	fi
+
+## build: the distribution ($(DIST_BIN)) and the demo mail system ($(DEMO_BIN))
+build: dist demo
+
+dist: ocb
+	@echo "==> build: ocb --config builder-config.yaml -> $(DIST_BIN)"
+	cd "$(ROOT)" && mkdir -p $(BUILD_DIR) && "$(OCB)" --config builder-config.yaml --skip-strict-versioning=false
+	@$(MAKE) --no-print-directory -f "$(ROOT)/Makefile" check-dist-versions
+
+# Fails if ocb's `go mod tidy` moved a collector or contrib module off the pins.
+check-dist-versions:
+	@cd "$(ROOT)/$(DIST_DIR)"; \
+	mods="$$($(GO) list -m all)"; \
+	drift="$$(echo "$$mods" | awk '$$1 ~ /^go\.opentelemetry\.io\/collector(\/|$$)|^github\.com\/open-telemetry\/opentelemetry-collector-contrib\// && $$2 != "$(CORE_BETA)" && $$2 != "$(CORE_STABLE)"')"; \
+	if [ -n "$$drift" ]; then \
+		echo "FAIL: collector modules drifted off $(CORE_BETA)/$(CORE_STABLE) in $(DIST_DIR)/go.mod:"; \
+		echo "$$drift" | sed 's/^/    /'; \
+		echo "Pin them in builder-config.yaml (replaces:)."; exit 1; \
+	fi; \
+	n="$$(echo "$$mods" | awk '$$1 ~ /^go\.opentelemetry\.io\/collector(\/|$$)|^github\.com\/open-telemetry\/opentelemetry-collector-contrib\//' | wc -l)"; \
+	echo "PASS: $$n collector/contrib modules in the distribution, all at $(CORE_BETA)/$(CORE_STABLE)"
+
+demo:
+	@echo "==> build: go build -o $(DEMO_BIN) ./cmd/emailqos-demo"
+	cd "$(ROOT)" && $(GO) build -o $(DEMO_BIN) ./cmd/emailqos-demo
+
+## run: build, then run the demo mail system and the collector (Ctrl-C stops both)
+run: build
+	cd "$(ROOT)" && scripts/run-demo.sh
+
+## clean: remove build outputs
+clean:
+	cd "$(ROOT)" && rm -rf $(BUILD_DIR)

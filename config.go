@@ -1,0 +1,429 @@
+package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/scraper/scraperhelper"
+
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
+)
+
+// Security values accepted in `security`. The seeds' spellings map onto them
+// as: blank = none, SSL = tls (implicit), TLS = starttls. Because the seeds'
+// "TLS" means STARTTLS while ours means implicit TLS, values are
+// case-sensitive: an upper-case seed spelling is rejected with a hint
+// instead of silently picking the other mode.
+const (
+	securityNone     = "none"
+	securityStartTLS = "starttls"
+	securityTLS      = "tls"
+	securitySSL      = "ssl" // alias of tls
+)
+
+// Detection methods for the arrival of a probe.
+const (
+	detectionAuto    = "auto"
+	detectionIdle    = "idle"
+	detectionPoll    = "poll"
+	detectionPrecise = "precise"
+)
+
+// Cleanup policies for a probe message once it has been measured.
+const (
+	cleanupDelete = "delete"
+	cleanupMove   = "move"
+	cleanupKeep   = "keep"
+)
+
+const (
+	defaultCollectionInterval = 5 * time.Minute
+	defaultDeliveryTimeout    = 2 * time.Minute
+	defaultPollInterval       = 10 * time.Second
+	defaultPreciseInterval    = 10 * time.Millisecond
+	// setupBudget is the time a probe may spend on everything but the
+	// delivery wait (connects, logins, submission, cleanup) when `timeout`
+	// is not set.
+	setupBudget = 30 * time.Second
+	defaultMbox = "INBOX"
+)
+
+// Config is the configuration of the emailqos receiver.
+type Config struct {
+	scraperhelper.ControllerConfig `mapstructure:",squash"`
+	metadata.MetricsBuilderConfig  `mapstructure:",squash"`
+
+	// DeliveryTimeout is the maximum allowed delivery time (the seeds'
+	// "maximum allowed round trip"): a probe not visible this long after the
+	// sending server accepted it is reported as not found (error code 4).
+	DeliveryTimeout time.Duration `mapstructure:"delivery_timeout"`
+	// PollInterval is the longest gap between two mailbox polls when the
+	// server has no IDLE or polling was chosen.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// Detection chooses how the arrival is seen: auto, idle, poll or precise.
+	Detection string `mapstructure:"detection"`
+	// PreciseInterval is the fixed poll interval of the precise detection.
+	PreciseInterval time.Duration `mapstructure:"precise_interval"`
+	// Cleanup is what happens to a measured probe: delete, move or keep.
+	Cleanup CleanupConfig `mapstructure:"cleanup"`
+	// ProbeSecret keys the HMAC that proves a message is this receiver's own
+	// probe. When empty, a key is derived from each receiving account's
+	// password, so only someone who knows it can forge a probe.
+	ProbeSecret configopaque.String `mapstructure:"probe_secret"`
+
+	Accounts  map[string]AccountConfig `mapstructure:"accounts"`
+	Roundtrip []RoundtripConfig        `mapstructure:"roundtrip"`
+	Transit   TransitConfig            `mapstructure:"transit"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// CleanupConfig says what to do with a probe once it was measured.
+type CleanupConfig struct {
+	// Mode is delete (default), move (to Folder) or keep.
+	Mode string `mapstructure:"mode"`
+	// Folder is the destination of mode move.
+	Folder string `mapstructure:"folder"`
+}
+
+// AccountConfig is one mail account, keyed by its provider name (gmail,
+// o365, ...) in Config.Accounts.
+type AccountConfig struct {
+	// Address is the account's email address: the probe's From for the
+	// sending side and its To for the receiving side.
+	Address string `mapstructure:"address"`
+	// Username for SMTP AUTH and IMAP LOGIN; defaults to Address.
+	Username string `mapstructure:"username"`
+	// Password, redacted whenever the configuration is printed.
+	Password configopaque.String `mapstructure:"password"`
+	SMTP     EndpointConfig      `mapstructure:"smtp"`
+	IMAP     IMAPConfig          `mapstructure:"imap"`
+	// Detection overrides the receiver-wide detection for probes read from
+	// this account's mailbox.
+	Detection string `mapstructure:"detection"`
+}
+
+// EndpointConfig is a server endpoint with its connection security.
+type EndpointConfig struct {
+	// Endpoint is host:port. Without a port, the port follows from security
+	// (SMTP: 465 tls, 587 starttls, 25 none; IMAP: 993 tls, 143 otherwise).
+	Endpoint string `mapstructure:"endpoint"`
+	// Security is none, starttls or tls (alias ssl). When empty it follows
+	// from the port: 465/993/995 mean tls, anything else starttls. Sending
+	// credentials without encryption needs an explicit `none`.
+	Security string                 `mapstructure:"security"`
+	TLS      configtls.ClientConfig `mapstructure:"tls"`
+}
+
+// IMAPConfig is the IMAP endpoint and the mailbox the probes are read from.
+type IMAPConfig struct {
+	EndpointConfig `mapstructure:",squash"`
+	// Mailbox the probes are delivered to; default INBOX.
+	Mailbox string `mapstructure:"mailbox"`
+}
+
+// RoundtripConfig is a round-trip target: the account sends to itself.
+type RoundtripConfig struct {
+	// Account is the key of the account in accounts.
+	Account string `mapstructure:"account"`
+	// Name of the target; defaults to the account key.
+	Name string `mapstructure:"name"`
+}
+
+// TransitConfig lists the transit directions to probe.
+type TransitConfig struct {
+	// Directions in the seeds' `sender:receiver` form, e.g. gmail:o365.
+	Directions []string `mapstructure:"directions"`
+	// Mesh expands a list of account keys into every direction between them.
+	Mesh []string `mapstructure:"mesh"`
+}
+
+// Validate checks the whole configuration and reports every problem with the
+// path of the field it concerns.
+func (cfg *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+
+	if cfg.CollectionInterval <= 0 {
+		add("collection_interval", "must be positive")
+	}
+	if cfg.DeliveryTimeout <= 0 {
+		add("delivery_timeout", "must be positive")
+	}
+	if cfg.PollInterval <= 0 {
+		add("poll_interval", "must be positive")
+	} else if cfg.DeliveryTimeout > 0 && cfg.DeliveryTimeout < cfg.PollInterval {
+		add("delivery_timeout", "%s is shorter than poll_interval %s: a polled mailbox would be looked at once at most", cfg.DeliveryTimeout, cfg.PollInterval)
+	}
+	if cfg.Timeout > 0 && cfg.Timeout <= cfg.DeliveryTimeout {
+		add("timeout", "%s must be longer than delivery_timeout %s, which it includes", cfg.Timeout, cfg.DeliveryTimeout)
+	}
+	if cfg.Timeout > 0 && cfg.Timeout < cfg.PollInterval {
+		add("timeout", "%s is shorter than poll_interval %s", cfg.Timeout, cfg.PollInterval)
+	}
+	if cfg.PreciseInterval < time.Millisecond {
+		add("precise_interval", "must be at least 1ms")
+	}
+	if err := validateDetection(cfg.Detection, false); err != nil {
+		add("detection", "%v", err)
+	}
+	switch cfg.Cleanup.Mode {
+	case cleanupDelete, cleanupKeep:
+		if cfg.Cleanup.Folder != "" {
+			add("cleanup::folder", "only used with mode move")
+		}
+	case cleanupMove:
+		if strings.TrimSpace(cfg.Cleanup.Folder) == "" {
+			add("cleanup::folder", "required with mode move")
+		}
+	default:
+		add("cleanup::mode", "%q is not one of delete, move, keep", cfg.Cleanup.Mode)
+	}
+
+	for _, key := range sortedKeys(cfg.Accounts) {
+		acct := cfg.Accounts[key]
+		errs = append(errs, acct.validate("accounts::"+key)...)
+	}
+
+	if len(cfg.Roundtrip) == 0 && len(cfg.Transit.Directions) == 0 && len(cfg.Transit.Mesh) == 0 {
+		add("roundtrip", "no targets: configure at least one roundtrip or transit target")
+	}
+	names := map[string]string{}
+	claim := func(path, name string) {
+		if prev, ok := names[name]; ok {
+			add(path, "target name %q is already used by %s", name, prev)
+			return
+		}
+		names[name] = path
+	}
+	for i, rt := range cfg.Roundtrip {
+		path := fmt.Sprintf("roundtrip[%d]", i)
+		name := rt.targetName()
+		if name != "" {
+			path = fmt.Sprintf("roundtrip[%d] (%s)", i, name)
+		}
+		switch {
+		case rt.Account == "":
+			add(path+"::account", "missing: name the account to probe")
+		case !cfg.hasAccount(rt.Account):
+			add(path+"::account", "unknown account %q (configured: %s)", rt.Account, cfg.accountList())
+		}
+		if strings.ContainsAny(rt.Name, "\r\n") {
+			add(path+"::name", "must be a single line")
+		}
+		if name != "" {
+			claim(path, "roundtrip/"+name)
+		}
+	}
+	for i, dir := range cfg.Transit.Directions {
+		path := fmt.Sprintf("transit::directions[%d] (%s)", i, dir)
+		sender, receiver, ok := strings.Cut(dir, ":")
+		if !ok || sender == "" || receiver == "" || strings.Contains(receiver, ":") {
+			add(path, "must be sender:receiver, e.g. gmail:o365")
+			continue
+		}
+		if sender == receiver {
+			add(path, "sender and receiver are the same account: use a roundtrip target")
+		}
+		for _, k := range []string{sender, receiver} {
+			if !cfg.hasAccount(k) {
+				add(path, "unknown account %q (configured: %s)", k, cfg.accountList())
+			}
+		}
+		claim(path, "transit/"+dir)
+	}
+	seen := map[string]bool{}
+	for i, k := range cfg.Transit.Mesh {
+		path := fmt.Sprintf("transit::mesh[%d]", i)
+		if !cfg.hasAccount(k) {
+			add(path, "unknown account %q (configured: %s)", k, cfg.accountList())
+		}
+		if seen[k] {
+			add(path, "account %q listed twice", k)
+		}
+		seen[k] = true
+	}
+	if len(cfg.Transit.Mesh) == 1 {
+		add("transit::mesh", "needs at least two accounts")
+	}
+	return errors.Join(errs...)
+}
+
+func (cfg *Config) hasAccount(key string) bool {
+	_, ok := cfg.Accounts[key]
+	return ok
+}
+
+func (cfg *Config) accountList() string {
+	if len(cfg.Accounts) == 0 {
+		return "none"
+	}
+	return strings.Join(sortedKeys(cfg.Accounts), ", ")
+}
+
+func (rt RoundtripConfig) targetName() string {
+	if rt.Name != "" {
+		return rt.Name
+	}
+	return rt.Account
+}
+
+func (a AccountConfig) validate(path string) []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s::%s: %s", path, field, fmt.Sprintf(format, args...)))
+	}
+	switch {
+	case strings.TrimSpace(a.Address) == "":
+		add("address", "missing")
+	case !validAddress(a.Address):
+		add("address", "%q is not an email address (local@domain)", a.Address)
+	}
+	if strings.ContainsAny(a.Username, "\r\n") {
+		add("username", "must be a single line")
+	}
+	if a.Password == "" {
+		add("password", "missing (use ${env:VAR} or ${file:path} to keep it out of the file)")
+	}
+	if err := validateDetection(a.Detection, true); err != nil {
+		add("detection", "%v", err)
+	}
+	for _, err := range a.SMTP.validate(path + "::smtp") {
+		errs = append(errs, err)
+	}
+	for _, err := range a.IMAP.validate(path + "::imap") {
+		errs = append(errs, err)
+	}
+	if strings.ContainsAny(a.IMAP.Mailbox, "\r\n") {
+		add("imap::mailbox", "must be a single line")
+	}
+	return errs
+}
+
+func (e EndpointConfig) validate(path string) []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s::%s: %s", path, field, fmt.Sprintf(format, args...)))
+	}
+	if _, err := parseSecurity(e.Security); err != nil {
+		add("security", "%v", err)
+	}
+	if strings.TrimSpace(e.Endpoint) == "" {
+		add("endpoint", "missing (host:port)")
+	} else if err := checkEndpoint(e.Endpoint); err != nil {
+		add("endpoint", "%v", err)
+	}
+	if e.TLS.Insecure {
+		add("tls::insecure", "not used here: set security: none to connect without TLS")
+	}
+	if err := e.TLS.Validate(); err != nil {
+		add("tls", "%v", err)
+	}
+	return errs
+}
+
+// parseSecurity normalises a security value. The empty string is "not set".
+func parseSecurity(s string) (string, error) {
+	switch s {
+	case "", securityNone, securityStartTLS, securityTLS:
+		return s, nil
+	case securitySSL:
+		return securityTLS, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "tls":
+		return "", fmt.Errorf("%q is ambiguous: the seeds' TLS means STARTTLS here (starttls); implicit TLS is tls (or ssl); values are lower case", s)
+	case "ssl":
+		return "", fmt.Errorf("%q: write ssl or tls (implicit TLS); values are lower case", s)
+	case "starttls", "none":
+		return "", fmt.Errorf("%q: values are lower case (none, starttls, tls)", s)
+	case "blank", "plain", "plaintext", "clear":
+		return "", fmt.Errorf("%q: write none for an unencrypted connection", s)
+	}
+	return "", fmt.Errorf("%q is not one of none, starttls, tls (alias ssl)", s)
+}
+
+func checkEndpoint(ep string) error {
+	if strings.ContainsAny(ep, "/ ") {
+		return fmt.Errorf("%q is not host:port (no scheme or path)", ep)
+	}
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil {
+		// A bare host name gets its port from the security mode.
+		if strings.Contains(ep, ":") {
+			return fmt.Errorf("%q is not host:port", ep)
+		}
+		return nil
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", ep)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port %q", ep, port)
+	}
+	return nil
+}
+
+func validateDetection(d string, allowEmpty bool) error {
+	switch d {
+	case detectionAuto, detectionIdle, detectionPoll, detectionPrecise:
+		return nil
+	case "":
+		if allowEmpty {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of auto, idle, poll, precise", d)
+}
+
+func validAddress(addr string) bool {
+	local, domain, ok := strings.Cut(addr, "@")
+	return ok && local != "" && domain != "" && !strings.ContainsAny(addr, " \t\r\n<>,;") && !strings.Contains(domain, "@")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// resolve returns the endpoint's address with its port and its security,
+// filling either in from the other. An unset security never resolves to
+// none, so credentials are only sent in clear when none was written out.
+func (e EndpointConfig) resolve(defaultPorts map[string]int) (addr, security string) {
+	security, _ = parseSecurity(e.Security)
+	host, port, err := net.SplitHostPort(e.Endpoint)
+	if err != nil {
+		host, port = e.Endpoint, ""
+	}
+	if security == "" {
+		security = securityStartTLS
+		switch port {
+		case "465", "993", "995":
+			security = securityTLS
+		}
+	}
+	if port == "" {
+		port = strconv.Itoa(defaultPorts[security])
+	}
+	return net.JoinHostPort(host, port), security
+}
+
+var (
+	smtpPorts = map[string]int{securityNone: 25, securityStartTLS: 587, securityTLS: 465}
+	imapPorts = map[string]int{securityNone: 143, securityStartTLS: 143, securityTLS: 993}
+)

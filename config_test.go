@@ -1,0 +1,271 @@
+package emailqosreceiver
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/provider/envprovider"
+	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
+
+	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+// loadConfig resolves a testdata file with the file and env providers, as
+// the collector does, and unmarshals and validates the receiver's section.
+func loadConfig(t *testing.T, file string) (*Config, error) {
+	t.Helper()
+	resolver, err := confmap.NewResolver(confmap.ResolverSettings{
+		URIs:              []string{"file:" + filepath.Join("testdata", file)},
+		ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory(), envprovider.NewFactory()},
+	})
+	require.NoError(t, err)
+	cm, err := resolver.Resolve(context.Background())
+	require.NoError(t, err)
+	sub, err := cm.Sub("receivers::emailqos")
+	require.NoError(t, err)
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	if err := sub.Unmarshal(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, confmap.Validate(cfg)
+}
+
+func TestLoadConfigExample(t *testing.T) {
+	t.Setenv("EMAILQOS_TEST_GMAIL_PASSWORD", "from-the-environment")
+	cfg, err := loadConfig(t, "config.yaml")
+	require.NoError(t, err)
+
+	assert.Equal(t, 5*time.Minute, cfg.CollectionInterval)
+	assert.Equal(t, 10*time.Second, cfg.InitialDelay)
+	assert.Equal(t, 3*time.Minute, cfg.Timeout)
+	assert.Equal(t, 2*time.Minute, cfg.DeliveryTimeout)
+	assert.Equal(t, 10*time.Second, cfg.PollInterval)
+	require.Len(t, cfg.Accounts, 3)
+
+	gmail := cfg.Accounts["gmail"]
+	assert.Equal(t, "probe.sender@gmail.example", gmail.Address)
+	assert.Equal(t, "from-the-environment", string(gmail.Password), "${env:VAR} is resolved")
+	assert.Equal(t, "tls", gmail.SMTP.Security)
+	assert.Equal(t, "ssl", gmail.IMAP.Security)
+	assert.Equal(t, "smtp.o365.example", cfg.Accounts["o365"].SMTP.TLS.ServerName)
+	assert.Equal(t, "Probes", cfg.Accounts["selfhosted"].IMAP.Mailbox)
+	assert.Equal(t, []string{"gmail:o365", "o365:gmail"}, cfg.Transit.Directions)
+
+	targets, err := buildTargets(context.Background(), cfg)
+	require.NoError(t, err)
+	var names []string
+	for _, tg := range targets {
+		names = append(names, string(tg.Kind)+"/"+tg.Name)
+	}
+	assert.Equal(t, []string{"roundtrip/gmail", "roundtrip/selfhosted-rtt", "transit/gmail:o365", "transit/o365:gmail"}, names)
+
+	g := targets[0].Sender
+	assert.Equal(t, "probe.sender@gmail.example", g.Username)
+	assert.Equal(t, transport.Endpoint{Address: "imap.gmail.example:993", Security: transport.TLS}, stripTLS(g.IMAP), "ssl is an alias of implicit tls")
+	o := targets[2].Receiver
+	assert.Equal(t, "imap.o365.example:143", o.IMAP.Address, "a bare host gets the port of its security")
+	assert.Equal(t, transport.STARTTLS, o.IMAP.Security, "an unset security on a non-TLS port is starttls, never none")
+	assert.Equal(t, "poll", string(o.Detection))
+	assert.Equal(t, "INBOX", o.Mailbox)
+	assert.Equal(t, probe.Transit, targets[2].Kind)
+	assert.Equal(t, "gmail:o365", targets[2].Direction)
+	assert.Equal(t, 3*time.Minute, targets[0].Timeout)
+	assert.NotEqual(t, targets[0].Receiver.MACKey, o.MACKey, "each mailbox has its own probe key")
+}
+
+func stripTLS(ep transport.Endpoint) transport.Endpoint {
+	ep.TLSConfig = nil
+	return ep
+}
+
+func TestEnvDefaultApplies(t *testing.T) {
+	cfg, err := loadConfig(t, "config.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, "gmail-app-password", string(cfg.Accounts["gmail"].Password), "the ${env:VAR:-default} fallback applies when the variable is unset")
+}
+
+func TestPasswordIsRedacted(t *testing.T) {
+	cfg, err := loadConfig(t, "config.yaml")
+	require.NoError(t, err)
+	conf := confmap.New()
+	require.NoError(t, conf.Marshal(cfg))
+	out := strings.Join(func() []string {
+		var s []string
+		for k, v := range conf.ToStringMap() {
+			s = append(s, k+"="+toString(v))
+		}
+		return s
+	}(), "\n")
+	assert.NotContains(t, out, "o365-secret")
+	assert.NotContains(t, out, "selfhosted-secret")
+	assert.Contains(t, out, "[REDACTED]")
+}
+
+func toString(v any) string {
+	switch x := v.(type) {
+	case map[string]any:
+		var parts []string
+		for k, e := range x {
+			parts = append(parts, k+":"+toString(e))
+		}
+		return "{" + strings.Join(parts, ",") + "}"
+	case []any:
+		var parts []string
+		for _, e := range x {
+			parts = append(parts, toString(e))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	case string:
+		return x
+	default:
+		return ""
+	}
+}
+
+func TestDefaultEndpointResolution(t *testing.T) {
+	tests := []struct {
+		endpoint, security string
+		ports              map[string]int
+		wantAddr, wantSec  string
+	}{
+		{"smtp.example.com", "", smtpPorts, "smtp.example.com:587", "starttls"},
+		{"smtp.example.com", "tls", smtpPorts, "smtp.example.com:465", "tls"},
+		{"smtp.example.com", "none", smtpPorts, "smtp.example.com:25", "none"},
+		{"smtp.example.com:465", "", smtpPorts, "smtp.example.com:465", "tls"},
+		{"smtp.example.com:25", "", smtpPorts, "smtp.example.com:25", "starttls"},
+		{"imap.example.com", "", imapPorts, "imap.example.com:143", "starttls"},
+		{"imap.example.com:993", "", imapPorts, "imap.example.com:993", "tls"},
+		{"imap.example.com", "ssl", imapPorts, "imap.example.com:993", "tls"},
+		{"[::1]:1143", "none", imapPorts, "[::1]:1143", "none"},
+	}
+	for _, tt := range tests {
+		addr, sec := EndpointConfig{Endpoint: tt.endpoint, Security: tt.security}.resolve(tt.ports)
+		assert.Equal(t, tt.wantAddr, addr, tt.endpoint)
+		assert.Equal(t, tt.wantSec, sec, tt.endpoint)
+	}
+}
+
+// validConfig returns a minimal valid configuration to break in one place.
+func validConfig() *Config {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Accounts = map[string]AccountConfig{
+		"gmail": {
+			Address:  "a@gmail.example",
+			Password: "pw",
+			SMTP:     EndpointConfig{Endpoint: "smtp.gmail.example:465", Security: "tls"},
+			IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "imap.gmail.example:993", Security: "tls"}},
+		},
+		"o365": {
+			Address:  "b@o365.example",
+			Password: "pw",
+			SMTP:     EndpointConfig{Endpoint: "smtp.o365.example:587", Security: "starttls"},
+			IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "imap.o365.example:993"}},
+		},
+	}
+	cfg.Roundtrip = []RoundtripConfig{{Account: "gmail"}}
+	return cfg
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   []string // every substring must appear in the error
+	}{
+		{"unknown account in roundtrip", func(c *Config) {
+			c.Roundtrip = append(c.Roundtrip, RoundtripConfig{Name: "broken", Account: "nosuch"})
+		}, []string{"roundtrip[1] (broken)::account", `unknown account "nosuch"`, "gmail, o365"}},
+		{"roundtrip without account", func(c *Config) { c.Roundtrip = []RoundtripConfig{{}} }, []string{"roundtrip[0]::account: missing"}},
+		{"no targets", func(c *Config) { c.Roundtrip = nil }, []string{"roundtrip: no targets"}},
+		{"duplicate target name", func(c *Config) {
+			c.Roundtrip = []RoundtripConfig{{Account: "gmail"}, {Account: "o365", Name: "gmail"}}
+		}, []string{"roundtrip[1] (gmail)", "already used"}},
+		{"missing address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "" }) }, []string{"accounts::gmail::address: missing"}},
+		{"bad address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "not-an-address" }) }, []string{"accounts::gmail::address", "not an email address"}},
+		{"missing password", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Password = "" }) }, []string{"accounts::o365::password: missing"}},
+		{"missing smtp endpoint", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "" }) }, []string{"accounts::gmail::smtp::endpoint: missing"}},
+		{"bad imap port", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example:99999" })
+		}, []string{"accounts::gmail::imap::endpoint", "invalid port"}},
+		{"endpoint with scheme", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp://x" }) }, []string{"accounts::gmail::smtp::endpoint", "not host:port"}},
+		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp::security", `"maybe" is not one of`}},
+		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap::security", "ambiguous", "starttls"}},
+		{"seed spelling SSL upper case", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "SSL" }) }, []string{"accounts::gmail::smtp::security", "lower case"}},
+		{"blank spelled out", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "blank" }) }, []string{"write none"}},
+		{"tls insecure instead of none", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.Insecure = true }) }, []string{"accounts::gmail::smtp::tls::insecure", "security: none"}},
+		{"delivery timeout shorter than poll interval", func(c *Config) {
+			c.DeliveryTimeout, c.PollInterval = 5*time.Second, 10*time.Second
+		}, []string{"delivery_timeout", "shorter than poll_interval"}},
+		{"timeout not above delivery timeout", func(c *Config) { c.Timeout = c.DeliveryTimeout }, []string{"timeout:", "longer than delivery_timeout"}},
+		{"timeout shorter than poll interval", func(c *Config) {
+			c.DeliveryTimeout, c.PollInterval, c.Timeout = 1*time.Second, 1*time.Second, 500*time.Millisecond
+		}, []string{"timeout:", "shorter than poll_interval"}},
+		{"zero poll interval", func(c *Config) { c.PollInterval = 0 }, []string{"poll_interval: must be positive"}},
+		{"zero delivery timeout", func(c *Config) { c.DeliveryTimeout = 0 }, []string{"delivery_timeout: must be positive"}},
+		{"bad detection", func(c *Config) { c.Detection = "psychic" }, []string{"detection", `"psychic"`}},
+		{"bad account detection", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Detection = "IDLE" }) }, []string{"accounts::o365::detection"}},
+		{"bad cleanup mode", func(c *Config) { c.Cleanup.Mode = "shred" }, []string{"cleanup::mode"}},
+		{"move without folder", func(c *Config) { c.Cleanup.Mode = "move" }, []string{"cleanup::folder: required"}},
+		{"bad transit form", func(c *Config) { c.Transit.Directions = []string{"gmail-o365"} }, []string{"transit::directions[0] (gmail-o365)", "sender:receiver"}},
+		{"transit unknown account", func(c *Config) { c.Transit.Directions = []string{"gmail:yahoo"} }, []string{"transit::directions[0] (gmail:yahoo)", `unknown account "yahoo"`}},
+		{"transit to itself", func(c *Config) { c.Transit.Directions = []string{"gmail:gmail"} }, []string{"use a roundtrip target"}},
+		{"mesh of one", func(c *Config) { c.Transit.Mesh = []string{"gmail"} }, []string{"transit::mesh: needs at least two"}},
+		{"mesh unknown account", func(c *Config) { c.Transit.Mesh = []string{"gmail", "nosuch"} }, []string{"transit::mesh[1]", `unknown account "nosuch"`}},
+		{"collection interval", func(c *Config) { c.CollectionInterval = 0 }, []string{"collection_interval"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := validConfig()
+			require.NoError(t, confmap.Validate(cfg), "the base config must be valid")
+			tt.modify(cfg)
+			err := confmap.Validate(cfg)
+			require.Error(t, err)
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func setAcct(c *Config, key string, f func(*AccountConfig)) {
+	a := c.Accounts[key]
+	f(&a)
+	c.Accounts[key] = a
+}
+
+func TestInvalidTestdataNamesTargetAndAccount(t *testing.T) {
+	_, err := loadConfig(t, "invalid_unknown_account.yaml")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "broken")
+	assert.Contains(t, err.Error(), `"nosuch"`)
+}
+
+func TestUnknownFieldRejected(t *testing.T) {
+	cm := confmap.NewFromStringMap(map[string]any{"acounts": map[string]any{}})
+	cfg := createDefaultConfig().(*Config)
+	err := cm.Unmarshal(cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "acounts")
+}
+
+func TestMeshExpandsToEveryDirection(t *testing.T) {
+	cfg := validConfig()
+	cfg.Accounts["yahoo"] = cfg.Accounts["gmail"]
+	cfg.Roundtrip = nil
+	cfg.Transit = TransitConfig{Directions: []string{"gmail:o365"}, Mesh: []string{"gmail", "o365", "yahoo"}}
+	require.NoError(t, confmap.Validate(cfg))
+	targets, err := buildTargets(context.Background(), cfg)
+	require.NoError(t, err)
+	var dirs []string
+	for _, tg := range targets {
+		dirs = append(dirs, tg.Direction)
+	}
+	assert.Equal(t, []string{"gmail:o365", "gmail:yahoo", "o365:gmail", "o365:yahoo", "yahoo:gmail", "yahoo:o365"}, dirs)
+}

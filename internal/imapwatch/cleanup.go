@@ -1,0 +1,169 @@
+package imapwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+)
+
+// Delete removes exactly the probe uid, which must have been found by this
+// session's Wait.
+//
+// With UIDPLUS (or IMAP4rev2) it is flagged \Deleted and removed with
+// UID EXPUNGE. A plain EXPUNGE is never sent: it would also remove the
+// messages the user flagged \Deleted. Without UIDPLUS the probe is moved to
+// the trash folder (special-use \Trash, else "Trash") when the server offers
+// MOVE. Without either, nothing can remove it alone; it is left untouched and
+// Delete fails with code 5 type config (the mailbox needs a move-to-folder
+// cleanup, or a server with UIDPLUS). Failures are code 5.
+func (s *Session) Delete(ctx context.Context, uid imap.UID) error {
+	return s.cleanup(ctx, uid, "")
+}
+
+// Move moves the probe uid, which must have been found by this session's
+// Wait, to mailbox: UID MOVE, or UID COPY + UID STORE \Deleted + UID EXPUNGE
+// with UIDPLUS; without either it is left untouched (code 5 type config).
+// Failures are code 5.
+func (s *Session) Move(ctx context.Context, uid imap.UID, mailbox string) error {
+	if mailbox == "" {
+		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probe to"))
+	}
+	return s.cleanup(ctx, uid, mailbox)
+}
+
+func cleanupErr(typ string, err error) error {
+	return &steps.Error{Step: steps.IMAPDelete, Code: steps.CodeCleanup, Type: typ, Err: err}
+}
+
+func (s *Session) cleanup(ctx context.Context, uid imap.UID, dest string) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return cleanupErr(steps.TypeConfig, errClosed)
+	}
+	if _, ok := s.found[uid]; !ok {
+		return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: UID %d is not a probe found by this session", uid))
+	}
+	if dest == s.opts.Mailbox {
+		return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: cannot move the probe to the mailbox it is in (%q)", dest))
+	}
+	start := time.Now()
+	defer func() { s.rec.Add(steps.IMAPDelete, start, time.Since(start)) }()
+
+	fail := func(err error) error {
+		var se *steps.Error
+		if errors.As(err, &se) {
+			// A failed reconnect is a failed cleanup here.
+			return cleanupErr(se.Type, se.Err)
+		}
+		if ctx.Err() == nil {
+			s.failed(err)
+		}
+		return steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, imapType(err), err)
+	}
+	if s.broken {
+		// Still the same message: a reconnect checks UIDVALIDITY.
+		if err := s.reconnect(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.stopIdle(ctx); err != nil {
+		return fail(err)
+	}
+
+	var set imap.UIDSet
+	set.AddNum(uid)
+	switch {
+	case dest != "" && s.caps.Has(imap.CapMove), dest == "" && !s.caps.Has(imap.CapUIDPlus) && s.caps.Has(imap.CapMove):
+		if dest == "" {
+			if dest, err = s.trashMailbox(ctx); err != nil {
+				return fail(err)
+			}
+			if dest == s.opts.Mailbox {
+				return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: no UIDPLUS, and %q is the trash folder itself", dest))
+			}
+		}
+		err = s.bound(ctx, func() error {
+			// c.Move sends UID MOVE since the server offers MOVE; its
+			// EXPUNGE goes to the unilateral handler, renumbering the
+			// timeline.
+			_, err := s.c.Move(set, dest).Wait()
+			return err
+		})
+	case s.caps.Has(imap.CapUIDPlus):
+		err = s.bound(ctx, func() error {
+			if dest != "" {
+				if _, err := s.c.Copy(set, dest).Wait(); err != nil {
+					return err
+				}
+			}
+			return s.expungeUID(set)
+		})
+	default:
+		return cleanupErr(steps.TypeConfig, errors.New("imap: the server offers neither UIDPLUS nor MOVE: the probe cannot be removed without risking other messages; configure a move-to-folder cleanup"))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	delete(s.found, uid)
+	return nil
+}
+
+var errNotExpunged = errors.New("imap: UID EXPUNGE completed but the probe is still there")
+
+// expungeUID removes the messages of set, and only them.
+func (s *Session) expungeUID(set imap.UIDSet) error {
+	store := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	if err := s.c.Store(set, store, nil).Close(); err != nil {
+		return err
+	}
+	seqs, err := s.c.UIDExpunge(set).Collect()
+	// EXPUNGE responses to a command do not reach the unilateral handler.
+	for _, seq := range seqs {
+		s.tl.onExpunge(seq)
+	}
+	if err != nil || len(seqs) > 0 {
+		return err
+	}
+	// Nothing expunged: already gone, or the server ignored the request.
+	data, err := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{set}}, nil).Wait()
+	if err != nil {
+		return err
+	}
+	if left, _ := data.All.(imap.UIDSet); len(left) > 0 {
+		return errNotExpunged
+	}
+	return nil
+}
+
+// trashMailbox finds the special-use \Trash folder, else "Trash".
+func (s *Session) trashMailbox(ctx context.Context) (string, error) {
+	if s.trash != "" {
+		return s.trash, nil
+	}
+	name := ""
+	err := s.bound(ctx, func() error {
+		cmd := s.c.List("", "*", nil)
+		for d := cmd.Next(); d != nil; d = cmd.Next() {
+			for _, a := range d.Attrs {
+				if a == imap.MailboxAttrTrash && name == "" {
+					name = d.Mailbox
+				}
+			}
+		}
+		return cmd.Close()
+	})
+	if err != nil {
+		return "", err
+	}
+	if name == "" {
+		name = "Trash"
+	}
+	s.trash = name
+	return name, nil
+}

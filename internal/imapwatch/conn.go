@@ -1,0 +1,95 @@
+package imapwatch
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// watchConn remembers the first I/O error of a connection, so that a command
+// that failed because the server went away (reconnect) can be told apart from
+// one that failed because the server sent something unparsable.
+type watchConn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	err    error
+	closed bool
+}
+
+func (c *watchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.note(err)
+	}
+	return n, err
+}
+
+func (c *watchConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.note(err)
+	}
+	return n, err
+}
+
+func (c *watchConn) note(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Errors caused by our own Close are not the server's doing.
+	if !c.closed && c.err == nil {
+		c.err = err
+	}
+}
+
+func (c *watchConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// lost reports whether the connection failed underneath the IMAP client.
+func (c *watchConn) lost() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}
+
+// cmdCounter counts the commands one imapclient.Client sends. It is the
+// client's DebugWriter, the only place that sees the plaintext after STARTTLS,
+// and receives both directions. imapclient tags commands T1, T2, ... and
+// flushes each command from its start, so a chunk that begins with the next
+// tag is the next command; a server cannot echo a tag before it was sent.
+// Nothing written to it is kept (it sees the password).
+type cmdCounter struct {
+	total *atomic.Int64
+
+	mu   sync.Mutex
+	next uint64
+}
+
+func newCmdCounter(total *atomic.Int64) *cmdCounter {
+	return &cmdCounter{total: total, next: 1}
+}
+
+func (w *cmdCounter) Write(p []byte) (int, error) {
+	if len(p) < 3 || p[0] != 'T' {
+		return len(p), nil
+	}
+	var n uint64
+	i := 1
+	for ; i < len(p) && i <= 20 && p[i] >= '0' && p[i] <= '9'; i++ {
+		n = n*10 + uint64(p[i]-'0')
+	}
+	if i == 1 || i >= len(p) || p[i] != ' ' {
+		return len(p), nil
+	}
+	w.mu.Lock()
+	if n == w.next {
+		w.next++
+		w.total.Add(1)
+	}
+	w.mu.Unlock()
+	return len(p), nil
+}

@@ -1,0 +1,576 @@
+// Package imapwatch is the receiving side of a probe over IMAP: it opens the
+// mailbox before the probe is sent, notices the probe's arrival with IDLE or
+// by polling, times it, and removes exactly that message afterwards.
+//
+// Every blocking call is bounded by a context: imapclient has no deadlines of
+// its own, so the connection is closed when the context of the call ends.
+package imapwatch // import "github.com/emailqos/emailqosreceiver/internal/imapwatch"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+// Method is how the arrival of a probe is detected.
+type Method string
+
+const (
+	// MethodAuto is IDLE when the server offers it, else poll.
+	MethodAuto Method = "auto"
+	// MethodIdle waits for the server to announce new messages (RFC 2177).
+	MethodIdle Method = "idle"
+	// MethodPoll sends NOOP, densely at first, then every PollInterval.
+	MethodPoll Method = "poll"
+	// MethodPrecise sends NOOP every PreciseInterval.
+	MethodPrecise Method = "precise"
+)
+
+// TokenHeader carries the token that identifies a probe.
+const TokenHeader = "X-Emailqos-Token"
+
+const (
+	defaultMailbox         = "INBOX"
+	defaultPollInterval    = 5 * time.Second
+	defaultPreciseInterval = 10 * time.Millisecond
+	// firstInterval is the first gap of the poll schedule and of the
+	// re-search schedule; both double up to PollInterval.
+	firstInterval = 25 * time.Millisecond
+	// idleRefresh re-issues IDLE well inside RFC 2177's 29 minutes and the
+	// idle timeouts of common NATs (350 s on AWS).
+	idleRefresh = 5 * time.Minute
+	// maxHeaderBytes bounds what is read of a hit's header block.
+	maxHeaderBytes = 64 << 10
+	// maxHits bounds the hits fetched by one search; more are fetched by
+	// the next.
+	maxHits = 64
+	// maxReconnects bounds the reconnects of one Wait, against a server that
+	// accepts and drops every connection.
+	maxReconnects = 3
+)
+
+// Options configures a Session.
+type Options struct {
+	Endpoint           transport.Endpoint
+	Username, Password string
+	// AllowPlaintextAuth permits credentials on an unencrypted connection;
+	// only for a user who configured security none explicitly.
+	AllowPlaintextAuth bool
+	// Mailbox is watched; "INBOX" when empty.
+	Mailbox string
+	// Method is "auto" when empty.
+	Method Method
+	// PollInterval is the upper bound between two polls (default 5s).
+	PollInterval time.Duration
+	// PreciseInterval is the fixed interval of MethodPrecise (default 10ms).
+	PreciseInterval time.Duration
+	Logger          *zap.Logger
+}
+
+// Arrival describes the probe found by Wait.
+type Arrival struct {
+	UID imap.UID
+	// SeenAt is the best estimate of the instant the message became visible
+	// to the client; it did so within SeenAt ± Uncertainty as far as the
+	// client can tell. With IDLE it is the instant the EXISTS announcing it
+	// arrived and Uncertainty is 0: how long the server took to announce it
+	// (including updates it only flushes when IDLE is re-entered) is not
+	// visible to a client.
+	SeenAt      time.Time
+	Uncertainty time.Duration
+	// Method is what saw it: "idle", or "poll"/"precise" for a command
+	// response (also in idle mode, when the message showed up between two
+	// IDLEs).
+	Method Method
+	// Header is the probe's header block, for the caller to verify.
+	Header []byte
+}
+
+// Session is an IMAP connection watching one mailbox for probes. Its methods
+// are serialised; Commands may be called at any time.
+type Session struct {
+	opts Options
+	rec  *steps.Recorder
+	log  *zap.Logger
+
+	// life bounds every connection of the session: Open's context, and
+	// Close.
+	life       context.Context
+	lifeCancel context.CancelFunc
+
+	cmds atomic.Int64
+	tl   *timeline
+
+	mu          sync.Mutex
+	c           *imapclient.Client
+	conn        *watchConn
+	connCancel  context.CancelFunc
+	caps        imap.CapSet
+	broken      bool // the connection is unusable: lost, or closed to honour a context
+	dropped     bool // ... and it was the server's doing
+	idle        *imapclient.IdleCommand
+	idleSince   time.Time
+	idleRefresh time.Duration
+	method      Method // resolved: idle, poll or precise
+	uidValidity uint32
+	baseline    imap.UID
+	trash       string
+	found       map[imap.UID]struct{}
+	closed      bool
+}
+
+var errClosed = errors.New("imapwatch: session closed")
+
+// Open connects, authenticates and selects the mailbox, and remembers
+// UIDNEXT as the baseline: only messages from then on can be the probe. In
+// idle mode IDLE is running when Open returns, so the probe, sent after,
+// is announced to a session already listening.
+//
+// ctx bounds the whole session, not only Open: its connections are closed
+// when it ends. Pass the probe's context.
+func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	s := &Session{
+		opts:        opts,
+		rec:         rec,
+		log:         opts.Logger,
+		tl:          newTimeline(),
+		idleRefresh: idleRefresh,
+		found:       make(map[imap.UID]struct{}),
+	}
+	s.life, s.lifeCancel = context.WithCancel(ctx)
+	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {
+		s.lifeCancel()
+		return nil, err
+	}
+	if err := s.resolveMethod(); err != nil {
+		s.dropConn()
+		s.lifeCancel()
+		return nil, err
+	}
+	if s.method == MethodIdle {
+		if err := s.startIdle(ctx); err != nil {
+			s.dropConn()
+			s.lifeCancel()
+			return nil, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
+		}
+	}
+	return s, nil
+}
+
+func (o *Options) normalize() error {
+	invalid := func(code int, format string, args ...any) error {
+		return &steps.Error{Step: steps.IMAPConnect, Code: code, Type: steps.TypeConfig, Err: fmt.Errorf(format, args...)}
+	}
+	if o.Endpoint.Address == "" {
+		return invalid(steps.CodeMissingParams, "imap: no server address")
+	}
+	if o.Username == "" {
+		return invalid(steps.CodeMissingParams, "imap: no username")
+	}
+	switch o.Endpoint.Security {
+	case transport.None, transport.STARTTLS, transport.TLS:
+	default:
+		return invalid(steps.CodeInvalidInstance, "imap: unknown security %q", o.Endpoint.Security)
+	}
+	if o.Method == "" {
+		o.Method = MethodAuto
+	}
+	switch o.Method {
+	case MethodAuto, MethodIdle, MethodPoll, MethodPrecise:
+	default:
+		return invalid(steps.CodeInvalidInstance, "imap: unknown method %q", o.Method)
+	}
+	if o.Mailbox == "" {
+		o.Mailbox = defaultMailbox
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = defaultPollInterval
+	}
+	if o.PreciseInterval <= 0 {
+		o.PreciseInterval = defaultPreciseInterval
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+func (s *Session) resolveMethod() error {
+	hasIdle := s.caps.Has(imap.CapIdle)
+	switch s.opts.Method {
+	case MethodAuto:
+		s.method = MethodPoll
+		if hasIdle {
+			s.method = MethodIdle
+		}
+	case MethodIdle:
+		if !hasIdle {
+			return &steps.Error{Step: steps.IMAPSelect, Code: steps.CodeMailboxConnect, Type: steps.TypeConfig,
+				Err: errors.New("imap: method idle configured but the server does not offer IDLE")}
+		}
+		s.method = MethodIdle
+	default:
+		s.method = s.opts.Method
+	}
+	return nil
+}
+
+// connect dials, authenticates and selects the mailbox. rec is nil on a
+// reconnect, so that the connect steps keep describing the first connection;
+// a reconnect also checks that UIDVALIDITY did not change, since the baseline
+// would then mean nothing.
+func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bool, floor time.Time) (err error) {
+	ep := s.opts.Endpoint
+	fail := func(step, typ string, err error) error {
+		s.dropConn()
+		return steps.Fail(ctx, step, steps.CodeMailboxConnect, typ, err)
+	}
+
+	// The connection lives as long as the session; only the dial itself is
+	// also bounded by ctx.
+	cctx, cancel := context.WithCancel(s.life)
+	stop := context.AfterFunc(ctx, cancel)
+	raw, err := transport.Dial(cctx, ep, steps.IMAPConnect, steps.IMAPTLS, rec)
+	if !stop() && err == nil {
+		raw.Close()
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		cancel()
+		step := steps.IMAPConnect
+		var op *net.OpError
+		if ep.Security == transport.TLS && !(errors.As(err, &op) && op.Op == "dial") && ctx.Err() == nil {
+			step = steps.IMAPTLS
+		}
+		return steps.Fail(ctx, step, steps.CodeMailboxConnect, "", err)
+	}
+	s.conn = &watchConn{Conn: raw}
+	s.connCancel = cancel
+	s.broken, s.dropped, s.idle = false, false, nil
+	copts := &imapclient.Options{
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages != nil {
+					s.tl.onExists(*d.NumMessages)
+				}
+			},
+			Expunge: s.tl.onExpunge,
+		},
+		DebugWriter: newCmdCounter(&s.cmds),
+	}
+
+	start := time.Now()
+	if ep.Security == transport.STARTTLS {
+		// imapclient can only upgrade a connection it has just created; it
+		// sends STARTTLS before anything else, and a refusal ends the
+		// connection before any credential is sent.
+		tlsConf := ep.ClientTLSConfig()
+		err = s.bound(ctx, func() error {
+			c, err := imapclient.NewStartTLS(s.conn, &imapclient.Options{
+				UnilateralDataHandler: copts.UnilateralDataHandler,
+				DebugWriter:           copts.DebugWriter,
+				TLSConfig:             tlsConf,
+			})
+			s.c = c
+			return err
+		})
+		rec.Add(steps.IMAPTLS, start, time.Since(start))
+		if err != nil {
+			typ := steps.Classify(err)
+			if typ == steps.TypeProtocol {
+				// Refused, not offered, or PREAUTH in clear: no TLS.
+				typ = steps.TypeTLS
+				err = fmt.Errorf("imap: STARTTLS refused or not offered: %w", err)
+			}
+			return fail(steps.IMAPTLS, typ, err)
+		}
+	} else {
+		s.c = imapclient.New(s.conn, copts)
+	}
+
+	var caps imap.CapSet
+	err = s.bound(ctx, func() error {
+		if err := s.c.WaitGreeting(); err != nil {
+			return err
+		}
+		caps = s.c.Caps()
+		if caps == nil {
+			return errors.New("imap: no CAPABILITY")
+		}
+		return nil
+	})
+	if ep.Security != transport.STARTTLS {
+		rec.Add(steps.IMAPConnect, start, time.Since(start))
+	}
+	if err != nil {
+		return fail(steps.IMAPConnect, imapType(err), err)
+	}
+
+	if s.c.State() == imap.ConnStateNotAuthenticated {
+		if caps, err = s.login(ctx, rec, caps); err != nil {
+			s.dropConn()
+			return err
+		}
+	}
+	s.caps = caps
+
+	s.tl.beginSelect()
+	start = time.Now()
+	var data *imap.SelectData
+	err = s.bound(ctx, func() error {
+		var err error
+		data, err = s.c.Select(s.opts.Mailbox, nil).Wait()
+		return err
+	})
+	resp := time.Now()
+	rec.Add(steps.IMAPSelect, start, resp.Sub(start))
+	switch {
+	case err != nil:
+		return fail(steps.IMAPSelect, imapType(err), err)
+	case data.UIDValidity == 0 || data.UIDNext == 0:
+		return fail(steps.IMAPSelect, steps.TypeProtocol, errors.New("imap: SELECT reported no UIDVALIDITY or UIDNEXT"))
+	case reconnect && data.UIDValidity != s.uidValidity:
+		return fail(steps.IMAPSelect, steps.TypeProtocol, fmt.Errorf("imap: UIDVALIDITY of %q changed from %d to %d", s.opts.Mailbox, s.uidValidity, data.UIDValidity))
+	}
+	if !reconnect {
+		s.uidValidity, s.baseline = data.UIDValidity, data.UIDNext
+	}
+	s.tl.finishSelect(start, resp, data.NumMessages, reconnect, floor)
+	return nil
+}
+
+// login authenticates and returns the capabilities that follow.
+func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapSet) (imap.CapSet, error) {
+	fail := func(typ string, err error) (imap.CapSet, error) {
+		return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, s.opts.Password))
+	}
+	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
+		return fail(steps.TypeAuth, errors.New("imap: refusing to send credentials over an unencrypted connection"))
+	}
+	start := time.Now()
+	err := s.bound(ctx, func() error {
+		if caps.Has(imap.CapLoginDisabled) {
+			if !hasMech(caps, "PLAIN") {
+				return errNoMech
+			}
+			if err := s.c.Authenticate(sasl.NewPlainClient("", s.opts.Username, s.opts.Password)); err != nil {
+				return err
+			}
+		} else if err := s.c.Login(s.opts.Username, s.opts.Password).Wait(); err != nil {
+			return err
+		}
+		if caps = s.c.Caps(); caps == nil {
+			return errors.New("imap: no CAPABILITY after login")
+		}
+		return nil
+	})
+	rec.Add(steps.IMAPLogin, start, time.Since(start))
+	if err != nil {
+		typ := imapType(err)
+		var ie *imap.Error
+		if errors.Is(err, errNoMech) || errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && typ != steps.TypeDeferred {
+			typ = steps.TypeAuth
+		}
+		return fail(typ, err)
+	}
+	return caps, nil
+}
+
+var errNoMech = errors.New("imap: LOGIN disabled and AUTHENTICATE PLAIN not offered")
+
+func hasMech(caps imap.CapSet, mech string) bool {
+	for _, m := range caps.AuthMechanisms() {
+		if strings.EqualFold(m, mech) {
+			return true
+		}
+	}
+	return false
+}
+
+// redact keeps the password out of an error a server may have echoed it in.
+func redact(err error, password string) error {
+	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
+}
+
+// imapType types a server's refusal; other errors are left to steps.Fail.
+func imapType(err error) string {
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		return ""
+	}
+	switch ie.Code {
+	case imap.ResponseCodeUnavailable, imap.ResponseCodeInUse:
+		return steps.TypeDeferred
+	}
+	return steps.TypeRejected
+}
+
+// bound runs a blocking client call and closes the connection if ctx ends
+// first: that is the only way to make imapclient return from a command sent
+// to a silent server.
+func (s *Session) bound(ctx context.Context, fn func() error) error {
+	conn := s.conn
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	err := fn()
+	if !stop() {
+		s.broken = true
+	}
+	return err
+}
+
+// failed decides what a command error means for the connection: anything
+// but a server's tagged refusal leaves imapclient unusable. It reports
+// whether the server (not our context) ended the connection.
+func (s *Session) failed(err error) (lost bool) {
+	var ie *imap.Error
+	if errors.As(err, &ie) && !s.broken {
+		return false
+	}
+	lost = !s.broken && s.conn != nil && s.conn.lost()
+	s.dropConn()
+	s.dropped = lost
+	return lost
+}
+
+// dropConn closes the connection and waits for imapclient's goroutines.
+func (s *Session) dropConn() {
+	if s.c != nil {
+		_ = s.c.Close()
+		s.c = nil
+	} else if s.conn != nil {
+		_ = s.conn.Close()
+	}
+	if s.idle != nil {
+		// Returns at once on a closed client; waits for its goroutine.
+		_ = s.idle.Close()
+		s.idle = nil
+	}
+	if s.connCancel != nil {
+		s.connCancel()
+		s.connCancel = nil
+	}
+	s.conn = nil
+	s.broken = true
+	s.tl.setIdling(false)
+}
+
+func (s *Session) startIdle(ctx context.Context) error {
+	// Set before the command so that updates the server flushes on entering
+	// IDLE, even before its continuation, count as announced by IDLE.
+	s.tl.setIdling(true)
+	start := time.Now()
+	var idle *imapclient.IdleCommand
+	err := s.bound(ctx, func() error {
+		var err error
+		idle, err = s.c.Idle()
+		return err
+	})
+	if err != nil {
+		s.tl.setIdling(false)
+		return err
+	}
+	s.idle, s.idleSince = idle, start
+	return nil
+}
+
+func (s *Session) stopIdle(ctx context.Context) error {
+	if s.idle == nil {
+		return nil
+	}
+	idle := s.idle
+	s.idle = nil
+	s.tl.setIdling(false)
+	sent := time.Now()
+	err := s.bound(ctx, func() error {
+		if err := idle.Close(); err != nil {
+			return err
+		}
+		return idle.Wait()
+	})
+	if err != nil {
+		return err
+	}
+	// During IDLE the server announces changes as they happen, so the count
+	// was up to date when it saw DONE.
+	s.tl.checkpoint(sent)
+	return nil
+}
+
+// reconnect replaces a lost connection. Failures are code 3.
+func (s *Session) reconnect(ctx context.Context) error {
+	floor := s.tl.reconnectFloor()
+	s.dropConn()
+	s.log.Warn("IMAP connection lost, reconnecting",
+		zap.String("address", s.opts.Endpoint.Address), zap.String("mailbox", s.opts.Mailbox))
+	if err := s.connect(ctx, nil, true, floor); err != nil {
+		return err
+	}
+	if s.method == MethodIdle && !s.caps.Has(imap.CapIdle) {
+		if s.opts.Method != MethodAuto {
+			s.dropConn()
+			return &steps.Error{Step: steps.IMAPSelect, Code: steps.CodeMailboxConnect, Type: steps.TypeConfig,
+				Err: errors.New("imap: server no longer offers IDLE")}
+		}
+		s.method = MethodPoll
+	}
+	return nil
+}
+
+// Commands returns the number of IMAP commands the session has sent,
+// reconnects included.
+func (s *Session) Commands() int {
+	return int(s.cmds.Load())
+}
+
+// Close logs out and closes the connection. It is safe to call more than
+// once and after failures; a connection that was already lost is just
+// released. A failed LOGOUT is code 5.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	defer s.lifeCancel()
+	if s.c == nil || s.broken {
+		s.dropConn()
+		return nil
+	}
+	start := time.Now()
+	err := s.stopIdle(ctx)
+	if err == nil {
+		err = s.bound(ctx, func() error { return s.c.Logout().Wait() })
+		var ie *imap.Error
+		if err != nil && !errors.As(err, &ie) && ctx.Err() == nil && s.conn.lost() {
+			// The server hung up after BYE without completing LOGOUT:
+			// that is what LOGOUT asked for.
+			err = nil
+		}
+	}
+	s.rec.Add(steps.IMAPLogout, start, time.Since(start))
+	s.dropConn()
+	if err != nil {
+		return steps.Fail(ctx, steps.IMAPLogout, steps.CodeCleanup, imapType(err), err)
+	}
+	return nil
+}

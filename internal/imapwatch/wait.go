@@ -1,0 +1,348 @@
+package imapwatch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+)
+
+// Wait blocks until a message carrying "X-Emailqos-Token: <token>" above the
+// baseline is visible and accepted by accept (nil accepts all), or ctx ends.
+//
+// New messages are noticed by IDLE or by NOOP polls; only then is the
+// mailbox searched, server-side (UID SEARCH <baseline>:* HEADER ...), and
+// only the hits' headers are fetched, with BODY.PEEK so that \Seen is not
+// set. A hit that is not accepted is never considered again. After a search
+// that found nothing while other messages had arrived, the search is
+// repeated on the poll schedule, because a server may show a message before
+// its search index has it.
+//
+// A lost connection is re-established once per loss, up to a few times;
+// failing that is code 3. ctx ending is code 4 not_found (canceled if it was
+// canceled); a refused SEARCH or FETCH is code 4 rejected or protocol.
+func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
+	}
+	if !validToken(token) {
+		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
+			Err: errors.New("imap: the probe token must be non-empty printable ASCII without spaces")}
+	}
+	start := time.Now()
+	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
+
+	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})}
+	return s.wait(ctx, w)
+}
+
+type waiter struct {
+	token    string
+	accept   func([]byte) bool
+	rejected map[imap.UID]struct{}
+	more     bool // the last search had more hits than were fetched
+}
+
+func validToken(token string) bool {
+	if token == "" || len(token) > 200 {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if token[i] <= ' ' || token[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
+	pollEvery := min(firstInterval, s.opts.PollInterval)
+	if s.method == MethodPrecise {
+		pollEvery = s.opts.PreciseInterval
+	}
+	nextPoll := time.Now() // poll at once: the probe may be there already
+	reSearchEvery := min(firstInterval, s.opts.PollInterval)
+	var reSearchAt time.Time
+	reconnects := 0
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	for {
+		if ctx.Err() != nil {
+			if s.dropped {
+				// The connection was lost and could not be restored in time.
+				return Arrival{}, steps.Fail(ctx, steps.IMAPConnect, steps.CodeMailboxConnect, "", errors.New("imap: connection lost"))
+			}
+			return Arrival{}, waitEnded(ctx)
+		}
+		if s.broken {
+			if reconnects == maxReconnects {
+				return Arrival{}, &steps.Error{Step: steps.IMAPConnect, Code: steps.CodeMailboxConnect, Type: steps.TypeConnect,
+					Err: fmt.Errorf("imap: connection lost %d times during the wait", reconnects+1)}
+			}
+			reconnects++
+			if err := s.reconnect(ctx); err != nil {
+				s.dropped = true
+				return Arrival{}, err
+			}
+			continue
+		}
+
+		now := time.Now()
+		if s.tl.pending() || w.more || (!reSearchAt.IsZero() && !now.Before(reSearchAt)) {
+			if s.tl.pending() {
+				reSearchEvery = min(firstInterval, s.opts.PollInterval)
+			}
+			err := s.stopIdle(ctx)
+			var arr Arrival
+			var found bool
+			if err == nil {
+				arr, found, err = s.search(ctx, w)
+			}
+			if err != nil {
+				if ctx.Err() != nil || s.failed(err) {
+					continue
+				}
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+			}
+			if found {
+				return arr, nil
+			}
+			reSearchAt = time.Time{}
+			if s.tl.foreign() {
+				reSearchAt = time.Now().Add(reSearchEvery)
+				reSearchEvery = min(2*reSearchEvery, s.opts.PollInterval)
+			}
+			continue
+		}
+
+		var due time.Time
+		if s.method == MethodIdle {
+			if s.idle == nil {
+				if err := s.startIdle(ctx); err != nil {
+					if ctx.Err() != nil || s.failed(err) {
+						continue
+					}
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, searchType(err), err)
+				}
+				continue // updates flushed on entering IDLE may be pending
+			}
+			due = s.idleSince.Add(s.idleRefresh)
+		} else {
+			if !now.Before(nextPoll) {
+				start := time.Now()
+				if err := s.noop(ctx); err != nil {
+					if ctx.Err() != nil || s.failed(err) {
+						continue
+					}
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, searchType(err), err)
+				}
+				nextPoll = start.Add(pollEvery)
+				if s.method == MethodPoll {
+					pollEvery = min(2*pollEvery, s.opts.PollInterval)
+				}
+				continue
+			}
+			due = nextPoll
+		}
+		if !reSearchAt.IsZero() && reSearchAt.Before(due) {
+			due = reSearchAt
+		}
+
+		timer.Reset(time.Until(due))
+		select {
+		case <-ctx.Done():
+		case <-s.tl.wake:
+		case <-s.c.Closed():
+			// Whatever ended it, only a new connection can go on.
+			s.failed(errors.New("imap: connection closed"))
+		case <-timer.C:
+			if s.idle != nil && !time.Now().Before(s.idleSince.Add(s.idleRefresh)) {
+				if err := s.stopIdle(ctx); err != nil && ctx.Err() == nil {
+					s.failed(err)
+				}
+			}
+		}
+		timer.Stop()
+	}
+}
+
+// waitEnded is the end of a wait whose connection was fine: the probe did
+// not arrive in time, or the collector is shutting down.
+func waitEnded(ctx context.Context) error {
+	typ := steps.TypeNotFound
+	if errors.Is(context.Cause(ctx), context.Canceled) {
+		typ = steps.TypeCanceled
+	}
+	return &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: typ,
+		Err: fmt.Errorf("imap: probe not found: %w", context.Cause(ctx))}
+}
+
+func searchType(err error) string {
+	if t := imapType(err); t != "" {
+		return t
+	}
+	return steps.TypeProtocol
+}
+
+func (s *Session) noop(ctx context.Context) error {
+	sent := time.Now()
+	if err := s.bound(ctx, func() error { return s.c.Noop().Wait() }); err != nil {
+		return err
+	}
+	// A server reports new messages in its answer to NOOP.
+	s.tl.checkpoint(sent)
+	return nil
+}
+
+type hit struct {
+	uid    imap.UID
+	header []byte
+	lo, hi time.Time
+	idle   bool
+}
+
+// search looks for the token above the baseline and fetches the headers of
+// new hits. It reports the first accepted one.
+func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
+	s.tl.markSearched()
+	crit := &imap.SearchCriteria{
+		UID:    []imap.UIDSet{{imap.UIDRange{Start: s.baseline, Stop: 0}}},
+		Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: w.token}},
+	}
+	start := time.Now()
+	var data *imap.SearchData
+	err := s.bound(ctx, func() error {
+		var err error
+		data, err = s.c.UIDSearch(crit, nil).Wait()
+		return err
+	})
+	resp := time.Now()
+	s.rec.Add(steps.IMAPSearch, start, resp.Sub(start))
+	if err != nil {
+		return Arrival{}, false, err
+	}
+	var uids []imap.UID
+	uids, w.more = candidates(data, s.baseline, w.rejected, maxHits)
+	if len(uids) == 0 {
+		return Arrival{}, false, nil
+	}
+
+	var set imap.UIDSet
+	set.AddNum(uids...)
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
+	var hits []hit
+	start = time.Now()
+	err = s.bound(ctx, func() error {
+		cmd := s.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			// imapclient hands a message over when its header literal
+			// starts, holding its reader inside this response: the sequence
+			// number and the timeline agree.
+			var h hit
+			h.lo, h.hi, h.idle = s.tl.window(msg.SeqNum, resp)
+			for item := msg.Next(); item != nil; item = msg.Next() {
+				switch item := item.(type) {
+				case imapclient.FetchItemDataUID:
+					h.uid = item.UID
+				case imapclient.FetchItemDataBodySection:
+					if item.Literal != nil && h.header == nil {
+						h.header, _ = io.ReadAll(io.LimitReader(item.Literal, maxHeaderBytes))
+					}
+				}
+			}
+			hits = append(hits, h)
+		}
+		return cmd.Close()
+	})
+	s.rec.Add(steps.IMAPFetch, start, time.Since(start))
+	if err != nil {
+		return Arrival{}, false, err
+	}
+
+	sort.Slice(hits, func(i, j int) bool { return hits[i].uid < hits[j].uid })
+	for _, h := range hits {
+		if _, seen := w.rejected[h.uid]; seen || h.uid < s.baseline || !set.Contains(h.uid) {
+			continue
+		}
+		if !hasToken(h.header, w.token) || (w.accept != nil && !w.accept(h.header)) {
+			w.rejected[h.uid] = struct{}{}
+			s.log.Debug("IMAP search hit is not the probe", zap.Uint32("uid", uint32(h.uid)))
+			continue
+		}
+		s.found[h.uid] = struct{}{}
+		return s.arrival(h), true, nil
+	}
+	return Arrival{}, false, nil
+}
+
+func (s *Session) arrival(h hit) Arrival {
+	a := Arrival{UID: h.uid, Header: h.header}
+	if h.idle {
+		a.SeenAt, a.Method = h.hi, MethodIdle
+		return a
+	}
+	a.Method = s.method
+	if a.Method == MethodIdle {
+		a.Method = MethodPoll // shown by a command response between two IDLEs
+	}
+	span := h.hi.Sub(h.lo)
+	a.SeenAt = h.lo.Add(span / 2)
+	a.Uncertainty = span - span/2
+	return a
+}
+
+// candidates lists the UIDs of a search result that may be the probe, at most
+// limit of them, and whether there were more. A server answers "UID n:*" with
+// its highest UID even below n (the range is unordered), so the baseline is
+// enforced here too.
+func candidates(data *imap.SearchData, baseline imap.UID, rejected map[imap.UID]struct{}, limit int) ([]imap.UID, bool) {
+	set, _ := data.All.(imap.UIDSet)
+	var out []imap.UID
+	for _, r := range set {
+		lo, hi := r.Start, r.Stop
+		if lo == 0 || hi == 0 {
+			continue // "*" in a result is a server bug
+		}
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		lo = max(lo, baseline)
+		for u := lo; u >= lo && u <= hi; u++ {
+			if _, ok := rejected[u]; ok {
+				continue
+			}
+			if len(out) == limit {
+				return out, true
+			}
+			out = append(out, u)
+		}
+	}
+	return out, false
+}
+
+// hasToken reports whether the header block carries exactly token: SEARCH
+// HEADER matches substrings.
+func hasToken(header []byte, token string) bool {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(header))).ReadMIMEHeader()
+	for _, v := range h.Values(TokenHeader) {
+		if strings.TrimSpace(v) == token {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,239 @@
+// Package probe runs one probe: it opens the receiving mailbox, submits a
+// probe message through the sending account, waits for it to become visible,
+// removes it and reports every step's time, the delivery latency and an
+// error code. A round trip is a probe whose sender and receiver are the same
+// account; a transit probe crosses from one account to another.
+package probe // import "github.com/emailqos/emailqosreceiver/internal/probe"
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+// Kind is the kind of probe, as the seeds name them.
+type Kind string
+
+const (
+	Roundtrip Kind = "roundtrip"
+	Transit   Kind = "transit"
+)
+
+// Cleanup is what happens to the probe message after it was measured.
+type Cleanup string
+
+const (
+	CleanupDelete Cleanup = "delete"
+	CleanupMove   Cleanup = "move"
+	CleanupKeep   Cleanup = "keep"
+)
+
+// Account is one mail account as the engine sees it.
+type Account struct {
+	Key      string
+	Address  string
+	Username string
+	Password string
+	SMTP     transport.Endpoint
+	IMAP     transport.Endpoint
+	Mailbox  string
+	// Detection is how arrivals in this account's mailbox are seen.
+	Detection imapwatch.Method
+	// Key material for the probe HMAC of messages received by this account.
+	MACKey []byte
+}
+
+// Target is one probe direction.
+type Target struct {
+	Name     string
+	Kind     Kind
+	Sender   *Account
+	Receiver *Account
+	// Direction is `sender:receiver`.
+	Direction string
+
+	DeliveryTimeout time.Duration
+	PollInterval    time.Duration
+	PreciseInterval time.Duration
+	// Timeout bounds the whole probe, delivery wait included.
+	Timeout time.Duration
+
+	Cleanup       Cleanup
+	CleanupFolder string
+}
+
+// Result is what one probe measured.
+type Result struct {
+	Target *Target
+	// Start is when the probe began; Total runs from Start until the
+	// message was found (or until the probe failed).
+	Start time.Time
+	Total time.Duration
+	// Delivered is true when the message was seen; DeliveryLatency then
+	// runs from the sending server's acceptance of DATA to the arrival.
+	Delivered       bool
+	DeliveryLatency time.Duration
+	// Method is what saw the arrival (idle, poll, precise) and Uncertainty
+	// the half-width of the window the arrival is known to lie in.
+	Method      imapwatch.Method
+	Uncertainty time.Duration
+	// Commands is the number of IMAP commands the probe sent.
+	Commands int
+	Timings  []steps.Timing
+
+	Code      int
+	ErrorType string
+	Err       error
+}
+
+// Run runs one probe of t and never returns before every connection it
+// opened is closed. All waits are bounded by ctx and t.Timeout.
+func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	rec := &steps.Recorder{}
+	res := run(ctx, t, logger, rec)
+	res.Timings = rec.Timings()
+	return res
+}
+
+func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) Result {
+	res := Result{Target: t, Start: time.Now()}
+
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+
+	fail := func(err error) Result {
+		var se *steps.Error
+		if !errors.As(err, &se) {
+			se = steps.Fail(ctx, "probe", steps.CodeSearch, "", err)
+		}
+		res.Code, res.ErrorType, res.Err = se.Code, se.Type, se
+		if res.Total == 0 {
+			res.Total = time.Since(res.Start)
+		}
+		return res
+	}
+
+	// The mailbox is open, and IDLE started, before anything is sent, so
+	// that the arrival is seen the moment the server announces it.
+	sess, err := imapwatch.Open(ctx, imapwatch.Options{
+		Endpoint:           t.Receiver.IMAP,
+		Username:           t.Receiver.Username,
+		Password:           t.Receiver.Password,
+		AllowPlaintextAuth: t.Receiver.IMAP.Security == transport.None,
+		Mailbox:            t.Receiver.Mailbox,
+		Method:             t.Receiver.Detection,
+		PollInterval:       t.PollInterval,
+		PreciseInterval:    t.PreciseInterval,
+		Logger:             logger,
+	}, rec)
+	if err != nil {
+		return fail(err)
+	}
+	// The session's connection lives as long as ctx, which outlasts the
+	// delivery wait by the setup budget: a probe that was not found in time
+	// still logs out, and a removed probe is removed within ctx too.
+	closeSession := func() error {
+		err := sess.Close(ctx)
+		res.Commands = sess.Commands()
+		return err
+	}
+
+	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
+	if err != nil {
+		_ = closeSession()
+		return fail(steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err))
+	}
+	sent, err := smtpsend.Send(ctx, smtpsend.Options{
+		Endpoint:           t.Sender.SMTP,
+		Auth:               smtpsend.Auth{Username: t.Sender.Username, Password: t.Sender.Password},
+		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+	}, smtpsend.Message{
+		From: t.Sender.Address,
+		To:   []string{t.Receiver.Address},
+		Data: p.Build(t.Receiver.MACKey),
+	}, rec)
+	if err != nil {
+		_ = closeSession()
+		return fail(err)
+	}
+
+	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
+	arrival, err := sess.Wait(waitCtx, p.Token, func(header []byte) bool {
+		got, err := probemsg.Parse(header, t.Receiver.MACKey)
+		// Only this probe's own, authenticated message is accepted: a
+		// look-alike or an older probe is never taken as this arrival.
+		return err == nil && got.Token == p.Token && got.SentAt.Equal(p.SentAt)
+	})
+	cancelWait()
+	res.Total = time.Since(res.Start)
+	if err != nil {
+		_ = closeSession()
+		return fail(err)
+	}
+	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
+
+	latency := arrival.SeenAt.Sub(sent.AcceptedAt)
+	if latency < 0 {
+		// An arrival before the server accepted the message is impossible
+		// for this probe; within the detection's own uncertainty it is the
+		// resolution of the measurement, beyond it a fault to report.
+		if -latency > arrival.Uncertainty+time.Millisecond {
+			_ = closeSession()
+			return fail(steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
+				fmt.Errorf("message seen %s before the server accepted it", -latency)))
+		}
+		latency = 0
+	}
+	res.Delivered, res.DeliveryLatency = true, latency
+	if err := crossCheck(arrival.Header, p, t.Receiver.MACKey); err != nil {
+		logger.Warn("probe header cross-check failed", zap.String("target", t.Name), zap.Error(err))
+	}
+
+	var cleanupErr error
+	switch t.Cleanup {
+	case CleanupKeep:
+	case CleanupMove:
+		cleanupErr = sess.Move(ctx, arrival.UID, t.CleanupFolder)
+	default:
+		cleanupErr = sess.Delete(ctx, arrival.UID)
+	}
+	if err := closeSession(); cleanupErr == nil {
+		cleanupErr = err
+	}
+	if cleanupErr != nil {
+		return fail(steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", cleanupErr))
+	}
+	return res
+}
+
+// crossCheck parses the send time carried by the received message and checks
+// it against the one the probe sent, catching a server that rewrote it.
+func crossCheck(header []byte, p probemsg.Probe, key []byte) error {
+	if len(bytes.TrimSpace(header)) == 0 {
+		return errors.New("no header fetched")
+	}
+	got, err := probemsg.Parse(header, key)
+	if err != nil {
+		return err
+	}
+	if !got.SentAt.Equal(p.SentAt) {
+		return fmt.Errorf("send time in message %s differs from %s", got.SentAt, p.SentAt)
+	}
+	return nil
+}

@@ -1,0 +1,436 @@
+// Package smtpsend submits one message over SMTP and times every step of the
+// conversation: connect (with the server's greeting), TLS, EHLO, AUTH, the
+// mail transaction up to the server accepting the data, and QUIT.
+package smtpsend // import "github.com/emailqos/emailqosreceiver/internal/smtpsend"
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+const (
+	defaultLocalName = "localhost"
+	// replyTimeout bounds each wait of our own when ctx has no deadline;
+	// it is RFC 5321's recommended command timeout.
+	replyTimeout = 5 * time.Minute
+	// quitTimeout bounds QUIT: the probe's outcome is known by then, and a
+	// slow QUIT must not eat into the delivery wait that follows.
+	quitTimeout = 5 * time.Second
+)
+
+// Auth holds the submission credentials. An empty Username means no AUTH.
+type Auth struct {
+	Username string
+	Password string
+}
+
+// Message is what is submitted: the envelope and the RFC 5322 data.
+type Message struct {
+	From string
+	To   []string
+	Data []byte
+}
+
+// Result is a successful submission.
+type Result struct {
+	// AcceptedAt is when the server's final 250 reply to DATA was read:
+	// from then on the server is responsible for delivery.
+	AcceptedAt time.Time
+	// Reply is that reply's text, which often carries a queue ID.
+	Reply string
+}
+
+// Options says where and how to submit.
+type Options struct {
+	Endpoint transport.Endpoint
+	Auth     Auth
+	// LocalName is the EHLO name; "localhost" when empty.
+	LocalName string
+	// AllowPlaintextAuth lets credentials go over an unencrypted
+	// connection. The receiver sets it only for an explicit security: none.
+	AllowPlaintextAuth bool
+}
+
+// Send submits msg and records each step in rec. Every wait is bounded by
+// ctx. Failures are *steps.Error values with code CodeSMTPConnect up to and
+// including EHLO and CodeSMTPSend from AUTH on; no error text contains the
+// password.
+func Send(ctx context.Context, opts Options, msg Message, rec *steps.Recorder) (Result, error) {
+	s := &sender{ctx: ctx, opts: opts, rec: rec, localName: opts.LocalName}
+	if s.localName == "" {
+		s.localName = defaultLocalName
+	}
+	if err := s.validate(msg); err != nil {
+		return Result{}, err
+	}
+	conn, err := transport.Dial(ctx, opts.Endpoint, steps.SMTPConnect, steps.SMTPTLS, rec)
+	if err != nil {
+		return Result{}, s.fail(dialStep(opts.Endpoint, err), steps.CodeSMTPConnect, "", err)
+	}
+	defer conn.Close()
+
+	smtpConn, err := s.open(conn)
+	if err != nil {
+		return Result{}, err
+	}
+	c := smtp.NewClient(smtpConn)
+	// go-smtp sets its own per-command deadlines (5 and 12 minutes). They
+	// are left alone: conn is bound to ctx and closed when ctx ends, which
+	// ends any of go-smtp's waits at ctx's deadline; the library's own
+	// deadlines only matter for a ctx without one.
+	defer c.Close()
+
+	if err := s.rec.Do(steps.SMTPEHLO, func() error { return c.Hello(s.localName) }); err != nil {
+		return Result{}, s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, "", err)
+	}
+	if opts.Auth.Username != "" {
+		if err := s.auth(c); err != nil {
+			s.quit(c, err)
+			return Result{}, err
+		}
+	}
+	res, err := s.submit(c, msg)
+	if err != nil {
+		s.quit(c, err)
+		return Result{}, err
+	}
+	// The server accepted the data and with it the responsibility for
+	// delivery (RFC 5321 §4.1.1.4): a failed QUIT cannot take the message
+	// back, so it is timed but does not fail the probe.
+	s.quit(c, nil)
+	return res, nil
+}
+
+type sender struct {
+	ctx       context.Context
+	opts      Options
+	rec       *steps.Recorder
+	localName string
+	encrypted bool
+}
+
+func (s *sender) validate(msg Message) error {
+	if strings.ContainsAny(s.localName, " \t\r\n") {
+		return s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, steps.TypeConfig,
+			fmt.Errorf("invalid EHLO name %q", s.localName))
+	}
+	if len(msg.To) == 0 {
+		return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, errors.New("no recipients"))
+	}
+	for _, a := range append([]string{msg.From}, msg.To...) {
+		if strings.ContainsAny(a, "\r\n<>") {
+			return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig,
+				fmt.Errorf("invalid envelope address %q", a))
+		}
+	}
+	return nil
+}
+
+// open reads the greeting as part of the connect step and, for STARTTLS,
+// negotiates TLS. It returns the connection go-smtp is to use, which replays
+// the greeting already read: go-smtp reads the greeting lazily, together
+// with EHLO, and would otherwise fold a slow greeting into the EHLO time.
+func (s *sender) open(conn net.Conn) (net.Conn, error) {
+	var seen bytes.Buffer
+	br := bufio.NewReader(io.TeeReader(conn, &seen))
+	tp := textproto.NewReader(br)
+	_ = conn.SetDeadline(transport.Deadline(s.ctx, replyTimeout))
+	err := s.rec.Do(steps.SMTPConnect, func() error {
+		_, _, err := tp.ReadResponse(220)
+		return err
+	})
+	if err != nil {
+		return nil, s.fail(steps.SMTPConnect, steps.CodeSMTPConnect, "", err)
+	}
+	s.encrypted = s.opts.Endpoint.Security == transport.TLS
+	if s.opts.Endpoint.Security != transport.STARTTLS {
+		_ = conn.SetDeadline(time.Time{})
+		// Everything read so far, even beyond the greeting, goes to go-smtp.
+		return &replayConn{Conn: conn, pending: seen.Bytes()}, nil
+	}
+	greeting := bytes.Clone(seen.Bytes()[:seen.Len()-br.Buffered()])
+	tlsConn, err := s.startTLS(conn, br, tp)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	s.encrypted = true
+	return &replayConn{Conn: tlsConn, pending: greeting}, nil
+}
+
+// startTLS runs EHLO and STARTTLS in clear. A server that does not offer
+// STARTTLS gets nothing more: falling back to clear would let anyone on the
+// path strip TLS and read the credentials.
+func (s *sender) startTLS(conn net.Conn, br *bufio.Reader, tp *textproto.Reader) (net.Conn, error) {
+	offered := false
+	err := s.rec.Do(steps.SMTPEHLO, func() error {
+		if _, err := io.WriteString(conn, "EHLO "+s.localName+"\r\n"); err != nil {
+			return err
+		}
+		_, text, err := tp.ReadResponse(250)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(text, "\n")[1:] {
+			if kw, _, _ := strings.Cut(line, " "); strings.EqualFold(kw, "STARTTLS") {
+				offered = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, "", err)
+	}
+	if !offered {
+		return nil, s.fail(steps.SMTPTLS, steps.CodeSMTPConnect, steps.TypeTLS,
+			errors.New("server does not offer STARTTLS; not continuing in clear"))
+	}
+	var tlsConn *tls.Conn
+	typ := ""
+	err = s.rec.Do(steps.SMTPTLS, func() error {
+		if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+			return err
+		}
+		if _, _, err := tp.ReadResponse(220); err != nil {
+			typ = replyType(err, steps.TypeTLS)
+			return err
+		}
+		// Bytes after the 220 were sent before TLS and would be taken as
+		// protected replies (the STARTTLS command injection attack).
+		if br.Buffered() > 0 {
+			typ = steps.TypeTLS
+			return errors.New("server sent data after its STARTTLS reply")
+		}
+		tlsConn = tls.Client(conn, s.opts.Endpoint.ClientTLSConfig())
+		return tlsConn.HandshakeContext(s.ctx)
+	})
+	if err != nil {
+		return nil, s.fail(steps.SMTPTLS, steps.CodeSMTPConnect, typ, err)
+	}
+	return tlsConn, nil
+}
+
+func (s *sender) auth(c *smtp.Client) error {
+	a := s.opts.Auth
+	if !s.encrypted && !s.opts.AllowPlaintextAuth {
+		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+			errors.New("credentials withheld on an unencrypted connection"))
+	}
+	ok, mechs := c.Extension("AUTH")
+	if !ok {
+		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+			errors.New("server does not offer AUTH but credentials are configured"))
+	}
+	var client sasl.Client
+	switch {
+	case c.SupportsAuth(sasl.Plain):
+		client = sasl.NewPlainClient("", a.Username, a.Password)
+	case c.SupportsAuth(sasl.Login):
+		client = &loginClient{username: a.Username, password: a.Password}
+	default:
+		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+			fmt.Errorf("no supported AUTH mechanism among %q", mechs))
+	}
+	if err := s.rec.Do(steps.SMTPAuth, func() error { return c.Auth(client) }); err != nil {
+		typ := ""
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			typ = steps.TypeAuth
+		}
+		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, typ, err)
+	}
+	return nil
+}
+
+func (s *sender) submit(c *smtp.Client, msg Message) (Result, error) {
+	var res Result
+	err := s.rec.Do(steps.SMTPSubmit, func() error {
+		mo := &smtp.MailOptions{Size: int64(len(msg.Data))}
+		for _, a := range append([]string{msg.From}, msg.To...) {
+			if !isASCII(a) {
+				mo.UTF8 = true
+			}
+		}
+		if err := c.Mail(msg.From, mo); err != nil {
+			return err
+		}
+		for _, to := range msg.To {
+			if err := c.Rcpt(to, nil); err != nil {
+				return err
+			}
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(msg.Data); err != nil {
+			return err
+		}
+		resp, err := w.CloseWithResponse()
+		if err != nil {
+			return err
+		}
+		res = Result{AcceptedAt: time.Now(), Reply: resp.StatusText}
+		return nil
+	})
+	if err != nil {
+		return Result{}, s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, "", err)
+	}
+	return res, nil
+}
+
+// quit says goodbye after a success or after the server refused something;
+// after a network failure or a done ctx there is nobody left to tell.
+func (s *sender) quit(c *smtp.Client, cause error) {
+	var se *steps.Error
+	if cause != nil && errors.As(cause, &se) &&
+		se.Type != steps.TypeAuth && se.Type != steps.TypeRejected && se.Type != steps.TypeDeferred {
+		return
+	}
+	if s.ctx.Err() != nil {
+		return
+	}
+	c.CommandTimeout = quitTimeout
+	_ = s.rec.Do(steps.SMTPQuit, c.Quit)
+}
+
+// fail builds the step error. typ, when empty, comes from the SMTP reply
+// code or, failing that, from steps.Classify.
+func (s *sender) fail(step string, code int, typ string, err error) *steps.Error {
+	if typ == "" {
+		typ = replyType(err, "")
+	}
+	se := steps.Fail(s.ctx, step, code, typ, err)
+	se.Err = redact(se.Err, s.opts.Auth)
+	return se
+}
+
+// replyType maps a reply code to an error type: 4xx is temporary, 5xx
+// permanent. A connection dropped mid-conversation is a connect failure.
+func replyType(err error, orElse string) string {
+	code := 0
+	var se *smtp.SMTPError
+	var te *textproto.Error
+	switch {
+	case errors.As(err, &se):
+		code = se.Code
+	case errors.As(err, &te):
+		code = te.Code
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return steps.TypeConnect
+	}
+	switch {
+	case orElse != "" && code != 0:
+		return orElse
+	case code >= 500:
+		return steps.TypeRejected
+	case code >= 400:
+		return steps.TypeDeferred
+	case code != 0:
+		return steps.TypeProtocol
+	}
+	return orElse
+}
+
+// dialStep tells which of the steps transport.Dial records failed.
+func dialStep(ep transport.Endpoint, err error) string {
+	var op *net.OpError
+	if ep.Security != transport.TLS || (errors.As(err, &op) && op.Op == "dial") {
+		return steps.SMTPConnect
+	}
+	return steps.SMTPTLS
+}
+
+// redact keeps the password out of error text, in case a server or library
+// echoed the credentials back in any of the forms they were sent in.
+func redact(err error, a Auth) error {
+	if err == nil || a.Password == "" {
+		return err
+	}
+	secrets := []string{
+		a.Password,
+		base64.StdEncoding.EncodeToString([]byte(a.Password)),
+		base64.StdEncoding.EncodeToString([]byte("\x00" + a.Username + "\x00" + a.Password)),
+	}
+	msg := err.Error()
+	redacted := msg
+	for _, sec := range secrets {
+		redacted = strings.ReplaceAll(redacted, sec, "[redacted]")
+	}
+	if redacted == msg {
+		return err
+	}
+	// The original is dropped, not wrapped, so it cannot be printed.
+	return errors.New(redacted)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// replayConn hands go-smtp bytes already read from the connection before
+// reading on.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// loginClient is the LOGIN mechanism. go-sasl has one, but it insists on an
+// exact "Password:" prompt after sending the username unasked; servers vary
+// in both, so this one waits to be asked and answers by prompt, or by turn
+// when the prompt is unfamiliar.
+type loginClient struct {
+	username, password string
+	turn               int
+}
+
+func (a *loginClient) Start() (string, []byte, error) {
+	return sasl.Login, nil, nil
+}
+
+func (a *loginClient) Next(challenge []byte) ([]byte, error) {
+	a.turn++
+	prompt := strings.ToLower(string(challenge))
+	switch {
+	case a.turn > 2:
+		return nil, errors.New("unexpected extra LOGIN challenge")
+	case strings.Contains(prompt, "user"):
+		return []byte(a.username), nil
+	case strings.Contains(prompt, "pass"):
+		return []byte(a.password), nil
+	case a.turn == 1:
+		return []byte(a.username), nil
+	default:
+		return []byte(a.password), nil
+	}
+}

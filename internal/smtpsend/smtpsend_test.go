@@ -1,0 +1,549 @@
+package smtpsend
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	user     = "alice@a.test"
+	password = "s3cret-Pa55word"
+)
+
+var testMsg = Message{
+	From: user,
+	To:   []string{"bob@b.test"},
+	Data: []byte("From: <alice@a.test>\r\nTo: <bob@b.test>\r\nSubject: t\r\n\r\nhello\r\n.line starting with a dot\r\n"),
+}
+
+// certs is a self-signed certificate for 127.0.0.1 and the client
+// configuration trusting it.
+var certs = sync.OnceValues(func() (*tls.Config, *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "smtpsend test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+})
+
+// backend is a small SMTP backend that records what it was asked.
+type backend struct {
+	mechs   []string
+	rcptErr error
+	// dataGate, when set, holds the reply to DATA until it is closed.
+	dataGate chan struct{}
+
+	mu       sync.Mutex
+	commands []string
+	data     []string
+}
+
+func (b *backend) record(cmd string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.commands = append(b.commands, cmd)
+}
+
+func (b *backend) seen() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.commands...)
+}
+
+func (b *backend) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{b: b}, nil }
+
+func (b *backend) check(u, p string) error {
+	if u == user && p == password {
+		return nil
+	}
+	return smtp.ErrAuthFailed
+}
+
+type session struct{ b *backend }
+
+func (s *session) AuthMechanisms() []string { return s.b.mechs }
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	s.b.record("AUTH " + mech)
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, u, p string) error { return s.b.check(u, p) }), nil
+	case sasl.Login:
+		return &loginServer{check: s.b.check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+	s.b.record("MAIL " + from)
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.b.record("RCPT " + to)
+	return s.b.rcptErr
+}
+
+func (s *session) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if s.b.dataGate != nil {
+		<-s.b.dataGate
+	}
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.data = append(s.b.data, string(body))
+	return nil
+}
+
+func (s *session) Reset()        {}
+func (s *session) Logout() error { return nil }
+
+// loginServer is the server side of LOGIN, which go-sasl lacks.
+type loginServer struct {
+	check func(u, p string) error
+	step  int
+	user  string
+}
+
+func (s *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	s.step++
+	switch s.step {
+	case 1:
+		if resp == nil {
+			return []byte("Username:"), false, nil
+		}
+		s.step, s.user = 2, string(resp)
+		return []byte("Password:"), false, nil
+	case 2:
+		s.user = string(resp)
+		return []byte("Password:"), false, nil
+	case 3:
+		return nil, true, s.check(s.user, string(resp))
+	}
+	return nil, true, errors.New("unexpected response")
+}
+
+type serverOpts struct {
+	security     transport.Security
+	offerTLS     bool // STARTTLS offered on a plain listener
+	insecureAuth bool
+}
+
+// startServer runs a go-smtp server on loopback until the test ends.
+func startServer(t testing.TB, be *backend, o serverOpts) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srvTLS, _ := certs()
+	s := smtp.NewServer(be)
+	s.Domain = "mx.test"
+	s.AllowInsecureAuth = o.insecureAuth
+	s.ErrorLog = log.New(io.Discard, "", 0)
+	switch {
+	case o.security == transport.TLS:
+		l = tls.NewListener(l, srvTLS)
+	case o.offerTLS:
+		s.TLSConfig = srvTLS
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Serve(l)
+	}()
+	t.Cleanup(func() {
+		_ = s.Close()
+		<-done
+	})
+	return l.Addr().String()
+}
+
+func clientTLS() *tls.Config {
+	_, pool := certs()
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+func options(addr string, sec transport.Security) Options {
+	return Options{
+		Endpoint:           transport.Endpoint{Address: addr, Security: sec, TLSConfig: clientTLS()},
+		Auth:               Auth{Username: user, Password: password},
+		AllowPlaintextAuth: sec == transport.None,
+	}
+}
+
+func stepNames(rec *steps.Recorder) []string {
+	var out []string
+	for _, tm := range rec.Timings() {
+		out = append(out, tm.Step)
+	}
+	return out
+}
+
+// requireFail checks a failure's code, type and step and that the password
+// is nowhere in it.
+func requireFail(t *testing.T, err error, code int, typ, step string) *steps.Error {
+	t.Helper()
+	var se *steps.Error
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, code, se.Code, "code of %v", err)
+	assert.Equal(t, typ, se.Type, "type of %v", err)
+	assert.Equal(t, step, se.Step, "step of %v", err)
+	assert.NotContains(t, err.Error(), password)
+	return se
+}
+
+func TestSendSucceeds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		srv   serverOpts
+		sec   transport.Security
+		mechs []string
+		steps []string
+	}{
+		{"none", serverOpts{security: transport.None, insecureAuth: true}, transport.None, []string{sasl.Plain, sasl.Login},
+			[]string{steps.SMTPConnect, steps.SMTPEHLO, steps.SMTPAuth, steps.SMTPSubmit, steps.SMTPQuit}},
+		{"starttls", serverOpts{offerTLS: true}, transport.STARTTLS, []string{sasl.Plain},
+			[]string{steps.SMTPConnect, steps.SMTPEHLO, steps.SMTPTLS, steps.SMTPAuth, steps.SMTPSubmit, steps.SMTPQuit}},
+		{"tls", serverOpts{security: transport.TLS}, transport.TLS, []string{sasl.Plain},
+			[]string{steps.SMTPConnect, steps.SMTPTLS, steps.SMTPEHLO, steps.SMTPAuth, steps.SMTPSubmit, steps.SMTPQuit}},
+		{"login only", serverOpts{security: transport.TLS}, transport.TLS, []string{sasl.Login},
+			[]string{steps.SMTPConnect, steps.SMTPTLS, steps.SMTPEHLO, steps.SMTPAuth, steps.SMTPSubmit, steps.SMTPQuit}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := &backend{mechs: tc.mechs}
+			addr := startServer(t, be, tc.srv)
+			rec := &steps.Recorder{}
+			start := time.Now()
+			res, err := Send(context.Background(), options(addr, tc.sec), testMsg, rec)
+			end := time.Now()
+			require.NoError(t, err)
+			assert.False(t, res.AcceptedAt.Before(start))
+			assert.False(t, res.AcceptedAt.After(end))
+			assert.NotEmpty(t, res.Reply)
+			assert.Equal(t, tc.steps, stepNames(rec))
+			for _, tm := range rec.Timings() {
+				assert.Positive(t, tm.Duration, tm.Step)
+			}
+			assert.Equal(t, []string{"AUTH " + tc.mechs[0], "MAIL " + user, "RCPT bob@b.test"}, be.seen())
+			be.mu.Lock()
+			defer be.mu.Unlock()
+			require.Len(t, be.data, 1)
+			assert.Contains(t, be.data[0], "\r\n.line starting with a dot\r\n", "dot-stuffing undone by the server")
+		})
+	}
+}
+
+func TestSendWithoutAuth(t *testing.T) {
+	be := &backend{}
+	addr := startServer(t, be, serverOpts{})
+	opts := options(addr, transport.None)
+	opts.Auth = Auth{}
+	rec := &steps.Recorder{}
+	_, err := Send(context.Background(), opts, testMsg, rec)
+	require.NoError(t, err)
+	assert.NotContains(t, stepNames(rec), steps.SMTPAuth)
+	assert.Equal(t, []string{"MAIL " + user, "RCPT bob@b.test"}, be.seen())
+}
+
+func TestConnectionRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	_, err = Send(context.Background(), options(addr, transport.None), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeConnect, steps.SMTPConnect)
+}
+
+// scripted runs a fake server whose single connection is handled by fn.
+func scripted(t *testing.T, fn func(c net.Conn, r *bufio.Reader)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fn(c, bufio.NewReader(c))
+	})
+	t.Cleanup(func() {
+		_ = l.Close()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+func TestSilentServerTimesOut(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, _ *bufio.Reader) {
+		_, _ = io.Copy(io.Discard, c) // never greets; returns when the client closes
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := Send(ctx, options(addr, transport.None), testMsg, &steps.Recorder{})
+	assert.Less(t, time.Since(start), time.Second)
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTimeout, steps.SMTPConnect)
+}
+
+func TestCanceled(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, _ *bufio.Reader) { _, _ = io.Copy(io.Discard, c) })
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := Send(ctx, options(addr, transport.None), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeCanceled, steps.SMTPConnect)
+}
+
+func TestGreetingRefused(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, _ *bufio.Reader) {
+		_, _ = io.WriteString(c, "554 5.7.1 go away\r\n")
+	})
+	_, err := Send(context.Background(), options(addr, transport.None), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeRejected, steps.SMTPConnect)
+}
+
+func TestStalledDataReplyEndsAtDeadline(t *testing.T) {
+	gate := make(chan struct{})
+	be := &backend{mechs: []string{sasl.Plain}, dataGate: gate}
+	addr := startServer(t, be, serverOpts{insecureAuth: true})
+	t.Cleanup(func() { close(gate) }) // runs before the server closes
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := Send(ctx, options(addr, transport.None), testMsg, &steps.Recorder{})
+	assert.Less(t, time.Since(start), time.Second, "go-smtp's 12-minute submission timeout does not outlast ctx")
+	requireFail(t, err, steps.CodeSMTPSend, steps.TypeTimeout, steps.SMTPSubmit)
+}
+
+func TestStartTLSMissing(t *testing.T) {
+	be := &backend{mechs: []string{sasl.Plain}}
+	addr := startServer(t, be, serverOpts{insecureAuth: true}) // offers AUTH in clear, no STARTTLS
+	_, err := Send(context.Background(), options(addr, transport.STARTTLS), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTLS, steps.SMTPTLS)
+	assert.Empty(t, be.seen(), "no AUTH or MAIL reached the server")
+
+	after := make(chan string, 1)
+	addr = scripted(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = io.WriteString(c, "220 mx.test ESMTP\r\n")
+		_, _ = r.ReadString('\n')
+		_, _ = io.WriteString(c, "250-mx.test\r\n250 AUTH PLAIN\r\n")
+		rest, _ := io.ReadAll(r)
+		after <- string(rest)
+	})
+	_, err = Send(context.Background(), options(addr, transport.STARTTLS), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTLS, steps.SMTPTLS)
+	assert.Empty(t, <-after, "nothing at all was sent after EHLO")
+}
+
+func TestStartTLSRefused(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = io.WriteString(c, "220 mx.test ESMTP\r\n")
+		_, _ = r.ReadString('\n')
+		_, _ = io.WriteString(c, "250-mx.test\r\n250 STARTTLS\r\n")
+		_, _ = r.ReadString('\n')
+		_, _ = io.WriteString(c, "454 4.7.0 TLS not available\r\n")
+		_, _ = r.ReadString('\n')
+	})
+	_, err := Send(context.Background(), options(addr, transport.STARTTLS), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTLS, steps.SMTPTLS)
+}
+
+func TestStartTLSInjectionRefused(t *testing.T) {
+	lines := make(chan string, 4)
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = io.WriteString(c, "220 mx.test ESMTP\r\n")
+		_, _ = r.ReadString('\n')
+		_, _ = io.WriteString(c, "250-mx.test\r\n250 STARTTLS\r\n")
+		l, _ := r.ReadString('\n')
+		lines <- l
+		_, _ = io.WriteString(c, "220 go ahead\r\n250-mx.test\r\n250 AUTH PLAIN\r\n")
+		l, _ = r.ReadString('\n')
+		lines <- l
+	})
+	_, err := Send(context.Background(), options(addr, transport.STARTTLS), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTLS, steps.SMTPTLS)
+	assert.Equal(t, "STARTTLS\r\n", <-lines)
+	assert.Empty(t, <-lines, "nothing was sent after the tainted reply")
+}
+
+func TestUnknownCA(t *testing.T) {
+	for _, sec := range []transport.Security{transport.TLS, transport.STARTTLS} {
+		t.Run(string(sec), func(t *testing.T) {
+			be := &backend{mechs: []string{sasl.Plain}}
+			addr := startServer(t, be, serverOpts{security: sec, offerTLS: true})
+			opts := options(addr, sec)
+			opts.Endpoint.TLSConfig = &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+			_, err := Send(context.Background(), opts, testMsg, &steps.Recorder{})
+			requireFail(t, err, steps.CodeSMTPConnect, steps.TypeTLS, steps.SMTPTLS)
+			assert.Empty(t, be.seen())
+		})
+	}
+}
+
+func TestAuthRejected(t *testing.T) {
+	for _, mech := range []string{sasl.Plain, sasl.Login} {
+		t.Run(mech, func(t *testing.T) {
+			be := &backend{mechs: []string{mech}}
+			addr := startServer(t, be, serverOpts{security: transport.TLS})
+			opts := options(addr, transport.TLS)
+			opts.Auth.Username = "mallory@a.test"
+			rec := &steps.Recorder{}
+			_, err := Send(context.Background(), opts, testMsg, rec)
+			requireFail(t, err, steps.CodeSMTPSend, steps.TypeAuth, steps.SMTPAuth)
+			assert.Equal(t, []string{"AUTH " + mech}, be.seen())
+			assert.Contains(t, stepNames(rec), steps.SMTPQuit, "a refused client still says goodbye")
+		})
+	}
+}
+
+func TestAuthNotOffered(t *testing.T) {
+	be := &backend{}
+	addr := startServer(t, be, serverOpts{security: transport.TLS})
+	_, err := Send(context.Background(), options(addr, transport.TLS), testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPSend, steps.TypeAuth, steps.SMTPAuth)
+	assert.Empty(t, be.seen())
+}
+
+func TestCredentialsWithheldInClear(t *testing.T) {
+	be := &backend{mechs: []string{sasl.Plain}}
+	addr := startServer(t, be, serverOpts{insecureAuth: true})
+	opts := options(addr, transport.None)
+	opts.AllowPlaintextAuth = false
+	_, err := Send(context.Background(), opts, testMsg, &steps.Recorder{})
+	requireFail(t, err, steps.CodeSMTPSend, steps.TypeAuth, steps.SMTPAuth)
+	assert.Contains(t, err.Error(), "withheld")
+	assert.Empty(t, be.seen())
+}
+
+func TestRecipientRefused(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		typ  string
+	}{{550, steps.TypeRejected}, {450, steps.TypeDeferred}} {
+		t.Run(tc.typ, func(t *testing.T) {
+			be := &backend{mechs: []string{sasl.Plain}, rcptErr: &smtp.SMTPError{
+				Code: tc.code, EnhancedCode: smtp.EnhancedCode{tc.code / 100, 1, 1}, Message: "no such user"}}
+			addr := startServer(t, be, serverOpts{security: transport.TLS})
+			_, err := Send(context.Background(), options(addr, transport.TLS), testMsg, &steps.Recorder{})
+			requireFail(t, err, steps.CodeSMTPSend, tc.typ, steps.SMTPSubmit)
+		})
+	}
+}
+
+func TestQuitFailureAfterAcceptanceSucceeds(t *testing.T) {
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = io.WriteString(c, "220 mx.test ESMTP\r\n")
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch cmd := strings.ToUpper(strings.TrimSpace(l)); {
+			case strings.HasPrefix(cmd, "EHLO"):
+				_, _ = io.WriteString(c, "250 mx.test\r\n")
+			case cmd == "DATA":
+				_, _ = io.WriteString(c, "354 go on\r\n")
+				for l != ".\r\n" {
+					if l, err = r.ReadString('\n'); err != nil {
+						return
+					}
+				}
+				_, _ = io.WriteString(c, "250 2.0.0 queued as 42\r\n")
+			case cmd == "QUIT":
+				return // hangs up without a reply
+			default:
+				_, _ = io.WriteString(c, "250 ok\r\n")
+			}
+		}
+	})
+	opts := options(addr, transport.None)
+	opts.Auth = Auth{}
+	rec := &steps.Recorder{}
+	res, err := Send(context.Background(), opts, testMsg, rec)
+	require.NoError(t, err)
+	assert.Equal(t, "2.0.0 queued as 42", res.Reply)
+	assert.Contains(t, stepNames(rec), steps.SMTPQuit)
+}
+
+func TestInvalidInput(t *testing.T) {
+	for name, msg := range map[string]Message{
+		"no recipients":  {From: user, Data: testMsg.Data},
+		"crlf in sender": {From: user + "\r\nRCPT TO:<x@y.test>", To: testMsg.To, Data: testMsg.Data},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Send(context.Background(), options("127.0.0.1:1", transport.None), msg, &steps.Recorder{})
+			requireFail(t, err, steps.CodeSMTPSend, steps.TypeConfig, steps.SMTPSubmit)
+		})
+	}
+}
+
+func TestRedact(t *testing.T) {
+	a := Auth{Username: user, Password: password}
+	err := redact(errors.New("server said: "+password), a)
+	assert.NotContains(t, err.Error(), password)
+	orig := errors.New("plain")
+	assert.Same(t, orig, redact(orig, a))
+}
+
+func BenchmarkSend(b *testing.B) {
+	be := &backend{mechs: []string{sasl.Plain}}
+	addr := startServer(b, be, serverOpts{insecureAuth: true})
+	opts := options(addr, transport.None)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Send(context.Background(), opts, testMsg, &steps.Recorder{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
+	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+type emailqosScraper struct {
+	cfg      *Config
+	settings receiver.Settings
+	logger   *zap.Logger
+	// lifetime ends when the receiver shuts down; probes derive from it.
+	lifetime context.Context
+	targets  []*probe.Target
+}
+
+func newScraper(cfg *Config, settings receiver.Settings, lifetime context.Context) *emailqosScraper {
+	return &emailqosScraper{cfg: cfg, settings: settings, logger: settings.Logger, lifetime: lifetime}
+}
+
+func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
+	targets, err := buildTargets(ctx, s.cfg)
+	if err != nil {
+		return err
+	}
+	s.targets = targets
+	return nil
+}
+
+func (s *emailqosScraper) shutdown(context.Context) error { return nil }
+
+// scrape runs every target's probe concurrently and waits for all of them;
+// each is bounded by its own timeout, so a hung server delays the others'
+// results by at most that timeout. A failed probe is data, not an error.
+func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.lifetime, cancel)
+	defer stop()
+
+	results := make([]probe.Result, len(s.targets))
+	var wg sync.WaitGroup
+	for i, t := range s.targets {
+		wg.Go(func() { results[i] = probe.Run(ctx, t, s.logger) })
+	}
+	wg.Wait()
+
+	// A builder per scrape: nothing is shared between collections.
+	mb := metadata.NewMetricsBuilder(s.cfg.MetricsBuilderConfig, s.settings)
+	now := pcommon.NewTimestampFromTime(time.Now())
+	for i := range results {
+		s.record(mb, now, &results[i])
+	}
+	return mb.Emit(), nil
+}
+
+func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timestamp, r *probe.Result) {
+	t := r.Target
+	if r.Err != nil {
+		s.logger.Warn("probe failed",
+			zap.String("target", t.Name), zap.String("direction", t.Direction),
+			zap.Int("error_code", r.Code), zap.String("error.type", r.ErrorType), zap.Error(r.Err))
+	} else {
+		s.logger.Debug("probe succeeded",
+			zap.String("target", t.Name), zap.String("direction", t.Direction),
+			zap.Duration("total", r.Total), zap.Duration("delivery_latency", r.DeliveryLatency),
+			zap.String("method", string(r.Method)), zap.Int("imap_commands", r.Commands))
+	}
+
+	if t.Kind == probe.Roundtrip {
+		mb.RecordEmailqosRoundtripDurationDataPoint(now, r.Total.Seconds())
+	} else {
+		mb.RecordEmailqosTransitDurationDataPoint(now, r.Total.Seconds())
+	}
+	if r.Delivered {
+		mb.RecordEmailqosDeliveryLatencyDataPoint(now, r.DeliveryLatency.Seconds())
+	}
+	for _, tm := range r.Timings {
+		if step, ok := metadata.MapAttributeStep[tm.Step]; ok {
+			mb.RecordEmailqosStepDurationDataPoint(now, tm.Duration.Seconds(), step)
+		}
+	}
+	mb.RecordEmailqosErrorCodeDataPoint(now, int64(r.Code))
+	success := int64(0)
+	if r.Err == nil {
+		success = 1
+	}
+	mb.RecordEmailqosSuccessDataPoint(now, success)
+
+	rb := mb.NewResourceBuilder()
+	if t.Kind == probe.Roundtrip {
+		rb.SetEmailqosProbeKindRoundtrip()
+	} else {
+		rb.SetEmailqosProbeKindTransit()
+	}
+	rb.SetEmailqosTarget(t.Name)
+	rb.SetEmailqosSender(t.Sender.Key)
+	rb.SetEmailqosReceiver(t.Receiver.Key)
+	rb.SetEmailqosDirection(t.Direction)
+	rb.SetEmailqosErrorCode(int64(r.Code))
+	rb.SetErrorType(r.ErrorType)
+	mb.EmitForResource(metadata.WithResource(rb.Emit()))
+}
+
+// buildTargets turns the validated configuration into the engine's targets,
+// loading TLS material once at start.
+func buildTargets(ctx context.Context, cfg *Config) ([]*probe.Target, error) {
+	accounts := map[string]*probe.Account{}
+	for _, key := range sortedKeys(cfg.Accounts) {
+		acct, err := buildAccount(ctx, cfg, key, cfg.Accounts[key])
+		if err != nil {
+			return nil, err
+		}
+		accounts[key] = acct
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = cfg.DeliveryTimeout + setupBudget
+	}
+	newTarget := func(name string, kind probe.Kind, sender, receiver string) *probe.Target {
+		return &probe.Target{
+			Name:            name,
+			Kind:            kind,
+			Sender:          accounts[sender],
+			Receiver:        accounts[receiver],
+			Direction:       sender + ":" + receiver,
+			DeliveryTimeout: cfg.DeliveryTimeout,
+			PollInterval:    cfg.PollInterval,
+			PreciseInterval: cfg.PreciseInterval,
+			Timeout:         timeout,
+			Cleanup:         probe.Cleanup(cfg.Cleanup.Mode),
+			CleanupFolder:   cfg.Cleanup.Folder,
+		}
+	}
+	var targets []*probe.Target
+	for _, rt := range cfg.Roundtrip {
+		targets = append(targets, newTarget(rt.targetName(), probe.Roundtrip, rt.Account, rt.Account))
+	}
+	seen := map[string]bool{}
+	addTransit := func(sender, receiver string) {
+		dir := sender + ":" + receiver
+		if seen[dir] {
+			return
+		}
+		seen[dir] = true
+		targets = append(targets, newTarget(dir, probe.Transit, sender, receiver))
+	}
+	for _, dir := range cfg.Transit.Directions {
+		sender, receiver, _ := strings.Cut(dir, ":")
+		addTransit(sender, receiver)
+	}
+	for _, sender := range cfg.Transit.Mesh {
+		for _, receiver := range cfg.Transit.Mesh {
+			if sender != receiver {
+				addTransit(sender, receiver)
+			}
+		}
+	}
+	return targets, nil
+}
+
+func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig) (*probe.Account, error) {
+	smtpEP, err := buildEndpoint(ctx, a.SMTP, smtpPorts)
+	if err != nil {
+		return nil, fmt.Errorf("accounts::%s::smtp::tls: %w", key, err)
+	}
+	imapEP, err := buildEndpoint(ctx, a.IMAP.EndpointConfig, imapPorts)
+	if err != nil {
+		return nil, fmt.Errorf("accounts::%s::imap::tls: %w", key, err)
+	}
+	username := a.Username
+	if username == "" {
+		username = a.Address
+	}
+	mailbox := a.IMAP.Mailbox
+	if mailbox == "" {
+		mailbox = defaultMbox
+	}
+	detection := a.Detection
+	if detection == "" {
+		detection = cfg.Detection
+	}
+	// The MAC key is tied to the receiving mailbox, so any sender of this
+	// collector produces probes that mailbox's reader can verify.
+	secret := []byte(cfg.ProbeSecret)
+	if len(secret) == 0 {
+		secret = []byte(a.Password)
+	}
+	return &probe.Account{
+		Key:       key,
+		Address:   a.Address,
+		Username:  username,
+		Password:  string(a.Password),
+		SMTP:      smtpEP,
+		IMAP:      imapEP,
+		Mailbox:   mailbox,
+		Detection: imapwatch.Method(detection),
+		MACKey:    probemsg.DeriveKey(secret, a.Address),
+	}, nil
+}
+
+func buildEndpoint(ctx context.Context, e EndpointConfig, ports map[string]int) (transport.Endpoint, error) {
+	addr, security := e.resolve(ports)
+	ep := transport.Endpoint{Address: addr, Security: transport.Security(security)}
+	if security == securityNone {
+		return ep, nil
+	}
+	tlsCfg, err := e.TLS.LoadTLSConfig(ctx)
+	if err != nil {
+		return ep, err
+	}
+	ep.TLSConfig = tlsCfg
+	return ep, nil
+}

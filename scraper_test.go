@@ -1,0 +1,269 @@
+package emailqosreceiver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
+)
+
+const (
+	alice = "alice@a.test"
+	bob   = "bob@b.test"
+)
+
+func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
+	t.Helper()
+	opts.Users = append(opts.Users,
+		mailtest.User{Address: alice, Password: "alice-pw"},
+		mailtest.User{Address: bob, Password: "bob-pw"})
+	srv, err := mailtest.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, srv.Close()) })
+	return srv
+}
+
+func mailAccount(srv *mailtest.Server, addr, password string) AccountConfig {
+	return AccountConfig{
+		Address:  addr,
+		Password: configopaqueString(password),
+		SMTP:     EndpointConfig{Endpoint: srv.SMTPAddr(), Security: "none"},
+		IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: srv.IMAPAddr(), Security: "none"}},
+	}
+}
+
+func testConfig(accounts map[string]AccountConfig) *Config {
+	cfg := createDefaultConfig().(*Config)
+	cfg.DeliveryTimeout = 3 * time.Second
+	cfg.PollInterval = 100 * time.Millisecond
+	cfg.Accounts = accounts
+	return cfg
+}
+
+func newTestScraper(t *testing.T, cfg *Config) (*emailqosScraper, context.CancelFunc) {
+	t.Helper()
+	require.NoError(t, cfg.Validate())
+	lifetime, cancel := context.WithCancel(context.Background())
+	s := newScraper(cfg, receivertest.NewNopSettings(metadata.Type), lifetime)
+	require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
+	return s, cancel
+}
+
+// resources indexes the scraped resources by target name.
+func resources(t *testing.T, md pmetric.Metrics) map[string]pmetric.ResourceMetrics {
+	t.Helper()
+	out := map[string]pmetric.ResourceMetrics{}
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		rm := md.ResourceMetrics().At(i)
+		name, ok := rm.Resource().Attributes().Get("emailqos.target")
+		require.True(t, ok)
+		out[name.Str()] = rm
+	}
+	return out
+}
+
+func gauge(t *testing.T, rm pmetric.ResourceMetrics, name string) (pmetric.NumberDataPoint, bool) {
+	t.Helper()
+	ms := rm.ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		if ms.At(i).Name() == name {
+			return ms.At(i).Gauge().DataPoints().At(0), true
+		}
+	}
+	return pmetric.NewNumberDataPoint(), false
+}
+
+func attr(rm pmetric.ResourceMetrics, key string) pcommon.Value {
+	v, _ := rm.Resource().Attributes().Get(key)
+	return v
+}
+
+func TestScrapeGolden(t *testing.T) {
+	srv := startMail(t, mailtest.Options{DeliveryDelay: 20 * time.Millisecond})
+	cfg := testConfig(map[string]AccountConfig{
+		"a": mailAccount(srv, alice, "alice-pw"),
+		"b": mailAccount(srv, bob, "bob-pw"),
+	})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	cfg.Transit.Directions = []string{"a:b", "b:a"}
+	s, cancel := newTestScraper(t, cfg)
+	defer cancel()
+
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err)
+
+	expectedFile := filepath.Join("testdata", "scraper", "expected.yaml")
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		require.NoError(t, golden.WriteMetrics(t, expectedFile, md))
+	}
+	expected, err := golden.ReadMetrics(expectedFile)
+	require.NoError(t, err)
+	require.NoError(t, pmetrictest.CompareMetrics(expected, md,
+		pmetrictest.IgnoreMetricValues(),
+		pmetrictest.IgnoreTimestamp(),
+		pmetrictest.IgnoreStartTimestamp(),
+		pmetrictest.IgnoreResourceMetricsOrder(),
+		pmetrictest.IgnoreMetricsOrder(),
+		pmetrictest.IgnoreMetricDataPointsOrder(),
+	))
+
+	// The values the golden comparison ignores: plausible and consistent.
+	byTarget := resources(t, md)
+	require.Len(t, byTarget, 3)
+	for name, rm := range byTarget {
+		code, ok := gauge(t, rm, "emailqos.error_code")
+		require.True(t, ok)
+		assert.Zero(t, code.IntValue(), name)
+		ok1, _ := gauge(t, rm, "emailqos.success")
+		assert.Equal(t, int64(1), ok1.IntValue(), name)
+		lat, ok := gauge(t, rm, "emailqos.delivery.latency")
+		require.True(t, ok, name)
+		total := "emailqos.transit.duration"
+		if attr(rm, "emailqos.probe.kind").Str() == "roundtrip" {
+			total = "emailqos.roundtrip.duration"
+		}
+		tot, ok := gauge(t, rm, total)
+		require.True(t, ok, name)
+		assert.Greater(t, tot.DoubleValue(), lat.DoubleValue(), name)
+		assert.GreaterOrEqual(t, lat.DoubleValue(), 0.015, name)
+	}
+	assert.Equal(t, "b", attr(byTarget["a:b"], "emailqos.receiver").Str())
+	assert.Equal(t, "a:b", attr(byTarget["a:b"], "emailqos.direction").Str())
+	assert.Equal(t, "transit", attr(byTarget["b:a"], "emailqos.probe.kind").Str())
+}
+
+func TestFailedProbeStillEmits(t *testing.T) {
+	srv := startMail(t, mailtest.Options{RejectRcpt: true})
+	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw")})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	s, cancel := newTestScraper(t, cfg)
+	defer cancel()
+
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err, "a failed probe is data, not a scrape error")
+	rm := resources(t, md)["a"]
+	assert.Equal(t, int64(2), attr(rm, "emailqos.error_code").Int())
+	assert.Equal(t, "rejected", attr(rm, "error.type").Str())
+	code, _ := gauge(t, rm, "emailqos.error_code")
+	assert.Equal(t, int64(2), code.IntValue())
+	succ, _ := gauge(t, rm, "emailqos.success")
+	assert.Zero(t, succ.IntValue())
+	_, hasLatency := gauge(t, rm, "emailqos.delivery.latency")
+	assert.False(t, hasLatency, "no latency is reported for a message that was not delivered")
+}
+
+// blackhole accepts connections and never answers.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().String()
+}
+
+func TestHungTargetDoesNotHoldOthers(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	hung := mailAccount(srv, bob, "bob-pw")
+	hung.IMAP.Endpoint = blackhole(t)
+	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw"), "hung": hung})
+	cfg.DeliveryTimeout = time.Second
+	cfg.Timeout = 2 * time.Second
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}, {Account: "hung"}}
+	s, cancel := newTestScraper(t, cfg)
+	defer cancel()
+
+	start := time.Now()
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), cfg.Timeout+time.Second, "the scrape waits at most for the hung target's timeout")
+	byTarget := resources(t, md)
+	assert.Equal(t, int64(0), attr(byTarget["a"], "emailqos.error_code").Int())
+	assert.Equal(t, int64(3), attr(byTarget["hung"], "emailqos.error_code").Int())
+	assert.Equal(t, "timeout", attr(byTarget["hung"], "error.type").Str())
+}
+
+func TestIMAPStoppedMidProbeOthersUnaffected(t *testing.T) {
+	good := startMail(t, mailtest.Options{})
+	bad := startMail(t, mailtest.Options{Blackhole: true})
+	cfg := testConfig(map[string]AccountConfig{
+		"good": mailAccount(good, alice, "alice-pw"),
+		"bad":  mailAccount(bad, alice, "alice-pw"),
+	})
+	cfg.DeliveryTimeout = 2 * time.Second
+	cfg.Roundtrip = []RoundtripConfig{{Account: "good"}, {Account: "bad"}}
+	s, cancel := newTestScraper(t, cfg)
+	defer cancel()
+
+	time.AfterFunc(500*time.Millisecond, bad.StopIMAP)
+	start := time.Now()
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), cfg.DeliveryTimeout+time.Second)
+	byTarget := resources(t, md)
+	assert.Equal(t, int64(0), attr(byTarget["good"], "emailqos.error_code").Int())
+	assert.Contains(t, []int64{3, 4}, attr(byTarget["bad"], "emailqos.error_code").Int())
+}
+
+func TestShutdownMidProbe(t *testing.T) {
+	// The server accepts the probe and drops it, so the probe waits.
+	accepted := make(chan struct{})
+	var once sync.Once
+	srv := startMail(t, mailtest.Options{OnDeliver: func(string, []byte) error {
+		once.Do(func() { close(accepted) })
+		return errors.New("dropped")
+	}})
+	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw")})
+	cfg.DeliveryTimeout = time.Minute
+	cfg.InitialDelay = 0
+	cfg.CollectionInterval = time.Hour
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	require.NoError(t, cfg.Validate())
+
+	sink := new(consumertest.MetricsSink)
+	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe was never submitted")
+	}
+
+	start := time.Now()
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	assert.Less(t, time.Since(start), 3*time.Second, "shutdown does not wait for the delivery timeout")
+}
