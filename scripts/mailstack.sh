@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# mailstack.sh - two throwaway mail domains (a.test, b.test) on loopback for
-# the emailqos integration tests.
+# mailstack.sh - two real mail domains (a.test, b.test) on loopback for the
+# emailqos integration tests.
 #
 #   scripts/mailstack.sh start   [DIR]   install what is missing, start (idempotent)
 #   scripts/mailstack.sh stop    [DIR]   stop every process of the stack
@@ -8,42 +8,60 @@
 #   scripts/mailstack.sh status  [DIR]   exit 0 only if every listener answers
 #   scripts/mailstack.sh env     [DIR]   print `export` lines describing the stack
 #   scripts/mailstack.sh adduser ADDRESS PASSWORD [DIR]
-#                                        add (or re-password) an account of a.test/b.test
+#                                        add (or re-password) an a.test/b.test account
 #   scripts/mailstack.sh install         only install the Debian packages
 #
-# DIR defaults to $EMAILQOS_MAILSTACK_DIR, else /tmp/emailqos-mailstack. It
-# holds everything: CA and certificates, one postfix and one dovecot instance
-# per domain (configs, queues, run dirs, logs) and the Maildirs. Nothing under
-# /etc/postfix or /etc/dovecot is used; the system-wide services the Debian
-# packages would start are kept stopped and disabled.
+# Typical test use:   scripts/mailstack.sh start && eval "$(scripts/mailstack.sh env)"
 #
-# Layout (defaults; see `env` for the real values):
+# Run as root on Debian 12. Packages missing are installed with apt-get
+# (non-interactive; postfix preseeded to "No configuration"; the system-wide
+# postfix/dovecot services are kept stopped and disabled). DIR defaults to
+# $EMAILQOS_MAILSTACK_DIR, else /tmp/emailqos-mailstack, and holds everything:
+# the throwaway CA (ca/ca.crt), and per domain x in {a,b}: x/postfix (postfix
+# config_directory, started with `postfix -c`), x/spool (queue), x/dovecot
+# (dovecot.conf, passwd-file `users`), x/run (dovecot base_dir, LMTP and SASL
+# sockets), x/mail/LOCALPART/Maildir, x/log/postfix.log and x/log/dovecot.log.
+# Nothing under /etc/postfix or /etc/dovecot is used.
 #
-#   domain   host        MX   SMTP plain  SMTP STARTTLS  SMTPS  IMAP(+STARTTLS)  IMAPS  POP3(+STARTTLS)  POP3S
-#   a.test   127.0.0.1   12525  12526       12587        12565      12543        12593       12510        12595
-#   b.test   127.0.0.2   12625  12626       12687        12665      12643        12693       12610        12695
+# Layout (defaults; `env` prints the real values):
 #
-#   MX            inbound MTA port (no AUTH, STARTTLS offered): mail for the
-#                 domain only; the other domain's postfix relays here.
-#   SMTP plain    submission without TLS (STARTTLS not offered), AUTH in clear.
-#   SMTP STARTTLS submission, STARTTLS required before AUTH/MAIL.
-#   SMTPS         submission over implicit TLS.
-#   IMAP / POP3   one port each for plain and STARTTLS: STARTTLS is offered,
-#                 plaintext LOGIN/USER+PASS/AUTH PLAIN allowed without it.
+#   domain  host       MX     SMTP    SMTP      SMTPS  IMAP     IMAPS  POP3     POP3S
+#                             plain   STARTTLS         (+STLS)         (+STLS)
+#   a.test  127.0.0.1  12525  12526   12587     12565  12543    12593  12510    12595
+#   b.test  127.0.0.2  12625  12626   12687     12665  12643    12693  12610    12695
 #
-# Ports: A uses BASE+offset, B uses BASE+100+offset, BASE=$EMAILQOS_MAILSTACK_PORT_BASE
-# (default 12500). Hosts: $EMAILQOS_MAILSTACK_A_HOST / _B_HOST (default
-# 127.0.0.1 / 127.0.0.2; any 127.x.y.z address is local on Linux).
+#   MX             inbound MTA (no AUTH, STARTTLS offered), accepts mail for its
+#                  own domain only; the other domain's postfix relays to it.
+#   SMTP plain     submission without TLS (STARTTLS not offered), AUTH in clear.
+#   SMTP STARTTLS  submission; STARTTLS required before AUTH and MAIL.
+#   SMTPS          submission over implicit TLS.
+#   Submission always requires AUTH (PLAIN, LOGIN; dovecot SASL).
+#   IMAP, POP3     one port for plain and STARTTLS: STARTTLS offered, plaintext
+#                  LOGIN / USER+PASS / AUTH PLAIN allowed without it.
+#   IMAPS, POP3S   implicit TLS.
 #
-# Mail flow: submission -> postfix (SASL via dovecot) -> own domain: LMTP (unix
-# socket) into dovecot -> Maildir; other test domain: smtp to the other
-# postfix's MX port (transport map, no DNS, opportunistic TLS); any other
-# domain: bounced by postfix (nothing leaves loopback).
+# Certificates (signed by DIR/ca/ca.crt) name DOMAIN, mail./mx./smtp./imap./pop.
+# DOMAIN, localhost, the domain's IP and 127.0.0.1.
+# Ports: a.test uses BASE+offset, b.test BASE+100+offset, with
+# BASE=$EMAILQOS_MAILSTACK_PORT_BASE (default 12500); hosts come from
+# $EMAILQOS_MAILSTACK_A_HOST / $EMAILQOS_MAILSTACK_B_HOST (127.0.0.0/8; the
+# whole range is local on Linux). They are fixed at the first start and kept
+# while the stack runs.
+#
+# Accounts (login name = address): probe@a.test/probe-a-pw, user@a.test/user-a-pw,
+# probe@b.test/probe-b-pw, user@b.test/user-b-pw; postmaster@ and abuse@ are
+# aliases of user@. Mail is stored by dovecot (uid vmail) in Maildir.
+#
+# Mail flow: submission -> postfix -> own domain: LMTP into dovecot -> Maildir;
+# other test domain: SMTP to the other postfix's MX port (transport map, no
+# DNS, opportunistic TLS verified against the CA) -> LMTP -> Maildir; any other
+# domain is rejected at RCPT TO (nothing leaves loopback). Retries are quick
+# (queue run every 5s) so a stopped peer catches up soon after it restarts.
 set -euo pipefail
 
 readonly PROG=${0##*/}
 readonly DOMAINS=(a b)
-readonly PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl swaks procps)
+readonly PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl swaks libnet-ssleay-perl procps)
 readonly VMAIL_USER=vmail
 WAIT_TIMEOUT=${EMAILQOS_MAILSTACK_WAIT_TIMEOUT:-30}
 
@@ -54,9 +72,9 @@ readonly OFF_IMAP=43 OFF_IMAPS=93 OFF_POP3=10 OFF_POP3S=95
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 
-usage() {
-	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
-	exit 2
+usage() { # the header comment; exit status $1
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+	exit "${1:-2}"
 }
 
 # ---------------------------------------------------------------- installation
@@ -136,6 +154,13 @@ pid_from_file() { # prints the pid if the file names a live process
 	return 0
 }
 
+alive() { # a process that exists and is not a zombie waiting to be reaped
+	local st
+	{ read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
+	st=${st##*) }
+	[[ ${st%% *} != Z ]]
+}
+
 descendants() { # pid and all its descendants
 	ps -e -o pid=,ppid= | awk -v root="$1" '
 		{ kids[$2] = kids[$2] " " $1 }
@@ -149,25 +174,32 @@ descendants() { # pid and all its descendants
 		}'
 }
 
-# Processes belonging to this DIR even if their master is gone: postfix
-# daemons carry MAIL_CONFIG=DIR/x/postfix, the dovecot master has -c DIR/...
+# Processes of this DIR's daemons, even if their master is gone: a postfix
+# or dovecot binary whose working directory is inside DIR (postfix daemons
+# run in their queue directory, dovecot's in its base_dir or a mail home).
 stray_pids() {
-	local p env cmd
-	for p in /proc/[0-9]*; do
-		[[ ${p#/proc/} == "$$" ]] && continue
-		env=$(tr '\0' '\n' <"$p/environ" 2>/dev/null || true)
-		cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null || true)
-		if grep -qxF -e "MAIL_CONFIG=$DIR/a/postfix" -e "MAIL_CONFIG=$DIR/b/postfix" <<<"$env" ||
-			[[ $cmd == *"dovecot -c $DIR/"* || $cmd == *"dovecot -c $DIR/"* ]]; then
-			echo "${p#/proc/}"
-		fi
-	done
+	local link pid exe
+	{ find /proc -mindepth 2 -maxdepth 2 -name cwd \( -lname "$DIR" -o -lname "$DIR/*" \) 2>/dev/null || true; } |
+		while read -r link; do
+			pid=${link#/proc/}
+			pid=${pid%/cwd}
+			exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+			case $exe in
+			/usr/sbin/dovecot | /usr/lib/dovecot/* | /usr/lib/postfix/* | /usr/sbin/post*) echo "$pid" ;;
+			esac
+		done
 }
 
 fingerprint() { cat "$@" 2>/dev/null | cksum || true; }
 
-# quote a value for the shell
-q() { printf '%q' "$1"; }
+# quote a value for the shell (bare when it is safe)
+q() {
+	if [[ $1 =~ ^[A-Za-z0-9_./:@+=,-]+$ ]]; then
+		printf '%s' "$1"
+	else
+		printf "'%s'" "${1//\'/\'\\\'\'}"
+	fi
+}
 
 port_of() { # DOMAIN OFFSET
 	local base=$PORT_BASE
@@ -188,6 +220,7 @@ probe_listener() {
 		out=$(printf '%s\r\n' "$quit" | timeout 5 openssl s_client -connect "$host:$port" \
 			-CAfile "$CA_CRT" -verify_return_error -quiet 2>/dev/null | head -n 1) || true
 	else
+		# shellcheck disable=SC2016 # expanded by the inner bash
 		out=$(timeout 5 bash -c '
 			exec 3<>"/dev/tcp/$1/$2" || exit 1
 			IFS= read -r -t 4 line <&3 || exit 1
@@ -197,6 +230,7 @@ probe_listener() {
 	[[ $out =~ $want ]]
 }
 
+# shellcheck disable=SC2016 # expanded by the inner bash
 port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
 
 # listeners of one domain: "proto tls name offset"
@@ -232,13 +266,16 @@ choose_state() {
 	PORT_BASE=${EMAILQOS_MAILSTACK_PORT_BASE:-12500}
 	A_HOST=${EMAILQOS_MAILSTACK_A_HOST:-127.0.0.1}
 	B_HOST=${EMAILQOS_MAILSTACK_B_HOST:-127.0.0.2}
-	[[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE >= 1024 && PORT_BASE <= 65000)) ||
+	if ! [[ $PORT_BASE =~ ^[0-9]+$ ]] || ((PORT_BASE < 1024 || PORT_BASE > 65000)); then
 		die "EMAILQOS_MAILSTACK_PORT_BASE=$PORT_BASE: want a number in 1024..65000"
+	fi
 	local h
 	for h in "$A_HOST" "$B_HOST"; do
 		[[ $h =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "host $h is not a 127.0.0.0/8 address"
 	done
-	if [[ $A_HOST == "$B_HOST" ]]; then :; fi # distinct port blocks keep them apart
+}
+
+save_state() {
 	cat >"$DIR/state.env" <<-EOF
 		PORT_BASE=$PORT_BASE
 		A_HOST=$A_HOST
@@ -617,7 +654,7 @@ start_dovecot() {
 	fi
 	# never through $(...): the daemon would inherit and hold the pipe
 	local out=$DIR/$d/log/dovecot-start.out
-	dovecot -c "$DIR/$d/dovecot/dovecot.conf" </dev/null >"$out" 2>&1 || {
+	dovecot -c "$DIR/$d/dovecot/dovecot.conf" </dev/null >"$out" 2>&1 9>&- || {
 		cat "$out" >&2
 		tail -n 20 "$DIR/$d/log/dovecot.log" >&2 2>/dev/null || true
 		die "dovecot for $d.test did not start"
@@ -633,26 +670,44 @@ start_postfix() {
 	# `postfix start` runs `postfix check` (creates the queue directories with
 	# the right owners) and returns once the master listens.
 	out=$DIR/$d/log/postfix-start.out
-	postfix -c "$conf" start </dev/null >"$out" 2>&1 || {
+	postfix -c "$conf" start </dev/null >"$out" 2>&1 9>&- || {
 		cat "$out" >&2
 		tail -n 20 "$DIR/$d/log/postfix.log" >&2 2>/dev/null || true
 		die "postfix for $d.test did not start"
 	}
 }
 
+# every check of the stack: "domain kind proto tls name target"
+all_checks() {
+	local d proto tls name off host
+	for d in "${DOMAINS[@]}"; do
+		host=$(host_of "$d")
+		while read -r proto tls name off; do
+			echo "$d tcp $proto $tls $name $host:$(port_of "$d" "$off")"
+		done < <(listeners)
+		echo "$d sock - - LMTP $DIR/$d/run/lmtp"
+		echo "$d sock - - SASL $DIR/$d/run/auth-postfix"
+	done
+}
+
+run_check() { # domain kind proto tls name target
+	if [[ $2 == sock ]]; then
+		[[ -S $6 ]]
+	else
+		probe_listener "$3" "$4" "${6%:*}" "${6##*:}"
+	fi
+}
+
 wait_listeners() {
-	local deadline=$((SECONDS + WAIT_TIMEOUT)) d proto tls name off host port pending
+	local deadline=$((SECONDS + WAIT_TIMEOUT)) c d pending=() still
+	mapfile -t pending < <(all_checks)
 	while :; do
-		pending=()
-		for d in "${DOMAINS[@]}"; do
-			host=$(host_of "$d")
-			while read -r proto tls name off; do
-				port=$(port_of "$d" "$off")
-				probe_listener "$proto" "$tls" "$host" "$port" || pending+=("$d.test $name $host:$port")
-			done < <(listeners)
-			[[ -S $DIR/$d/run/lmtp ]] || pending+=("$d.test LMTP socket $DIR/$d/run/lmtp")
-			[[ -S $DIR/$d/run/auth-postfix ]] || pending+=("$d.test SASL socket $DIR/$d/run/auth-postfix")
+		still=()
+		for c in "${pending[@]}"; do
+			# shellcheck disable=SC2086
+			run_check $c || still+=("$c")
 		done
+		pending=("${still[@]}")
 		((${#pending[@]} == 0)) && return 0
 		if ((SECONDS >= deadline)); then
 			log "listeners not answering after ${WAIT_TIMEOUT}s:"
@@ -665,7 +720,7 @@ wait_listeners() {
 			done
 			die "start failed (see above); \`$PROG stop $DIR\` cleans up"
 		fi
-		sleep 0.2
+		sleep 0.1
 	done
 }
 
@@ -699,11 +754,13 @@ cmd_start() {
 		[[ -n $(postfix_pid "$d") || -n $(dovecot_pid "$d") ]] && running=1
 	done
 	if ((running)) && load_state; then
-		log "already running in $DIR (ports kept)"
+		log "already running in $DIR: keeping its ports, starting whatever is down"
 	else
 		((running)) && die "processes of $DIR run but $DIR/state.env is gone: run \`$PROG stop $DIR\` first"
+		rm -f "$DIR/state.env"
 		choose_state
 		check_ports_free
+		save_state
 	fi
 	set_paths
 	[[ -f $DIR/users ]] || default_users >"$DIR/users"
@@ -711,7 +768,7 @@ cmd_start() {
 
 	make_certs
 	RELOAD_POSTFIX=0 RELOAD_DOVECOT=0
-	local before after
+	local before
 	for d in "${DOMAINS[@]}"; do
 		install -d -m 755 "$DIR/$d"
 		before=$(fingerprint "$DIR/$d/postfix/"{main.cf,master.cf,transport})
@@ -747,11 +804,12 @@ cmd_stop() {
 		fi
 	done
 	mapfile -t -O "${#pids[@]}" pids < <(stray_pids)
+	((${#pids[@]})) && mapfile -t pids < <(printf '%s\n' "${pids[@]}" | sort -un)
 	local deadline=$((SECONDS + 15)) alive
 	while :; do
 		alive=()
 		for pid in "${pids[@]}"; do
-			kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+			alive "$pid" && alive+=("$pid")
 		done
 		((${#alive[@]} == 0)) && break
 		if ((SECONDS >= deadline)); then
@@ -822,7 +880,8 @@ cmd_env() {
 			[[ $(domain_letter "$addr") == "$d" ]] || continue
 			local_part=${addr%@*}
 			users+=("$addr")
-			var=EMAILQOS_${D}_$(tr 'a-z' 'A-Z' <<<"$local_part" | tr -c 'A-Z0-9\n' '_')
+			var=${local_part^^}
+			var=EMAILQOS_${D}_${var//[^A-Z0-9]/_}
 			printf 'export %s_ADDR=%s\n' "$var" "$(q "$addr")"
 			printf 'export %s_PASS=%s\n' "$var" "$(q "$pw")"
 			printf 'export %s_MAILDIR=%s\n' "$var" "$(q "$DIR/$d/mail/$local_part/Maildir")"
@@ -869,7 +928,7 @@ main() {
 		shift 2
 		;;
 	start | stop | restart | status | env | install) ;;
-	-h | --help | help) usage ;;
+	-h | --help | help) usage 0 ;;
 	*) usage ;;
 	esac
 	(($# <= 1)) || usage

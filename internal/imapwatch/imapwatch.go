@@ -49,8 +49,8 @@ const (
 	// firstInterval is the first gap of the poll schedule and of the
 	// re-search schedule; both double up to PollInterval.
 	firstInterval = 25 * time.Millisecond
-	// idleRefresh re-issues IDLE well inside RFC 2177's 29 minutes and the
-	// idle timeouts of common NATs (350 s on AWS).
+	// idleRefresh re-issues IDLE at least this often, well inside RFC 2177's
+	// 29 minutes and the idle timeouts of common NATs (350 s on AWS).
 	idleRefresh = 5 * time.Minute
 	// maxHeaderBytes bounds what is read of a hit's header block.
 	maxHeaderBytes = 64 << 10
@@ -73,7 +73,9 @@ type Options struct {
 	Mailbox string
 	// Method is "auto" when empty.
 	Method Method
-	// PollInterval is the upper bound between two polls (default 5s).
+	// PollInterval is the upper bound between two polls (default 5s). In
+	// idle mode IDLE is re-issued as often, which bounds the delay should a
+	// server fail to announce a message (its answer to DONE reports it).
 	PollInterval time.Duration
 	// PreciseInterval is the fixed interval of MethodPrecise (default 10ms).
 	PreciseInterval time.Duration
@@ -509,8 +511,8 @@ func (s *Session) stopIdle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// During IDLE the server announces changes as they happen, so the count
-	// was up to date when it saw DONE.
+	// Like NOOP, the answer to DONE reports what the server has: a check
+	// that holds even for a server that announces nothing while idling.
 	s.tl.checkpoint(sent)
 	return nil
 }

@@ -34,7 +34,7 @@ func requireStepErr(t *testing.T, err error, code int, typ string) *steps.Error 
 
 func open(t *testing.T, ts *testServer, method Method, rec *steps.Recorder) *Session {
 	t.Helper()
-	s, err := Open(ctxTimeout(t, 5*time.Second), ts.options(method), rec)
+	s, err := Open(ctxTimeout(t, time.Minute), ts.options(method), rec)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -407,17 +407,41 @@ func TestIdleRefresh(t *testing.T) {
 	s.idleRefresh = 20 * time.Millisecond
 	before := s.Commands()
 	token := tokenFor(t)
-	appendLater(t, ts, 200*time.Millisecond, probeMessage(token, ""))
+	appended, _ := appendLater(t, ts, 200*time.Millisecond, probeMessage(token, ""))
 	arr, err := s.Wait(ctxTimeout(t, 5*time.Second), token, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if arr.Method != MethodIdle {
-		t.Fatalf("seen by %q", arr.Method)
+	uid, appendStart, appendEnd := appended()
+	if arr.UID != uid {
+		t.Fatalf("found %d, want %d", arr.UID, uid)
 	}
+	// Idle, or poll when it landed while IDLE was being re-issued.
+	checkSeen(t, arr, appendStart, appendEnd)
 	// SEARCH and FETCH, plus IDLE re-issued about every 20ms.
 	if n := s.Commands() - before; n < 5 {
 		t.Fatalf("only %d commands: IDLE not re-issued", n)
+	}
+}
+
+func TestIdleNeverAnnounces(t *testing.T) {
+	// The IDLE refresh (every PollInterval) is the safety net: the answer to
+	// DONE reports the message, a command response, so it carries a window.
+	ts := newTestServer(t, serverOpts{silentIdle: true})
+	s := open(t, ts, MethodIdle, nil)
+	token := tokenFor(t)
+	appended, _ := appendLater(t, ts, 30*time.Millisecond, probeMessage(token, ""))
+	arr, err := s.Wait(ctxTimeout(t, 5*time.Second), token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, before, after := appended()
+	if arr.UID != uid || arr.Method != MethodPoll {
+		t.Fatalf("got %d by %q", arr.UID, arr.Method)
+	}
+	checkSeen(t, arr, before, after)
+	if arr.Uncertainty > s.opts.PollInterval {
+		t.Fatalf("uncertainty %v", arr.Uncertainty)
 	}
 }
 

@@ -38,6 +38,8 @@ type serverOpts struct {
 	noStartTLS bool
 	caps       imap.CapSet
 	hideIdle   bool
+	// silentIdle never announces anything during IDLE.
+	silentIdle bool
 }
 
 // testServer is an in-process IMAP server (imapmemserver) on 127.0.0.1 with
@@ -49,6 +51,7 @@ type testServer struct {
 	user     *imapmemserver.User
 	srv      *imapserver.Server
 	hideIdle bool
+	silent   bool
 
 	failExpunge   atomic.Bool
 	hideHits      atomic.Bool
@@ -113,7 +116,7 @@ func newTestServer(t testing.TB, so serverOpts) *testServer {
 		t.Fatal(err)
 	}
 	mem.AddUser(user)
-	ts := &testServer{t: t, security: so.security, user: user, hideIdle: so.hideIdle}
+	ts := &testServer{t: t, security: so.security, user: user, hideIdle: so.hideIdle, silent: so.silentIdle}
 
 	cert, _ := testCert(t)
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -332,6 +335,28 @@ func (s *testSession) Search(kind imapserver.NumKind, criteria *imap.SearchCrite
 		return &imap.SearchData{All: imap.SeqSet{}}, nil
 	}
 	return s.Session.Search(kind, criteria, options)
+}
+
+// Idle announces within a couple of milliseconds. imapmemserver's own IDLE
+// loses the updates that happen between its "+ idling" and the start of its
+// watch, which would make the tests depend on scheduling.
+func (s *testSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if s.ts.silent {
+		<-stop
+		return nil
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+			if err := s.Session.Poll(w, true); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func (s *testSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {

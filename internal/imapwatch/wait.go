@@ -141,7 +141,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				}
 				continue // updates flushed on entering IDLE may be pending
 			}
-			due = s.idleSince.Add(s.idleRefresh)
+			due = s.idleSince.Add(s.idleEvery())
 		} else {
 			if !now.Before(nextPoll) {
 				start := time.Now()
@@ -171,7 +171,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			// Whatever ended it, only a new connection can go on.
 			s.failed(errors.New("imap: connection closed"))
 		case <-timer.C:
-			if s.idle != nil && !time.Now().Before(s.idleSince.Add(s.idleRefresh)) {
+			if s.idle != nil && !time.Now().Before(s.idleSince.Add(s.idleEvery())) {
 				if err := s.stopIdle(ctx); err != nil && ctx.Err() == nil {
 					s.failed(err)
 				}
@@ -179,6 +179,10 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		timer.Stop()
 	}
+}
+
+func (s *Session) idleEvery() time.Duration {
+	return min(s.idleRefresh, s.opts.PollInterval)
 }
 
 // waitEnded is the end of a wait whose connection was fine: the probe did

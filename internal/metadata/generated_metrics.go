@@ -193,7 +193,7 @@ type metricEmailqosErrorCode struct {
 func (m *metricEmailqosErrorCode) init() {
 	m.data.SetName("emailqos.error_code")
 	m.data.SetDescription("LogicMonitor-compatible error code of the probe (ErrorCode datapoint); 0 means OK.")
-	m.data.SetUnit("1")
+	m.data.SetUnit("{code}")
 	m.data.SetEmptyGauge()
 }
 
@@ -242,7 +242,7 @@ type metricEmailqosRoundtripDuration struct {
 // init fills emailqos.roundtrip.duration metric with initial data.
 func (m *metricEmailqosRoundtripDuration) init() {
 	m.data.SetName("emailqos.roundtrip.duration")
-	m.data.SetDescription("Whole round-trip transaction time, from the SMTP connect to the message found in the sender's own mailbox (LogicMonitor Email_RoundTrip, KNM roundtrip time).")
+	m.data.SetDescription("Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (LogicMonitor Email_RoundTrip, KNM roundtrip time).")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 }
@@ -382,7 +382,7 @@ type metricEmailqosSuccess struct {
 func (m *metricEmailqosSuccess) init() {
 	m.data.SetName("emailqos.success")
 	m.data.SetDescription("1 when the probe completed without error, 0 otherwise.")
-	m.data.SetUnit("1")
+	m.data.SetUnit("{probe}")
 	m.data.SetEmptyGauge()
 }
 
@@ -431,7 +431,7 @@ type metricEmailqosTransitDuration struct {
 // init fills emailqos.transit.duration metric with initial data.
 func (m *metricEmailqosTransitDuration) init() {
 	m.data.SetName("emailqos.transit.duration")
-	m.data.SetDescription("Whole transit transaction time, from the SMTP connect at the sender to the message found in the receiver's mailbox (LogicMonitor Email_TransitTime).")
+	m.data.SetDescription("Whole transit transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the receiver's mailbox (LogicMonitor Email_TransitTime).")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 }
