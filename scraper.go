@@ -89,7 +89,15 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 	}
 	if r.Delivered {
 		mb.RecordEmailqosDeliveryLatencyDataPoint(now, r.DeliveryLatency.Seconds())
+		if method, ok := metadata.MapAttributeMethod[string(r.Method)]; ok {
+			mb.RecordEmailqosDeliveryUncertaintyDataPoint(now, r.Uncertainty.Seconds(), method)
+		}
 	}
+	if r.Commands > 0 {
+		mb.RecordEmailqosImapCommandsDataPoint(now, int64(r.Commands))
+	}
+	mb.RecordEmailqosProbesLateDataPoint(now, int64(r.Late))
+	mb.RecordEmailqosProbesSweptDataPoint(now, int64(r.Swept))
 	for _, tm := range r.Timings {
 		if step, ok := metadata.MapAttributeStep[tm.Step]; ok {
 			mb.RecordEmailqosStepDurationDataPoint(now, tm.Duration.Seconds(), step)

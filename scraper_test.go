@@ -27,6 +27,7 @@ import (
 const (
 	alice = "alice@a.test"
 	bob   = "bob@b.test"
+	carol = "carol@c.test"
 )
 
 func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
@@ -96,13 +97,19 @@ func attr(rm pmetric.ResourceMetrics, key string) pcommon.Value {
 }
 
 func TestScrapeGolden(t *testing.T) {
-	srv := startMail(t, mailtest.Options{DeliveryDelay: 20 * time.Millisecond})
+	// No two targets read the same mailbox, so that each sees only its own
+	// arrival announced over IDLE and the golden file is deterministic.
+	srv := startMail(t, mailtest.Options{
+		DeliveryDelay: 20 * time.Millisecond,
+		Users:         []mailtest.User{{Address: carol, Password: "carol-pw"}},
+	})
 	cfg := testConfig(map[string]AccountConfig{
 		"a": mailAccount(srv, alice, "alice-pw"),
 		"b": mailAccount(srv, bob, "bob-pw"),
+		"c": mailAccount(srv, carol, "carol-pw"),
 	})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-	cfg.Transit.Directions = []string{"a:b", "b:a"}
+	cfg.Transit.Directions = []string{"b:c", "c:b"}
 	s, cancel := newTestScraper(t, cfg)
 	defer cancel()
 
@@ -144,9 +151,9 @@ func TestScrapeGolden(t *testing.T) {
 		assert.Greater(t, tot.DoubleValue(), lat.DoubleValue(), name)
 		assert.GreaterOrEqual(t, lat.DoubleValue(), 0.015, name)
 	}
-	assert.Equal(t, "b", attr(byTarget["a:b"], "emailqos.receiver").Str())
-	assert.Equal(t, "a:b", attr(byTarget["a:b"], "emailqos.direction").Str())
-	assert.Equal(t, "transit", attr(byTarget["b:a"], "emailqos.probe.kind").Str())
+	assert.Equal(t, "c", attr(byTarget["b:c"], "emailqos.receiver").Str())
+	assert.Equal(t, "b:c", attr(byTarget["b:c"], "emailqos.direction").Str())
+	assert.Equal(t, "transit", attr(byTarget["c:b"], "emailqos.probe.kind").Str())
 }
 
 func TestFailedProbeStillEmits(t *testing.T) {

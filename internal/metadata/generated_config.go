@@ -29,6 +29,54 @@ func (ms *EmailqosDeliveryLatencyMetricConfig) Unmarshal(parser *confmap.Conf) e
 	return nil
 }
 
+// EmailqosDeliveryUncertaintyMetricAttributeKey specifies the key of an attribute for the emailqos.delivery.uncertainty metric.
+type EmailqosDeliveryUncertaintyMetricAttributeKey string
+
+const (
+	EmailqosDeliveryUncertaintyMetricAttributeKeyMethod EmailqosDeliveryUncertaintyMetricAttributeKey = "method"
+)
+
+// EmailqosDeliveryUncertaintyMetricConfig provides config for the emailqos.delivery.uncertainty metric.
+type EmailqosDeliveryUncertaintyMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosDeliveryUncertaintyMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosDeliveryUncertaintyMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosDeliveryUncertaintyMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosDeliveryUncertaintyMetricAttributeKeyMethod:
+		default:
+			return fmt.Errorf("metric emailqos.delivery.uncertainty doesn't have an attribute %v, valid attributes: [method]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EmailqosErrorCodeMetricConfig provides config for the emailqos.error_code metric.
 type EmailqosErrorCodeMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -36,6 +84,66 @@ type EmailqosErrorCodeMetricConfig struct {
 }
 
 func (ms *EmailqosErrorCodeMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosImapCommandsMetricConfig provides config for the emailqos.imap.commands metric.
+type EmailqosImapCommandsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosImapCommandsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosProbesLateMetricConfig provides config for the emailqos.probes.late metric.
+type EmailqosProbesLateMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosProbesLateMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosProbesSweptMetricConfig provides config for the emailqos.probes.swept metric.
+type EmailqosProbesSweptMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosProbesSweptMetricConfig) Unmarshal(parser *confmap.Conf) error {
 	if parser == nil {
 		return nil
 	}
@@ -159,12 +267,16 @@ func (ms *EmailqosTransitDurationMetricConfig) Unmarshal(parser *confmap.Conf) e
 
 // MetricsConfig provides config for emailqos metrics.
 type MetricsConfig struct {
-	EmailqosDeliveryLatency   EmailqosDeliveryLatencyMetricConfig   `mapstructure:"emailqos.delivery.latency"`
-	EmailqosErrorCode         EmailqosErrorCodeMetricConfig         `mapstructure:"emailqos.error_code"`
-	EmailqosRoundtripDuration EmailqosRoundtripDurationMetricConfig `mapstructure:"emailqos.roundtrip.duration"`
-	EmailqosStepDuration      EmailqosStepDurationMetricConfig      `mapstructure:"emailqos.step.duration"`
-	EmailqosSuccess           EmailqosSuccessMetricConfig           `mapstructure:"emailqos.success"`
-	EmailqosTransitDuration   EmailqosTransitDurationMetricConfig   `mapstructure:"emailqos.transit.duration"`
+	EmailqosDeliveryLatency     EmailqosDeliveryLatencyMetricConfig     `mapstructure:"emailqos.delivery.latency"`
+	EmailqosDeliveryUncertainty EmailqosDeliveryUncertaintyMetricConfig `mapstructure:"emailqos.delivery.uncertainty"`
+	EmailqosErrorCode           EmailqosErrorCodeMetricConfig           `mapstructure:"emailqos.error_code"`
+	EmailqosImapCommands        EmailqosImapCommandsMetricConfig        `mapstructure:"emailqos.imap.commands"`
+	EmailqosProbesLate          EmailqosProbesLateMetricConfig          `mapstructure:"emailqos.probes.late"`
+	EmailqosProbesSwept         EmailqosProbesSweptMetricConfig         `mapstructure:"emailqos.probes.swept"`
+	EmailqosRoundtripDuration   EmailqosRoundtripDurationMetricConfig   `mapstructure:"emailqos.roundtrip.duration"`
+	EmailqosStepDuration        EmailqosStepDurationMetricConfig        `mapstructure:"emailqos.step.duration"`
+	EmailqosSuccess             EmailqosSuccessMetricConfig             `mapstructure:"emailqos.success"`
+	EmailqosTransitDuration     EmailqosTransitDurationMetricConfig     `mapstructure:"emailqos.transit.duration"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -172,7 +284,21 @@ func DefaultMetricsConfig() MetricsConfig {
 		EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 			Enabled: true,
 		},
+		EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosDeliveryUncertaintyMetricAttributeKey{EmailqosDeliveryUncertaintyMetricAttributeKeyMethod},
+		},
 		EmailqosErrorCode: EmailqosErrorCodeMetricConfig{
+			Enabled: true,
+		},
+		EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
+			Enabled: true,
+		},
+		EmailqosProbesLate: EmailqosProbesLateMetricConfig{
+			Enabled: true,
+		},
+		EmailqosProbesSwept: EmailqosProbesSweptMetricConfig{
 			Enabled: true,
 		},
 		EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{

@@ -29,7 +29,21 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 						Enabled: true,
 					},
+					EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosDeliveryUncertaintyMetricAttributeKey{EmailqosDeliveryUncertaintyMetricAttributeKeyMethod},
+					},
 					EmailqosErrorCode: EmailqosErrorCodeMetricConfig{
+						Enabled: true,
+					},
+					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
+						Enabled: true,
+					},
+					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
+						Enabled: true,
+					},
+					EmailqosProbesSwept: EmailqosProbesSweptMetricConfig{
 						Enabled: true,
 					},
 					EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
@@ -65,7 +79,21 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 						Enabled: false,
 					},
+					EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosDeliveryUncertaintyMetricAttributeKey{EmailqosDeliveryUncertaintyMetricAttributeKeyMethod},
+					},
 					EmailqosErrorCode: EmailqosErrorCodeMetricConfig{
+						Enabled: false,
+					},
+					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
+						Enabled: false,
+					},
+					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
+						Enabled: false,
+					},
+					EmailqosProbesSwept: EmailqosProbesSweptMetricConfig{
 						Enabled: false,
 					},
 					EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
@@ -98,10 +126,22 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosDeliveryLatencyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
+}
+
+func TestEmailqosDeliveryUncertaintyMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosDeliveryUncertainty
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosDeliveryUncertaintyMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.delivery.uncertainty doesn't have an attribute invalid, valid attributes: [method]")
+
+	cfg = DefaultMetricsConfig().EmailqosDeliveryUncertainty
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
 func TestEmailqosStepDurationMetricsConfig_Validate(t *testing.T) {

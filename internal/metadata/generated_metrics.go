@@ -19,6 +19,36 @@ const (
 	AggregationStrategyMax = "max"
 )
 
+// AttributeMethod specifies the value method attribute.
+type AttributeMethod int
+
+const (
+	_ AttributeMethod = iota
+	AttributeMethodIdle
+	AttributeMethodPoll
+	AttributeMethodPrecise
+)
+
+// String returns the string representation of the AttributeMethod.
+func (av AttributeMethod) String() string {
+	switch av {
+	case AttributeMethodIdle:
+		return "idle"
+	case AttributeMethodPoll:
+		return "poll"
+	case AttributeMethodPrecise:
+		return "precise"
+	}
+	return ""
+}
+
+// MapAttributeMethod is a helper map of string to AttributeMethod attribute value.
+var MapAttributeMethod = map[string]AttributeMethod{
+	"idle":    AttributeMethodIdle,
+	"poll":    AttributeMethodPoll,
+	"precise": AttributeMethodPrecise,
+}
+
 // AttributeStep specifies the value step attribute.
 type AttributeStep int
 
@@ -101,8 +131,21 @@ var MetricsInfo = metricsInfo{
 	EmailqosDeliveryLatency: metricInfo{
 		Name: "emailqos.delivery.latency",
 	},
+	EmailqosDeliveryUncertainty: metricInfo{
+		Name:       "emailqos.delivery.uncertainty",
+		Attributes: []string{"method"},
+	},
 	EmailqosErrorCode: metricInfo{
 		Name: "emailqos.error_code",
+	},
+	EmailqosImapCommands: metricInfo{
+		Name: "emailqos.imap.commands",
+	},
+	EmailqosProbesLate: metricInfo{
+		Name: "emailqos.probes.late",
+	},
+	EmailqosProbesSwept: metricInfo{
+		Name: "emailqos.probes.swept",
 	},
 	EmailqosRoundtripDuration: metricInfo{
 		Name: "emailqos.roundtrip.duration",
@@ -120,12 +163,16 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	EmailqosDeliveryLatency   metricInfo
-	EmailqosErrorCode         metricInfo
-	EmailqosRoundtripDuration metricInfo
-	EmailqosStepDuration      metricInfo
-	EmailqosSuccess           metricInfo
-	EmailqosTransitDuration   metricInfo
+	EmailqosDeliveryLatency     metricInfo
+	EmailqosDeliveryUncertainty metricInfo
+	EmailqosErrorCode           metricInfo
+	EmailqosImapCommands        metricInfo
+	EmailqosProbesLate          metricInfo
+	EmailqosProbesSwept         metricInfo
+	EmailqosRoundtripDuration   metricInfo
+	EmailqosStepDuration        metricInfo
+	EmailqosSuccess             metricInfo
+	EmailqosTransitDuration     metricInfo
 }
 
 type metricInfo struct {
@@ -183,6 +230,95 @@ func newMetricEmailqosDeliveryLatency(cfg EmailqosDeliveryLatencyMetricConfig) m
 	return m
 }
 
+type metricEmailqosDeliveryUncertainty struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        EmailqosDeliveryUncertaintyMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []float64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.delivery.uncertainty metric with initial data.
+func (m *metricEmailqosDeliveryUncertainty) init() {
+	m.data.SetName("emailqos.delivery.uncertainty")
+	m.data.SetDescription("Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosDeliveryUncertainty) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, methodAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosDeliveryUncertaintyMetricAttributeKeyMethod) {
+		dp.Attributes().PutStr("method", methodAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetDoubleValue(dpi.DoubleValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.DoubleValue() > val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.DoubleValue() < val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetDoubleValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryUncertainty) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryUncertainty) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetDoubleValue(m.data.Gauge().DataPoints().At(i).DoubleValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryUncertainty(cfg EmailqosDeliveryUncertaintyMetricConfig) metricEmailqosDeliveryUncertainty {
+	m := metricEmailqosDeliveryUncertainty{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosErrorCode struct {
 	data     pmetric.Metric                // data buffer for generated metric.
 	config   EmailqosErrorCodeMetricConfig // metric config provided by user.
@@ -225,6 +361,156 @@ func (m *metricEmailqosErrorCode) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosErrorCode(cfg EmailqosErrorCodeMetricConfig) metricEmailqosErrorCode {
 	m := metricEmailqosErrorCode{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosImapCommands struct {
+	data     pmetric.Metric                   // data buffer for generated metric.
+	config   EmailqosImapCommandsMetricConfig // metric config provided by user.
+	capacity int                              // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.imap.commands metric with initial data.
+func (m *metricEmailqosImapCommands) init() {
+	m.data.SetName("emailqos.imap.commands")
+	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.")
+	m.data.SetUnit("{command}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosImapCommands) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosImapCommands) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosImapCommands) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosImapCommands(cfg EmailqosImapCommandsMetricConfig) metricEmailqosImapCommands {
+	m := metricEmailqosImapCommands{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosProbesLate struct {
+	data     pmetric.Metric                 // data buffer for generated metric.
+	config   EmailqosProbesLateMetricConfig // metric config provided by user.
+	capacity int                            // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.probes.late metric with initial data.
+func (m *metricEmailqosProbesLate) init() {
+	m.data.SetName("emailqos.probes.late")
+	m.data.SetDescription("Earlier probes of this target that arrived after delivery_timeout and were found (and cleaned up) during this run.")
+	m.data.SetUnit("{message}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosProbesLate) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosProbesLate) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosProbesLate) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosProbesLate(cfg EmailqosProbesLateMetricConfig) metricEmailqosProbesLate {
+	m := metricEmailqosProbesLate{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosProbesSwept struct {
+	data     pmetric.Metric                  // data buffer for generated metric.
+	config   EmailqosProbesSweptMetricConfig // metric config provided by user.
+	capacity int                             // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.probes.swept metric with initial data.
+func (m *metricEmailqosProbesSwept) init() {
+	m.data.SetName("emailqos.probes.swept")
+	m.data.SetDescription("Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.")
+	m.data.SetUnit("{message}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosProbesSwept) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosProbesSwept) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosProbesSwept) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosProbesSwept(cfg EmailqosProbesSweptMetricConfig) metricEmailqosProbesSwept {
+	m := metricEmailqosProbesSwept{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -475,19 +761,23 @@ func newMetricEmailqosTransitDuration(cfg EmailqosTransitDurationMetricConfig) m
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                          MetricsBuilderConfig // config of the metrics builder.
-	startTime                       pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                 int                  // maximum observed number of metrics per resource.
-	metricsBuffer                   pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                       component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter  map[string]filter.Filter
-	resourceAttributeExcludeFilter  map[string]filter.Filter
-	metricEmailqosDeliveryLatency   metricEmailqosDeliveryLatency
-	metricEmailqosErrorCode         metricEmailqosErrorCode
-	metricEmailqosRoundtripDuration metricEmailqosRoundtripDuration
-	metricEmailqosStepDuration      metricEmailqosStepDuration
-	metricEmailqosSuccess           metricEmailqosSuccess
-	metricEmailqosTransitDuration   metricEmailqosTransitDuration
+	config                            MetricsBuilderConfig // config of the metrics builder.
+	startTime                         pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                   int                  // maximum observed number of metrics per resource.
+	metricsBuffer                     pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                         component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter    map[string]filter.Filter
+	resourceAttributeExcludeFilter    map[string]filter.Filter
+	metricEmailqosDeliveryLatency     metricEmailqosDeliveryLatency
+	metricEmailqosDeliveryUncertainty metricEmailqosDeliveryUncertainty
+	metricEmailqosErrorCode           metricEmailqosErrorCode
+	metricEmailqosImapCommands        metricEmailqosImapCommands
+	metricEmailqosProbesLate          metricEmailqosProbesLate
+	metricEmailqosProbesSwept         metricEmailqosProbesSwept
+	metricEmailqosRoundtripDuration   metricEmailqosRoundtripDuration
+	metricEmailqosStepDuration        metricEmailqosStepDuration
+	metricEmailqosSuccess             metricEmailqosSuccess
+	metricEmailqosTransitDuration     metricEmailqosTransitDuration
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -509,18 +799,22 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                          mbc,
-		startTime:                       pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                   pmetric.NewMetrics(),
-		buildInfo:                       settings.BuildInfo,
-		metricEmailqosDeliveryLatency:   newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
-		metricEmailqosErrorCode:         newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
-		metricEmailqosRoundtripDuration: newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
-		metricEmailqosStepDuration:      newMetricEmailqosStepDuration(mbc.Metrics.EmailqosStepDuration),
-		metricEmailqosSuccess:           newMetricEmailqosSuccess(mbc.Metrics.EmailqosSuccess),
-		metricEmailqosTransitDuration:   newMetricEmailqosTransitDuration(mbc.Metrics.EmailqosTransitDuration),
-		resourceAttributeIncludeFilter:  make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:  make(map[string]filter.Filter),
+		config:                            mbc,
+		startTime:                         pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                     pmetric.NewMetrics(),
+		buildInfo:                         settings.BuildInfo,
+		metricEmailqosDeliveryLatency:     newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
+		metricEmailqosDeliveryUncertainty: newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
+		metricEmailqosErrorCode:           newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
+		metricEmailqosImapCommands:        newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
+		metricEmailqosProbesLate:          newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
+		metricEmailqosProbesSwept:         newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
+		metricEmailqosRoundtripDuration:   newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
+		metricEmailqosStepDuration:        newMetricEmailqosStepDuration(mbc.Metrics.EmailqosStepDuration),
+		metricEmailqosSuccess:             newMetricEmailqosSuccess(mbc.Metrics.EmailqosSuccess),
+		metricEmailqosTransitDuration:     newMetricEmailqosTransitDuration(mbc.Metrics.EmailqosTransitDuration),
+		resourceAttributeIncludeFilter:    make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:    make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.EmailqosDirection.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["emailqos.direction"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosDirection.MetricsInclude)
@@ -634,7 +928,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
 	mb.metricEmailqosDeliveryLatency.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryUncertainty.emit(ils.Metrics())
 	mb.metricEmailqosErrorCode.emit(ils.Metrics())
+	mb.metricEmailqosImapCommands.emit(ils.Metrics())
+	mb.metricEmailqosProbesLate.emit(ils.Metrics())
+	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
 	mb.metricEmailqosStepDuration.emit(ils.Metrics())
 	mb.metricEmailqosSuccess.emit(ils.Metrics())
@@ -675,9 +973,29 @@ func (mb *MetricsBuilder) RecordEmailqosDeliveryLatencyDataPoint(ts pcommon.Time
 	mb.metricEmailqosDeliveryLatency.recordDataPoint(mb.startTime, ts, val)
 }
 
+// RecordEmailqosDeliveryUncertaintyDataPoint adds a data point to emailqos.delivery.uncertainty metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryUncertaintyDataPoint(ts pcommon.Timestamp, val float64, methodAttributeValue AttributeMethod) {
+	mb.metricEmailqosDeliveryUncertainty.recordDataPoint(mb.startTime, ts, val, methodAttributeValue.String())
+}
+
 // RecordEmailqosErrorCodeDataPoint adds a data point to emailqos.error_code metric.
 func (mb *MetricsBuilder) RecordEmailqosErrorCodeDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosErrorCode.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosImapCommandsDataPoint adds a data point to emailqos.imap.commands metric.
+func (mb *MetricsBuilder) RecordEmailqosImapCommandsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosImapCommands.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosProbesLateDataPoint adds a data point to emailqos.probes.late metric.
+func (mb *MetricsBuilder) RecordEmailqosProbesLateDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosProbesLate.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosProbesSweptDataPoint adds a data point to emailqos.probes.swept metric.
+func (mb *MetricsBuilder) RecordEmailqosProbesSweptDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosProbesSwept.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosRoundtripDurationDataPoint adds a data point to emailqos.roundtrip.duration metric.

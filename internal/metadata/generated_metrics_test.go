@@ -67,6 +67,7 @@ func TestMetricsBuilder(t *testing.T) {
 			settings.Logger = zap.New(observedZapCore)
 			mb := NewMetricsBuilder(loadMetricsBuilderConfig(t, tt.name), settings, WithStartTime(start))
 			aggMap := make(map[string]string) // contains the aggregation strategies for each metric name
+			aggMap["emailqos.delivery.uncertainty"] = mb.metricEmailqosDeliveryUncertainty.config.AggregationStrategy
 			aggMap["emailqos.step.duration"] = mb.metricEmailqosStepDuration.config.AggregationStrategy
 
 			expectedWarnings := 0
@@ -81,7 +82,22 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosDeliveryLatencyDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosDeliveryUncertaintyDataPoint(ts, 1, AttributeMethodIdle)
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosDeliveryUncertaintyDataPoint(ts, 3, AttributeMethodPoll)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosErrorCodeDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosImapCommandsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosProbesLateDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosProbesSweptDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEmailqosRoundtripDurationDataPoint(ts, 1)
@@ -109,6 +125,7 @@ func TestMetricsBuilder(t *testing.T) {
 			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {
+				assert.Empty(t, mb.metricEmailqosDeliveryUncertainty.aggDataPoints)
 				assert.Empty(t, mb.metricEmailqosStepDuration.aggDataPoints)
 			}
 
@@ -149,6 +166,46 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.delivery.uncertainty":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.delivery.uncertainty"], "Found a duplicate in the metrics slice: emailqos.delivery.uncertainty")
+						validatedMetrics["emailqos.delivery.uncertainty"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						methodAttrVal, ok := dp.Attributes().Get("method")
+						assert.True(t, ok)
+						assert.Equal(t, "idle", methodAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.delivery.uncertainty"], "Found a duplicate in the metrics slice: emailqos.delivery.uncertainty")
+						validatedMetrics["emailqos.delivery.uncertainty"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						switch aggMap["emailqos.delivery.uncertainty"] {
+						case "sum":
+							assert.InDelta(t, float64(4), dp.DoubleValue(), 0.01)
+						case "avg":
+							assert.InDelta(t, float64(2), dp.DoubleValue(), 0.01)
+						case "min":
+							assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						case "max":
+							assert.InDelta(t, float64(3), dp.DoubleValue(), 0.01)
+						}
+						_, ok := dp.Attributes().Get("method")
+						assert.False(t, ok)
+					}
 				case "emailqos.error_code":
 					assert.False(t, validatedMetrics["emailqos.error_code"], "Found a duplicate in the metrics slice: emailqos.error_code")
 					validatedMetrics["emailqos.error_code"] = true
@@ -156,6 +213,42 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
 					assert.Equal(t, "LogicMonitor-compatible error code of the probe (ErrorCode datapoint); 0 means OK.", mi.Description())
 					assert.Equal(t, "{code}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.imap.commands":
+					assert.False(t, validatedMetrics["emailqos.imap.commands"], "Found a duplicate in the metrics slice: emailqos.imap.commands")
+					validatedMetrics["emailqos.imap.commands"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.", mi.Description())
+					assert.Equal(t, "{command}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.probes.late":
+					assert.False(t, validatedMetrics["emailqos.probes.late"], "Found a duplicate in the metrics slice: emailqos.probes.late")
+					validatedMetrics["emailqos.probes.late"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Earlier probes of this target that arrived after delivery_timeout and were found (and cleaned up) during this run.", mi.Description())
+					assert.Equal(t, "{message}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.probes.swept":
+					assert.False(t, validatedMetrics["emailqos.probes.swept"], "Found a duplicate in the metrics slice: emailqos.probes.swept")
+					validatedMetrics["emailqos.probes.swept"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.", mi.Description())
+					assert.Equal(t, "{message}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
 					assert.Equal(t, ts, dp.Timestamp())

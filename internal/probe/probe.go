@@ -87,9 +87,18 @@ type Result struct {
 	// the half-width of the window the arrival is known to lie in.
 	Method      imapwatch.Method
 	Uncertainty time.Duration
+	// AcceptedAt is when the sending server accepted DATA and ArrivedAt the
+	// estimated instant the message became visible to the reader.
+	AcceptedAt time.Time
+	ArrivedAt  time.Time
 	// Commands is the number of IMAP commands the probe sent.
 	Commands int
-	Timings  []steps.Timing
+	// Late counts earlier probes of this target that arrived after their
+	// delivery timeout and were found during this run; Swept counts
+	// orphaned probes older than the orphan age cleaned up during this run.
+	Late    int
+	Swept   int
+	Timings []steps.Timing
 
 	Code      int
 	ErrorType string
@@ -187,6 +196,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		return fail(err)
 	}
 	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
+	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
 
 	latency := arrival.SeenAt.Sub(sent.AcceptedAt)
 	if latency < 0 {
