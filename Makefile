@@ -40,12 +40,26 @@ CORE_STABLE := v1.65.0
 # Files written by mdatagen (paths that do not exist are ignored).
 GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
 
-.PHONY: test generate check-generated fmt-check vet unit build ocb dist check-dist-versions demo run clean
+.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e run clean
 
-## test: check-generated + fmt-check + vet + unit + build + scripts/check-distribution.sh
-test: check-generated fmt-check vet unit build
+## test: check-generated + fmt-check + vet + unit + precision + build + check-dist + e2e
+test: check-generated fmt-check vet unit precision build check-dist e2e
+
+## check-dist: scripts/check-distribution.sh on the built binary (components, validate)
+check-dist:
 	@echo "==> scripts/check-distribution.sh"
 	cd "$(ROOT)" && DIST_BIN="$(DIST_BIN)" scripts/check-distribution.sh
+
+## e2e: run the built otelcol-emailqos with YAML configs, as a user would (internal/e2e)
+e2e:
+	@echo "==> e2e: go test -tags e2e ./internal/e2e/ with $(DIST_BIN)"
+	cd "$(ROOT)" && EMAILQOS_COLLECTOR="$(ROOT)/$(DIST_BIN)" $(GO) test -tags e2e -count=1 -v ./internal/e2e/
+
+## precision: arrival-detection precision against the in-process server, without
+## the race detector (it measures goroutine timing); prints the figures
+precision:
+	@echo "==> precision: go test -run TestDetectionPrecision ./internal/probe/"
+	cd "$(ROOT)" && $(GO) test -count=1 -run TestDetectionPrecision -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|ok|FAIL|PASS)'
 
 ## generate: run mdatagen on metadata.yaml, independent of the checkout folder's name
 generate:

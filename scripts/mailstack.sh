@@ -46,7 +46,8 @@
 # BASE=$EMAILQOS_MAILSTACK_PORT_BASE (default 12500); hosts come from
 # $EMAILQOS_MAILSTACK_A_HOST / $EMAILQOS_MAILSTACK_B_HOST (127.0.0.0/8; the
 # whole range is local on Linux). They are fixed at the first start and kept
-# while the stack runs.
+# while the stack runs. Start waits up to $EMAILQOS_MAILSTACK_WAIT_TIMEOUT
+# seconds (default 30) for every listener to answer.
 #
 # Accounts (login name = address): probe@a.test/probe-a-pw, user@a.test/user-a-pw,
 # probe@b.test/probe-b-pw, user@b.test/user-b-pw; postmaster@ and abuse@ are
@@ -103,12 +104,16 @@ install_packages() {
 		printf '#!/bin/sh\n# temporary, written by emailqos mailstack.sh\nexit 101\n' >"$policy"
 		chmod 755 "$policy"
 		own_policy=1
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 	fi
 	local apt_opts=(-q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 	local rc=0 aptlog
 	aptlog=$(mktemp /tmp/emailqos-mailstack-apt.XXXXXX)
 	{ apt-get "${apt_opts[@]}" update && apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"; } >"$aptlog" 2>&1 || rc=$?
-	((own_policy)) && rm -f "$policy"
+	if ((own_policy)); then
+		rm -f "$policy"
+		trap - EXIT
+	fi
 	if ((rc)); then
 		tail -n 30 "$aptlog" >&2
 		die "apt-get failed (exit $rc); full log: $aptlog"
@@ -159,6 +164,13 @@ alive() { # a process that exists and is not a zombie waiting to be reaped
 	{ read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
 	st=${st##*) }
 	[[ ${st%% *} != Z ]]
+}
+
+zombie() {
+	local st
+	{ read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
+	st=${st##*) }
+	[[ ${st%% *} == Z ]]
 }
 
 descendants() { # pid and all its descendants
@@ -386,6 +398,7 @@ make_certs() {
 		chmod 600 "$tls/server.key"
 		echo "$want_san" >"$tls/san"
 		rm -f "$tls/server.csr"
+		CERTS_CHANGED=1
 	done
 }
 
@@ -637,7 +650,12 @@ render_dovecot() { # DOMAIN
 
 # ---------------------------------------------------------------- processes
 
-postfix_pid() { pid_from_file "$DIR/$1/spool/pid/master.pid"; }
+postfix_pid() {
+	local pid
+	pid=$(pid_from_file "$DIR/$1/spool/pid/master.pid")
+	[[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == master ]] && echo "$pid"
+	return 0
+}
 dovecot_pid() {
 	local pid
 	pid=$(pid_from_file "$DIR/$1/run/master.pid")
@@ -766,8 +784,9 @@ cmd_start() {
 	[[ -f $DIR/users ]] || default_users >"$DIR/users"
 	chmod 600 "$DIR/users"
 
+	CERTS_CHANGED=0
 	make_certs
-	RELOAD_POSTFIX=0 RELOAD_DOVECOT=0
+	RELOAD_POSTFIX=$CERTS_CHANGED RELOAD_DOVECOT=$CERTS_CHANGED
 	local before
 	for d in "${DOMAINS[@]}"; do
 		install -d -m 755 "$DIR/$d"
@@ -818,6 +837,17 @@ cmd_stop() {
 			sleep 0.5
 			break
 		fi
+		sleep 0.1
+	done
+	# The daemons detach, so init reaps the masters; wait a little for that
+	# so that a pgrep right after stop sees nothing (not even zombies).
+	deadline=$((SECONDS + 3))
+	while ((SECONDS < deadline)); do
+		alive=()
+		for pid in "${pids[@]}"; do
+			zombie "$pid" && alive+=("$pid")
+		done
+		((${#alive[@]} == 0)) && break
 		sleep 0.1
 	done
 	local left
@@ -936,6 +966,7 @@ main() {
 	[[ $DIR == /* ]] || DIR=$PWD/$DIR
 	DIR=$(realpath -m "$DIR")
 	[[ $DIR != / ]] || die "DIR must not be /"
+	[[ $DIR =~ ^[A-Za-z0-9._/+-]+$ ]] || die "DIR $DIR: use only letters, digits and . _ + - / (it goes into postfix and dovecot configs)"
 	# unix socket paths (sun_path) are limited to 107 bytes; keep room for
 	# dovecot's own sockets under DIR/x/run/.
 	((${#DIR} <= 60)) || die "DIR $DIR is too long (unix socket paths): keep it to 60 characters"

@@ -221,7 +221,7 @@ exporters:
     endpoint: 127.0.0.1:%[3]d
     resource_to_telemetry_conversion:
       enabled: true
-  otlp:
+  otlp_grpc:
     endpoint: %[4]s
     tls:
       insecure: true
@@ -233,7 +233,7 @@ service:
     metrics:
       receivers: [emailqos]
       processors: [batch]
-      exporters: [prometheus, otlp]
+      exporters: [prometheus, otlp_grpc]
 `, srv.SMTPAddr(), srv.IMAPAddr(), promPort, otlpAddr)
 	c := startCollector(t, bin, config, "E2E_GMAIL_PASSWORD=gmail-pw", "E2E_O365_PASSWORD=o365-pw")
 

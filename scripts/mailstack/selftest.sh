@@ -21,15 +21,17 @@ CA=$EMAILQOS_CA_FILE
 RUN=$$-$RANDOM
 passed=0 failed=0
 check() { # DESCRIPTION COMMAND...
-	local what=$1
+	local what=$1 t0=${EPOCHREALTIME/./} dt
 	shift
 	if "$@"; then
 		passed=$((passed + 1))
-		printf 'PASS  %s\n' "$what"
+		what="PASS  $what"
 	else
 		failed=$((failed + 1))
-		printf 'FAIL  %s\n' "$what"
+		what="FAIL  $what"
 	fi
+	dt=$(((${EPOCHREALTIME/./} - t0) / 1000))
+	printf '%s (%d ms)\n' "$what" "$dt"
 }
 v() { printf '%s' "${!1}"; } # value of the variable named $1
 
@@ -102,9 +104,9 @@ for D in A B; do
 			check "  ... delivered into $md" in_maildir "$md" "$tok"
 		done
 		out=$(sw "$ep" "$mode" --from "$probe" --to "user@$dom")
-		check "$dom submission $mode: no AUTH -> recipient refused" expect '^<[-~]\*\* 5[0-9][0-9] ' "$out"
+		check "$dom submission $mode: no AUTH -> recipient refused" expect '^<(\*\*|~\*) 5[0-9][0-9] ' "$out"
 		out=$(sw "$ep" "$mode" --auth PLAIN --auth-user "$probe" --auth-password wrong --from "$probe" --to "user@$dom")
-		check "$dom submission $mode: wrong password -> 535" expect '^<[-~]\*\* 535 ' "$out"
+		check "$dom submission $mode: wrong password -> 535" expect '^<(\*\*|~\*) 535 ' "$out"
 	done
 	ep=$(v "EMAILQOS_${D}_SMTP_PLAIN")
 	out=$(sw "$ep" starttls --from "$probe" --to "user@$dom")
@@ -121,7 +123,7 @@ for D in A B; do
 	check "$dom MX: unknown user -> 550" expect '^<\*\* 550 ' "$out"
 	ep=$(v "EMAILQOS_${D}_SMTPS")
 	out=$(sw "$ep" tls --auth PLAIN --auth-user "$probe" --auth-password "$pw" --from "$probe" --to someone@example.com)
-	check "$dom submission: domains outside the stack refused" expect '^<~\*\* 550 ' "$out"
+	check "$dom submission: domains outside the stack refused" expect '^<~\* 550 ' "$out"
 done
 
 for D in A B; do
