@@ -40,7 +40,7 @@ CORE_STABLE := v1.65.0
 # Files written by mdatagen (paths that do not exist are ignored).
 GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
 
-.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e run clean
+.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean
 
 ## test: check-generated + fmt-check + vet + unit + precision + build + check-dist + e2e
 test: check-generated fmt-check vet unit precision build check-dist e2e
@@ -54,6 +54,20 @@ check-dist:
 e2e:
 	@echo "==> e2e: go test -tags e2e ./internal/e2e/ with $(DIST_BIN)"
 	cd "$(ROOT)" && EMAILQOS_COLLECTOR="$(ROOT)/$(DIST_BIN)" $(GO) test -tags e2e -count=1 -v ./internal/e2e/
+
+## integration: start real Postfix/Dovecot domains on loopback (scripts/mailstack.sh,
+## installs them with apt-get as root), run the integration suite and the built
+## collector against them, and stop them again
+integration: build
+	@echo "==> integration: scripts/mailstack.sh start"
+	@cd "$(ROOT)"; \
+	scripts/mailstack.sh start; \
+	trap 'echo "==> integration: scripts/mailstack.sh stop"; scripts/mailstack.sh stop' EXIT; \
+	eval "$$(scripts/mailstack.sh env)"; \
+	echo "==> integration: go test -tags integration ./internal/integration/"; \
+	$(GO) test -tags integration -count=1 -v ./internal/integration/; \
+	echo "==> integration: go test -tags 'e2e integration' -run Mailstack ./internal/e2e/"; \
+	EMAILQOS_COLLECTOR="$(ROOT)/$(DIST_BIN)" $(GO) test -tags 'e2e integration' -run Mailstack -count=1 -v ./internal/e2e/
 
 ## precision: arrival-detection precision against the in-process server, without
 ## the race detector (it measures goroutine timing); prints the figures

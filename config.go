@@ -48,6 +48,8 @@ const (
 	defaultDeliveryTimeout    = 2 * time.Minute
 	defaultPollInterval       = 10 * time.Second
 	defaultPreciseInterval    = 10 * time.Millisecond
+	defaultOrphanAge          = 24 * time.Hour
+	defaultSweepInterval      = time.Hour
 	// setupBudget is the time a probe may spend on everything but the
 	// delivery wait (connects, logins, submission, cleanup) when `timeout`
 	// is not set.
@@ -92,6 +94,13 @@ type CleanupConfig struct {
 	Mode string `mapstructure:"mode"`
 	// Folder is the destination of mode move.
 	Folder string `mapstructure:"folder"`
+	// OrphanAge is the age from which a probe of this receiver still in a
+	// mailbox is an orphan (of an earlier run or collector) to clean up; a
+	// probe that missed delivery_timeout is looked for as late until then.
+	OrphanAge time.Duration `mapstructure:"orphan_age"`
+	// SweepInterval is the least time between two orphan sweeps of one
+	// mailbox; the first run after start sweeps.
+	SweepInterval time.Duration `mapstructure:"sweep_interval"`
 }
 
 // AccountConfig is one mail account, keyed by its provider name (gmail,
@@ -189,6 +198,15 @@ func (cfg *Config) Validate() error {
 	default:
 		add("cleanup::mode", "%q is not one of delete, move, keep", cfg.Cleanup.Mode)
 	}
+	// An orphan must be a probe no run can still be waiting for.
+	if cfg.Cleanup.OrphanAge <= cfg.DeliveryTimeout {
+		add("cleanup::orphan_age", "%s must be longer than delivery_timeout %s", cfg.Cleanup.OrphanAge, cfg.DeliveryTimeout)
+	} else if timeout := cfg.probeTimeout(); cfg.Cleanup.OrphanAge <= timeout {
+		add("cleanup::orphan_age", "%s must be longer than a whole probe (timeout, or delivery_timeout + %s: %s)", cfg.Cleanup.OrphanAge, setupBudget, timeout)
+	}
+	if cfg.Cleanup.SweepInterval <= 0 {
+		add("cleanup::sweep_interval", "must be positive")
+	}
 
 	for _, key := range sortedKeys(cfg.Accounts) {
 		acct := cfg.Accounts[key]
@@ -257,6 +275,15 @@ func (cfg *Config) Validate() error {
 		add("transit::mesh", "needs at least two accounts")
 	}
 	return errors.Join(errs...)
+}
+
+// probeTimeout is the bound of one whole probe: timeout, or the delivery
+// timeout plus the setup budget when timeout is not set.
+func (cfg *Config) probeTimeout() time.Duration {
+	if cfg.Timeout > 0 {
+		return cfg.Timeout
+	}
+	return cfg.DeliveryTimeout + setupBudget
 }
 
 func (cfg *Config) hasAccount(key string) bool {

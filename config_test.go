@@ -77,6 +77,13 @@ func TestLoadConfigExample(t *testing.T) {
 	assert.Equal(t, probe.Transit, targets[2].Kind)
 	assert.Equal(t, "gmail:o365", targets[2].Direction)
 	assert.Equal(t, 3*time.Minute, targets[0].Timeout)
+	assert.Equal(t, 48*time.Hour, cfg.Cleanup.OrphanAge)
+	assert.Equal(t, 30*time.Minute, cfg.Cleanup.SweepInterval)
+	for _, tg := range targets {
+		assert.Equal(t, 48*time.Hour, tg.OrphanAge, tg.Name)
+		assert.Equal(t, 30*time.Minute, tg.Receiver.SweepInterval, tg.Name)
+	}
+	assert.Same(t, targets[0].Receiver, targets[3].Receiver, "targets reading one mailbox share its sweep state")
 	assert.NotEqual(t, targets[0].Receiver.MACKey, o.MACKey, "each mailbox has its own probe key")
 }
 
@@ -213,6 +220,11 @@ func TestValidateRejects(t *testing.T) {
 		{"bad account detection", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Detection = "IDLE" }) }, []string{"accounts::o365::detection"}},
 		{"bad cleanup mode", func(c *Config) { c.Cleanup.Mode = "shred" }, []string{"cleanup::mode"}},
 		{"move without folder", func(c *Config) { c.Cleanup.Mode = "move" }, []string{"cleanup::folder: required"}},
+		{"orphan age not above delivery timeout", func(c *Config) { c.Cleanup.OrphanAge = c.DeliveryTimeout }, []string{"cleanup::orphan_age", "longer than delivery_timeout"}},
+		{"orphan age within a whole probe", func(c *Config) {
+			c.Cleanup.OrphanAge, c.Timeout = 3*time.Minute, 4*time.Minute
+		}, []string{"cleanup::orphan_age", "longer than a whole probe", "4m0s"}},
+		{"zero sweep interval", func(c *Config) { c.Cleanup.SweepInterval = 0 }, []string{"cleanup::sweep_interval: must be positive"}},
 		{"bad transit form", func(c *Config) { c.Transit.Directions = []string{"gmail-o365"} }, []string{"transit::directions[0] (gmail-o365)", "sender:receiver"}},
 		{"transit unknown account", func(c *Config) { c.Transit.Directions = []string{"gmail:yahoo"} }, []string{"transit::directions[0] (gmail:yahoo)", `unknown account "yahoo"`}},
 		{"transit to itself", func(c *Config) { c.Transit.Directions = []string{"gmail:gmail"} }, []string{"use a roundtrip target"}},

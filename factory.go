@@ -34,7 +34,11 @@ func createDefaultConfig() component.Config {
 		PollInterval:         defaultPollInterval,
 		Detection:            detectionAuto,
 		PreciseInterval:      defaultPreciseInterval,
-		Cleanup:              CleanupConfig{Mode: cleanupDelete},
+		Cleanup: CleanupConfig{
+			Mode:          cleanupDelete,
+			OrphanAge:     defaultOrphanAge,
+			SweepInterval: defaultSweepInterval,
+		},
 	}
 }
 

@@ -27,6 +27,8 @@ func TestFactoryDefaults(t *testing.T) {
 	assert.Equal(t, 10*time.Second, cfg.PollInterval)
 	assert.Equal(t, "auto", cfg.Detection)
 	assert.Equal(t, "delete", cfg.Cleanup.Mode)
+	assert.Equal(t, 24*time.Hour, cfg.Cleanup.OrphanAge)
+	assert.Equal(t, time.Hour, cfg.Cleanup.SweepInterval)
 	assert.Error(t, cfg.Validate(), "the default config has no targets")
 }
 

@@ -136,10 +136,7 @@ func buildTargets(ctx context.Context, cfg *Config) ([]*probe.Target, error) {
 		}
 		accounts[key] = acct
 	}
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = cfg.DeliveryTimeout + setupBudget
-	}
+	timeout := cfg.probeTimeout()
 	newTarget := func(name string, kind probe.Kind, sender, receiver string) *probe.Target {
 		return &probe.Target{
 			Name:            name,
@@ -153,6 +150,7 @@ func buildTargets(ctx context.Context, cfg *Config) ([]*probe.Target, error) {
 			Timeout:         timeout,
 			Cleanup:         probe.Cleanup(cfg.Cleanup.Mode),
 			CleanupFolder:   cfg.Cleanup.Folder,
+			OrphanAge:       cfg.Cleanup.OrphanAge,
 		}
 	}
 	var targets []*probe.Target
@@ -219,6 +217,8 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		Mailbox:   mailbox,
 		Detection: imapwatch.Method(detection),
 		MACKey:    probemsg.DeriveKey(secret, a.Address),
+		// Sweeps are per mailbox: every target reading it shares the state.
+		SweepInterval: cfg.Cleanup.SweepInterval,
 	}, nil
 }
 

@@ -12,7 +12,7 @@ import (
 )
 
 // Delete removes exactly the probe uid, which must have been found by this
-// session's Wait.
+// session's Wait or FindProbes.
 //
 // With UIDPLUS (or IMAP4rev2) it is flagged \Deleted and removed with
 // UID EXPUNGE. A plain EXPUNGE is never sent: it would also remove the
@@ -22,38 +22,72 @@ import (
 // Delete fails with code 5 type config (the mailbox needs a move-to-folder
 // cleanup, or a server with UIDPLUS). Failures are code 5.
 func (s *Session) Delete(ctx context.Context, uid imap.UID) error {
-	return s.cleanup(ctx, uid, "")
+	return s.cleanup(ctx, []imap.UID{uid}, "", true)
 }
 
 // Move moves the probe uid, which must have been found by this session's
-// Wait, to mailbox: UID MOVE, or UID COPY + UID STORE \Deleted + UID EXPUNGE
+// Wait or FindProbes, to mailbox: UID MOVE, or UID COPY + UID STORE \Deleted + UID EXPUNGE
 // with UIDPLUS; without either it is left untouched (code 5 type config).
 // Failures are code 5.
 func (s *Session) Move(ctx context.Context, uid imap.UID, mailbox string) error {
 	if mailbox == "" {
 		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probe to"))
 	}
-	return s.cleanup(ctx, uid, mailbox)
+	return s.cleanup(ctx, []imap.UID{uid}, mailbox, true)
+}
+
+// DeleteUIDs removes exactly the messages uids, each of which must have been
+// found by this session's Wait or FindProbes, the same way as Delete: with
+// one UID EXPUNGE of their UID set (never a plain EXPUNGE), else moved to the
+// trash folder, else left untouched (code 5 type config). If any UID was not
+// found by this session nothing is touched. It is meant for housekeeping
+// after the measurement and is not timed as the imap.delete step, so that
+// the probe's own cleanup time stays its own.
+func (s *Session) DeleteUIDs(ctx context.Context, uids []imap.UID) error {
+	return s.cleanup(ctx, uids, "", false)
+}
+
+// MoveUIDs moves exactly the messages uids, found by this session's Wait or
+// FindProbes, to mailbox, the same way as Move; like DeleteUIDs it touches
+// nothing if any UID is not the session's own and is not timed as a step.
+func (s *Session) MoveUIDs(ctx context.Context, uids []imap.UID, mailbox string) error {
+	if mailbox == "" {
+		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probes to"))
+	}
+	return s.cleanup(ctx, uids, mailbox, false)
 }
 
 func cleanupErr(typ string, err error) error {
 	return &steps.Error{Step: steps.IMAPDelete, Code: steps.CodeCleanup, Type: typ, Err: err}
 }
 
-func (s *Session) cleanup(ctx context.Context, uid imap.UID, dest string) (err error) {
+// cleanup removes or moves the messages uids, all of which must be probes
+// this session found; timed says whether it is the probe's imap.delete step.
+func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, timed bool) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return cleanupErr(steps.TypeConfig, errClosed)
 	}
-	if _, ok := s.found[uid]; !ok {
-		return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: UID %d is not a probe found by this session", uid))
+	if len(uids) == 0 {
+		return nil
+	}
+	// Every UID is checked before anything is sent: one stranger in the set
+	// refuses the whole request.
+	var set imap.UIDSet
+	for _, uid := range uids {
+		if _, ok := s.found[uid]; !ok {
+			return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: UID %d is not a probe found by this session", uid))
+		}
+		set.AddNum(uid)
 	}
 	if dest == s.opts.Mailbox {
 		return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: cannot move the probe to the mailbox it is in (%q)", dest))
 	}
-	start := time.Now()
-	defer func() { s.rec.Add(steps.IMAPDelete, start, time.Since(start)) }()
+	if timed {
+		start := time.Now()
+		defer func() { s.rec.Add(steps.IMAPDelete, start, time.Since(start)) }()
+	}
 
 	fail := func(err error) error {
 		var se *steps.Error
@@ -76,8 +110,6 @@ func (s *Session) cleanup(ctx context.Context, uid imap.UID, dest string) (err e
 		return fail(err)
 	}
 
-	var set imap.UIDSet
-	set.AddNum(uid)
 	switch {
 	case dest != "" && s.caps.Has(imap.CapMove), dest == "" && !s.caps.Has(imap.CapUIDPlus) && s.caps.Has(imap.CapMove):
 		if dest == "" {
@@ -110,11 +142,13 @@ func (s *Session) cleanup(ctx context.Context, uid imap.UID, dest string) (err e
 	if err != nil {
 		return fail(err)
 	}
-	delete(s.found, uid)
+	for _, uid := range uids {
+		delete(s.found, uid)
+	}
 	return nil
 }
 
-var errNotExpunged = errors.New("imap: UID EXPUNGE completed but the probe is still there")
+var errNotExpunged = errors.New("imap: UID EXPUNGE completed but a probe is still there")
 
 // expungeUID removes the messages of set, and only them.
 func (s *Session) expungeUID(set imap.UIDSet) error {
@@ -127,10 +161,14 @@ func (s *Session) expungeUID(set imap.UIDSet) error {
 	for _, seq := range seqs {
 		s.tl.onExpunge(seq)
 	}
-	if err != nil || len(seqs) > 0 {
+	if err != nil {
 		return err
 	}
-	// Nothing expunged: already gone, or the server ignored the request.
+	if n, ok := set.Nums(); ok && len(seqs) >= len(n) {
+		return nil
+	}
+	// Fewer expunged than asked: already gone, or the server ignored (part
+	// of) the request.
 	data, err := s.c.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{set}}, nil).Wait()
 	if err != nil {
 		return err

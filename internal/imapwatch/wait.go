@@ -1,15 +1,12 @@
 package imapwatch
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/textproto"
+	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -248,30 +245,12 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 
 	var set imap.UIDSet
 	set.AddNum(uids...)
-	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
-	var hits []hit
 	start = time.Now()
-	err = s.bound(ctx, func() error {
-		cmd := s.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
-		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-			// imapclient hands a message over when its header literal
-			// starts, holding its reader inside this response: the sequence
-			// number and the timeline agree.
-			var h hit
-			h.lo, h.hi, h.idle = s.tl.window(msg.SeqNum, resp)
-			for item := msg.Next(); item != nil; item = msg.Next() {
-				switch item := item.(type) {
-				case imapclient.FetchItemDataUID:
-					h.uid = item.UID
-				case imapclient.FetchItemDataBodySection:
-					if item.Literal != nil && h.header == nil {
-						h.header, _ = io.ReadAll(io.LimitReader(item.Literal, maxHeaderBytes))
-					}
-				}
-			}
-			hits = append(hits, h)
-		}
-		return cmd.Close()
+	hits, err := s.fetchHeaders(ctx, set, func(seq uint32, h *hit) {
+		// imapclient hands a message over when its header literal starts,
+		// holding its reader inside this response: the sequence number and
+		// the timeline agree.
+		h.lo, h.hi, h.idle = s.tl.window(seq, resp)
 	})
 	s.rec.Add(steps.IMAPFetch, start, time.Since(start))
 	if err != nil {
@@ -292,6 +271,36 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 		return s.arrival(h), true, nil
 	}
 	return Arrival{}, false, nil
+}
+
+// fetchHeaders fetches the UID and the header block of the messages of set,
+// with BODY.PEEK so that \Seen is not set. begin, when not nil, is called as
+// each message's response begins, while its sequence number is current.
+func (s *Session) fetchHeaders(ctx context.Context, set imap.UIDSet, begin func(seq uint32, h *hit)) ([]hit, error) {
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
+	var hits []hit
+	err := s.bound(ctx, func() error {
+		cmd := s.c.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}})
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			var h hit
+			if begin != nil {
+				begin(msg.SeqNum, &h)
+			}
+			for item := msg.Next(); item != nil; item = msg.Next() {
+				switch item := item.(type) {
+				case imapclient.FetchItemDataUID:
+					h.uid = item.UID
+				case imapclient.FetchItemDataBodySection:
+					if item.Literal != nil && h.header == nil {
+						h.header, _ = io.ReadAll(io.LimitReader(item.Literal, maxHeaderBytes))
+					}
+				}
+			}
+			hits = append(hits, h)
+		}
+		return cmd.Close()
+	})
+	return hits, err
 }
 
 func (s *Session) arrival(h hit) Arrival {
@@ -342,11 +351,5 @@ func candidates(data *imap.SearchData, baseline imap.UID, rejected map[imap.UID]
 // hasToken reports whether the header block carries exactly token: SEARCH
 // HEADER matches substrings.
 func hasToken(header []byte, token string) bool {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(header))).ReadMIMEHeader()
-	for _, v := range h.Values(TokenHeader) {
-		if strings.TrimSpace(v) == token {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(tokenValues(header), token)
 }

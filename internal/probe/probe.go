@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,6 +52,13 @@ type Account struct {
 	Detection imapwatch.Method
 	// Key material for the probe HMAC of messages received by this account.
 	MACKey []byte
+	// SweepInterval is the least time between two orphan sweeps of this
+	// account's mailbox; 0 disables the sweep.
+	SweepInterval time.Duration
+
+	// sweepMu guards lastSweep, shared by every target reading this mailbox.
+	sweepMu   sync.Mutex
+	lastSweep time.Time
 }
 
 // Target is one probe direction.
@@ -70,6 +78,14 @@ type Target struct {
 
 	Cleanup       Cleanup
 	CleanupFolder string
+	// OrphanAge is the age from which a probe of the receiving account is an
+	// orphan the sweep removes, and until which a probe that missed its
+	// delivery timeout is looked for as late. 0 disables the sweep.
+	OrphanAge time.Duration
+
+	// mu guards late: this target's probes that were not found in time.
+	mu   sync.Mutex
+	late []lateProbe
 }
 
 // Result is what one probe measured.
@@ -91,11 +107,13 @@ type Result struct {
 	// estimated instant the message became visible to the reader.
 	AcceptedAt time.Time
 	ArrivedAt  time.Time
-	// Commands is the number of IMAP commands the probe sent.
+	// Commands is the number of IMAP commands the probe sent, its mailbox
+	// housekeeping included.
 	Commands int
 	// Late counts earlier probes of this target that arrived after their
-	// delivery timeout and were found during this run; Swept counts
-	// orphaned probes older than the orphan age cleaned up during this run.
+	// delivery timeout and were found during this run (each counted once,
+	// and cleaned up unless the cleanup mode is keep); Swept counts orphaned
+	// probes older than the orphan age cleaned up during this run.
 	Late    int
 	Swept   int
 	Timings []steps.Timing
@@ -154,19 +172,46 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	if err != nil {
 		return fail(err)
 	}
+
+	missed, err := measure(ctx, t, sess, &res, logger, rec)
+	if res.Total == 0 {
+		// Taken before the housekeeping, which is not part of the probe.
+		res.Total = time.Since(res.Start)
+	}
+	// Housekeeping runs after the measurement, so it cannot disturb it, and
+	// on the same session before LOGOUT. It is skipped when the mailbox
+	// connection itself failed or the probe's time is up. Its failures are
+	// logged only: the probe's result stays what the measurement gave.
+	var se *steps.Error
+	if ctx.Err() == nil && !(errors.As(err, &se) && se.Code == steps.CodeMailboxConnect) {
+		housekeep(ctx, t, sess, &res, logger)
+	}
+	// Remembered only now, so that it is looked for from the next run on.
+	if missed != nil {
+		t.remember(*missed)
+	}
+
 	// The session's connection lives as long as ctx, which outlasts the
 	// delivery wait by the setup budget: a probe that was not found in time
 	// still logs out, and a removed probe is removed within ctx too.
-	closeSession := func() error {
-		err := sess.Close(ctx)
-		res.Commands = sess.Commands()
-		return err
+	closeErr := sess.Close(ctx)
+	res.Commands = sess.Commands()
+	if err == nil && closeErr != nil {
+		err = steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", closeErr)
 	}
+	if err != nil {
+		return fail(err)
+	}
+	return res
+}
 
+// measure sends the probe, waits for it and cleans it up, filling in res.
+// missed is the probe when it was sent but not found in time: it may still
+// arrive, and a later run looks for it.
+func measure(ctx context.Context, t *Target, sess *imapwatch.Session, res *Result, logger *zap.Logger, rec *steps.Recorder) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
-		_ = closeSession()
-		return fail(steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err))
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
 	}
 	sent, err := smtpsend.Send(ctx, smtpsend.Options{
 		Endpoint:           t.Sender.SMTP,
@@ -178,8 +223,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		Data: p.Build(t.Receiver.MACKey),
 	}, rec)
 	if err != nil {
-		_ = closeSession()
-		return fail(err)
+		return nil, err
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -192,8 +236,11 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	cancelWait()
 	res.Total = time.Since(res.Start)
 	if err != nil {
-		_ = closeSession()
-		return fail(err)
+		var se *steps.Error
+		if errors.As(err, &se) && se.Code == steps.CodeSearch {
+			missed = &lateProbe{token: p.Token, sentAt: p.SentAt}
+		}
+		return missed, err
 	}
 	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
 	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
@@ -204,9 +251,8 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		// for this probe; within the detection's own uncertainty it is the
 		// resolution of the measurement, beyond it a fault to report.
 		if -latency > arrival.Uncertainty+time.Millisecond {
-			_ = closeSession()
-			return fail(steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
-				fmt.Errorf("message seen %s before the server accepted it", -latency)))
+			return nil, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
+				fmt.Errorf("message seen %s before the server accepted it", -latency))
 		}
 		latency = 0
 	}
@@ -223,13 +269,10 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	default:
 		cleanupErr = sess.Delete(ctx, arrival.UID)
 	}
-	if err := closeSession(); cleanupErr == nil {
-		cleanupErr = err
-	}
 	if cleanupErr != nil {
-		return fail(steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", cleanupErr))
+		return nil, steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", cleanupErr)
 	}
-	return res
+	return nil, nil
 }
 
 // crossCheck parses the send time carried by the received message and checks

@@ -1,0 +1,172 @@
+package imapwatch
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"net/textproto"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+)
+
+const (
+	// probeTokenPrefix starts every probe token (see probemsg). It only
+	// narrows the server-side search; what makes a hit a probe is accept.
+	probeTokenPrefix = "eq"
+	// tokenBatch bounds the tokens ORed into one UID SEARCH, keeping the
+	// command short and its nesting shallow.
+	tokenBatch = 32
+)
+
+// FindProbes searches the whole mailbox (not only above the baseline) for
+// messages whose X-Emailqos-Token is one of tokens, or, when tokens is nil,
+// any probe token. Only the hits' headers are fetched, with BODY.PEEK, at
+// most limit of them (lowest UIDs first: the oldest are the likeliest
+// leftovers), in batches. A hit is returned only if its header carries such
+// a token and accept, which must prove that the message is this receiver's
+// own probe (its HMAC), returns true. The returned UIDs count as found by
+// this session, so that DeleteUIDs or MoveUIDs may remove them; nothing else
+// ever becomes removable.
+//
+// It is housekeeping after the measurement: it reconnects a lost connection
+// like Delete does but is not timed as a probe step. Failures are code 4.
+func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	invalid := func(err error) ([]imap.UID, error) {
+		return nil, &steps.Error{Step: steps.IMAPSearch, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: err}
+	}
+	switch {
+	case s.closed:
+		return invalid(errClosed)
+	case accept == nil:
+		// Without a proof of ownership nothing may become removable.
+		return invalid(errors.New("imap: FindProbes needs an accept function"))
+	case tokens != nil && len(tokens) == 0:
+		return nil, nil
+	}
+	for _, t := range tokens {
+		if !validToken(t) {
+			return invalid(errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
+		}
+	}
+	if limit <= 0 {
+		limit = maxHits
+	}
+
+	fail := func(err error) ([]imap.UID, error) {
+		var se *steps.Error
+		if errors.As(err, &se) {
+			return nil, err
+		}
+		if ctx.Err() == nil {
+			s.failed(err)
+		}
+		return nil, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+	}
+	if s.broken {
+		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.
+		if err := s.reconnect(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.stopIdle(ctx); err != nil {
+		return fail(err)
+	}
+
+	var searches []imap.SearchCriteria
+	if tokens == nil {
+		searches = append(searches, imap.SearchCriteria{
+			Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: probeTokenPrefix}},
+		})
+	}
+	for batch := range slices.Chunk(tokens, tokenBatch) {
+		searches = append(searches, anyToken(batch))
+	}
+	hitSet := make(map[imap.UID]struct{})
+	for i := range searches {
+		var data *imap.SearchData
+		err := s.bound(ctx, func() error {
+			var err error
+			data, err = s.c.UIDSearch(&searches[i], nil).Wait()
+			return err
+		})
+		if err != nil {
+			return fail(err)
+		}
+		// candidates bounds the enumeration of whatever ranges the server
+		// answered with.
+		uids, _ := candidates(data, 1, nil, limit)
+		for _, u := range uids {
+			hitSet[u] = struct{}{}
+		}
+	}
+	uids := make([]imap.UID, 0, len(hitSet))
+	for u := range hitSet {
+		uids = append(uids, u)
+	}
+	slices.Sort(uids)
+	if len(uids) > limit {
+		uids = uids[:limit]
+	}
+
+	wanted := func(header []byte) bool {
+		for _, v := range tokenValues(header) {
+			if (tokens == nil && strings.HasPrefix(v, probeTokenPrefix)) || slices.Contains(tokens, v) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []imap.UID
+	for batch := range slices.Chunk(uids, maxHits) {
+		var set imap.UIDSet
+		set.AddNum(batch...)
+		hits, err := s.fetchHeaders(ctx, set, nil)
+		if err != nil {
+			return fail(err)
+		}
+		slices.SortFunc(hits, func(a, b hit) int { return cmp.Compare(a.uid, b.uid) })
+		for i, h := range hits {
+			// Only what was asked for, once: a server may add unsolicited
+			// FETCH responses for other messages.
+			if h.uid == 0 || !set.Contains(h.uid) || i > 0 && hits[i-1].uid == h.uid {
+				continue
+			}
+			if !wanted(h.header) || !accept(h.header) {
+				continue
+			}
+			s.found[h.uid] = struct{}{}
+			out = append(out, h.uid)
+		}
+	}
+	return out, nil
+}
+
+// anyToken matches a message carrying any of tokens: a balanced tree of OR,
+// so that the nesting stays logarithmic.
+func anyToken(tokens []string) imap.SearchCriteria {
+	if len(tokens) == 1 {
+		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: tokens[0]}}}
+	}
+	mid := len(tokens) / 2
+	return imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{anyToken(tokens[:mid]), anyToken(tokens[mid:])}}}
+}
+
+// tokenValues lists the token header's values: SEARCH HEADER matches
+// substrings, so the fetched header is checked exactly.
+func tokenValues(header []byte) []string {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(header))).ReadMIMEHeader()
+	vs := h.Values(TokenHeader)
+	out := make([]string, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, strings.TrimSpace(v))
+	}
+	return out
+}
