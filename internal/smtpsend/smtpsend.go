@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -38,6 +39,13 @@ const (
 type Auth struct {
 	Username string
 	Password string
+	// Token, when set, signs in with an OAuth2 bearer token (XOAUTH2 or
+	// OAUTHBEARER, whichever the server offers) instead of the password.
+	Token steps.TokenSource
+	// TokenType classifies a Token error into an error type.
+	TokenType func(error) string
+	// Mechanism forces XOAUTH2 or OAUTHBEARER for Token.
+	Mechanism string
 }
 
 // Message is what is submitted: the envelope and the RFC 5322 data.
@@ -123,6 +131,7 @@ type sender struct {
 	rec       *steps.Recorder
 	localName string
 	encrypted bool
+	token     string // the bearer token in use, kept out of errors
 }
 
 func (s *sender) validate(msg Message) error {
@@ -239,6 +248,20 @@ func (s *sender) auth(c *smtp.Client) error {
 	}
 	var client sasl.Client
 	switch {
+	case a.Token != nil:
+		token, err := a.Token(s.ctx)
+		if err != nil {
+			typ := steps.TypeTokenUnavailable
+			if a.TokenType != nil {
+				typ = a.TokenType(err)
+			}
+			return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, typ, err)
+		}
+		s.token = token
+		client, _, err = saslx.Pick(strings.Fields(mechs), a.Username, token, a.Mechanism)
+		if err != nil {
+			return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth, err)
+		}
 	case c.SupportsAuth(sasl.Plain):
 		client = sasl.NewPlainClient("", a.Username, a.Password)
 	case c.SupportsAuth(sasl.Login):
@@ -252,6 +275,9 @@ func (s *sender) auth(c *smtp.Client) error {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			typ = steps.TypeAuth
+		}
+		if a.Token != nil {
+			err = saslx.Explain(client, err)
 		}
 		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, typ, err)
 	}
@@ -317,7 +343,7 @@ func (s *sender) fail(step string, code int, typ string, err error) *steps.Error
 		typ = replyType(err, "")
 	}
 	se := steps.Fail(s.ctx, step, code, typ, err)
-	se.Err = redact(se.Err, s.opts.Auth)
+	se.Err = redact(se.Err, s.opts.Auth, s.token)
 	return se
 }
 
@@ -359,14 +385,20 @@ func dialStep(ep transport.Endpoint, err error) string {
 
 // redact keeps the password out of error text, in case a server or library
 // echoed the credentials back in any of the forms they were sent in.
-func redact(err error, a Auth) error {
-	if err == nil || a.Password == "" {
+func redact(err error, a Auth, token string) error {
+	if err == nil || (a.Password == "" && token == "") {
 		return err
 	}
-	secrets := []string{
-		a.Password,
-		base64.StdEncoding.EncodeToString([]byte(a.Password)),
-		base64.StdEncoding.EncodeToString([]byte("\x00" + a.Username + "\x00" + a.Password)),
+	var secrets []string
+	if a.Password != "" {
+		secrets = append(secrets,
+			a.Password,
+			base64.StdEncoding.EncodeToString([]byte(a.Password)),
+			base64.StdEncoding.EncodeToString([]byte("\x00"+a.Username+"\x00"+a.Password)))
+	}
+	if token != "" {
+		secrets = append(secrets, token,
+			base64.StdEncoding.EncodeToString([]byte("user="+a.Username+"\x01auth=Bearer "+token+"\x01\x01")))
 	}
 	msg := err.Error()
 	redacted := msg

@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -118,6 +119,13 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return sasl.NewPlainServer(func(_, u, p string) error { return s.b.check(u, p) }), nil
 	case sasl.Login:
 		return &loginServer{check: s.b.check}, nil
+	case saslx.XOAuth2:
+		return saslx.NewXOAUTH2Server(func(u, token string) error {
+			if u == user && token == validToken {
+				return nil
+			}
+			return errors.New("invalid token")
+		}), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -530,10 +538,47 @@ func TestInvalidInput(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	a := Auth{Username: user, Password: password}
-	err := redact(errors.New("server said: "+password), a)
+	err := redact(errors.New("server said: "+password), a, "")
 	assert.NotContains(t, err.Error(), password)
 	orig := errors.New("plain")
-	assert.Same(t, orig, redact(orig, a))
+	assert.Same(t, orig, redact(orig, a, ""))
+	err = redact(errors.New("echo: "+validToken), Auth{Username: user}, validToken)
+	assert.NotContains(t, err.Error(), validToken)
+}
+
+const validToken = "ya29.valid-bearer-token"
+
+func TestSendWithOAuthToken(t *testing.T) {
+	tokenErr := errors.New("endpoint down")
+	for _, tc := range []struct {
+		name     string
+		token    string
+		tokenErr error
+		wantType string
+	}{
+		{"valid token", validToken, nil, ""},
+		{"token refused by the server", "ya29.revoked-token", nil, steps.TypeAuth},
+		{"token endpoint failing", "", tokenErr, steps.TypeTokenUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := &backend{mechs: []string{sasl.Plain, saslx.XOAuth2}}
+			addr := startServer(t, be, serverOpts{security: transport.TLS})
+			opts := options(addr, transport.TLS)
+			opts.Auth = Auth{Username: user, Token: func(context.Context) (string, error) { return tc.token, tc.tokenErr },
+				TokenType: func(err error) string {
+					assert.ErrorIs(t, err, tokenErr)
+					return steps.TypeTokenUnavailable
+				}}
+			_, err := Send(context.Background(), opts, testMsg, &steps.Recorder{})
+			if tc.wantType == "" {
+				require.NoError(t, err)
+				assert.Equal(t, "AUTH XOAUTH2", be.seen()[0], "XOAUTH2 is preferred when offered")
+				return
+			}
+			se := requireFail(t, err, steps.CodeSMTPSend, tc.wantType, steps.SMTPAuth)
+			assert.NotContains(t, se.Error(), "ya29.revoked-token")
+		})
+	}
 }
 
 func BenchmarkSend(b *testing.B) {

@@ -64,7 +64,15 @@ const (
 	TypeNotFound = "not_found" // the probe did not arrive within delivery_timeout
 	TypeCanceled = "canceled"  // the collector shut down during the probe
 	TypeConfig   = "config"    // the target could not run with its configuration
+	// OAuth2 token failures, before anything was sent with the token.
+	TypeTokenRejected    = "token_rejected"    // the token endpoint refused the credentials (revoked secret, expired refresh token)
+	TypeTokenScope       = "token_scope"       // the token endpoint refused the requested scope
+	TypeTokenUnavailable = "token_unavailable" // the token endpoint could not be reached or failed
 )
+
+// TokenSource yields OAuth2 bearer tokens. Errors are classified with the
+// token types above by the caller's TokenType.
+type TokenSource func(ctx context.Context) (string, error)
 
 // Error is a probe failure tagged with the step it happened in, its error code
 // and its type.
