@@ -1,8 +1,10 @@
 // Package probe runs one probe: it opens the receiving mailbox, submits a
 // probe message through the sending account, waits for it to become visible,
 // removes it and reports every step's time, the delivery latency and an
-// error code. A round trip is a probe whose sender and receiver are the same
-// account; a transit probe crosses from one account to another.
+// error code. Afterwards, on the same session, it cleans up earlier probes
+// that arrived late and orphaned ones (hygiene.go). A round trip is a probe
+// whose sender and receiver are the same account; a transit probe crosses
+// from one account to another.
 package probe // import "github.com/emailqos/emailqosreceiver/internal/probe"
 
 import (
@@ -174,16 +176,16 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	}
 
 	missed, err := measure(ctx, t, sess, &res, logger, rec)
-	if res.Total == 0 {
-		// Taken before the housekeeping, which is not part of the probe.
-		res.Total = time.Since(res.Start)
+	if err != nil {
+		// Classified and timed as the measurement ended, before the
+		// housekeeping, which is not part of it.
+		fail(err)
 	}
 	// Housekeeping runs after the measurement, so it cannot disturb it, and
 	// on the same session before LOGOUT. It is skipped when the mailbox
 	// connection itself failed or the probe's time is up. Its failures are
 	// logged only: the probe's result stays what the measurement gave.
-	var se *steps.Error
-	if ctx.Err() == nil && !(errors.As(err, &se) && se.Code == steps.CodeMailboxConnect) {
+	if ctx.Err() == nil && res.Code != steps.CodeMailboxConnect {
 		housekeep(ctx, t, sess, &res, logger)
 	}
 	// Remembered only now, so that it is looked for from the next run on.
@@ -193,14 +195,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 
 	// The session's connection lives as long as ctx, which outlasts the
 	// delivery wait by the setup budget: a probe that was not found in time
-	// still logs out, and a removed probe is removed within ctx too.
+	// still logs out, and a removed probe is removed within ctx too. A
+	// failed LOGOUT fails an otherwise successful probe (code 5).
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
 	if err == nil && closeErr != nil {
-		err = steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", closeErr)
-	}
-	if err != nil {
-		return fail(err)
+		return fail(steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", closeErr))
 	}
 	return res
 }
@@ -246,14 +246,17 @@ func measure(ctx context.Context, t *Target, sess *imapwatch.Session, res *Resul
 	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
 
 	latency := arrival.SeenAt.Sub(sent.AcceptedAt)
+	if arrival.SeenAt.Add(arrival.Uncertainty).Before(p.SentAt) {
+		// Seen before the probe was even sent: clock trouble or a
+		// duplicate, never a negative latency.
+		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
+			fmt.Errorf("message seen %s before it was sent", p.SentAt.Sub(arrival.SeenAt)))
+	}
 	if latency < 0 {
-		// An arrival before the server accepted the message is impossible
-		// for this probe; within the detection's own uncertainty it is the
-		// resolution of the measurement, beyond it a fault to report.
-		if -latency > arrival.Uncertainty+time.Millisecond {
-			return nil, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
-				fmt.Errorf("message seen %s before the server accepted it", -latency))
-		}
+		// A server may make the message visible before its 250 reply to
+		// DATA reaches us (it delivered first, or the two connections were
+		// read in the other order): the latency is then below what the
+		// client can resolve, and reported as zero.
 		latency = 0
 	}
 	res.Delivered, res.DeliveryLatency = true, latency
