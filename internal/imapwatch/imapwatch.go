@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -69,6 +70,13 @@ type Options struct {
 	// AllowPlaintextAuth permits credentials on an unencrypted connection;
 	// only for a user who configured security none explicitly.
 	AllowPlaintextAuth bool
+	// Token, when set, signs in with AUTHENTICATE XOAUTH2 or OAUTHBEARER
+	// (whichever the server offers, or Mechanism) instead of LOGIN. It is
+	// asked for a token at every login, reconnects included.
+	Token steps.TokenSource
+	// TokenType classifies a Token error into an error type.
+	TokenType func(error) string
+	Mechanism string
 	// Mailbox is watched; "INBOX" when empty.
 	Mailbox string
 	// Method is "auto" when empty.
@@ -365,9 +373,31 @@ func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapS
 	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
 		return fail(steps.TypeAuth, errors.New("imap: refusing to send credentials over an unencrypted connection"))
 	}
+	var bearer sasl.Client
+	if s.opts.Token != nil {
+		token, err := s.opts.Token(ctx)
+		if err != nil {
+			typ := steps.TypeTokenUnavailable
+			if s.opts.TokenType != nil {
+				typ = s.opts.TokenType(err)
+			}
+			return fail(typ, err)
+		}
+		if bearer, _, err = saslx.Pick(caps.AuthMechanisms(), s.opts.Username, token, s.opts.Mechanism); err != nil {
+			return fail(steps.TypeAuth, err)
+		}
+		// The token is a secret like the password: keep it out of errors.
+		fail = func(typ string, err error) (imap.CapSet, error) {
+			return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, token))
+		}
+	}
 	start := time.Now()
 	err := s.bound(ctx, func() error {
-		if caps.Has(imap.CapLoginDisabled) {
+		if bearer != nil {
+			if err := s.c.Authenticate(bearer); err != nil {
+				return saslx.Explain(bearer, err)
+			}
+		} else if caps.Has(imap.CapLoginDisabled) {
 			if !hasMech(caps, "PLAIN") {
 				return errNoMech
 			}

@@ -290,6 +290,41 @@ func TestBadPassword(t *testing.T) {
 	}
 }
 
+func TestOAuthBearerLogin(t *testing.T) {
+	const good = "ya29.good-token"
+	for _, tc := range []struct {
+		name     string
+		token    string
+		tokenErr error
+		wantType string
+	}{
+		{"valid token", good, nil, ""},
+		{"token refused", "ya29.revoked", nil, steps.TypeAuth},
+		{"token endpoint down", "", errors.New("down"), steps.TypeTokenUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, serverOpts{security: transport.TLS, bearer: good})
+			opts := ts.options(MethodPoll)
+			opts.Password = ""
+			opts.Token = func(context.Context) (string, error) { return tc.token, tc.tokenErr }
+			s, err := Open(ctxTimeout(t, 5*time.Second), opts, nil)
+			if tc.wantType == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			requireStepErr(t, err, steps.CodeMailboxConnect, tc.wantType)
+			if strings.Contains(err.Error(), "ya29.revoked") {
+				t.Fatalf("token in error %q", err)
+			}
+		})
+	}
+}
+
 func TestRefusesPlaintextCredentials(t *testing.T) {
 	ts := newTestServer(t, serverOpts{})
 	opts := ts.options(MethodAuto)

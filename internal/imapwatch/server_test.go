@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -23,7 +24,9 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
 
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -40,6 +43,8 @@ type serverOpts struct {
 	hideIdle   bool
 	// silentIdle never announces anything during IDLE.
 	silentIdle bool
+	// bearer, when set, is the only OAuth2 token AUTHENTICATE XOAUTH2 accepts.
+	bearer string
 }
 
 // testServer is an in-process IMAP server (imapmemserver) on 127.0.0.1 with
@@ -122,7 +127,11 @@ func newTestServer(t testing.TB, so serverOpts) *testServer {
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &testSession{Session: mem.NewSession(), ts: ts}, nil, nil
+			sess := &testSession{Session: mem.NewSession(), ts: ts}
+			if so.bearer != "" {
+				return &bearerSession{testSession: sess, token: so.bearer}, nil, nil
+			}
+			return sess, nil, nil
 		},
 		Caps:         so.caps,
 		Logger:       log.New(io.Discard, "", 0),
@@ -305,6 +314,23 @@ func (c *serverConn) Write(p []byte) (int, error) {
 type testSession struct {
 	imapserver.Session
 	ts *testServer
+}
+
+// bearerSession accepts AUTHENTICATE XOAUTH2 with one valid token.
+type bearerSession struct {
+	*testSession
+	token string
+}
+
+func (s *bearerSession) AuthenticateMechanisms() []string { return []string{saslx.XOAuth2} }
+
+func (s *bearerSession) Authenticate(string) (sasl.Server, error) {
+	return saslx.NewXOAUTH2Server(func(user, token string) error {
+		if user != testUser || token != s.token {
+			return errors.New("invalid token")
+		}
+		return s.testSession.Session.Login(testUser, testPassword)
+	}), nil
 }
 
 var (
