@@ -36,6 +36,12 @@ const (
 	detectionPrecise = "precise"
 )
 
+// Retrieval protocols.
+const (
+	retrievalIMAP = "imap"
+	retrievalPOP3 = "pop3"
+)
+
 // Cleanup policies for a probe message once it has been measured.
 const (
 	cleanupDelete = "delete"
@@ -111,10 +117,16 @@ type AccountConfig struct {
 	Address string `mapstructure:"address"`
 	// Username for SMTP AUTH and IMAP LOGIN; defaults to Address.
 	Username string `mapstructure:"username"`
-	// Password, redacted whenever the configuration is printed.
+	// Password, redacted whenever the configuration is printed. Not used
+	// (and not required) when oauth is set.
 	Password configopaque.String `mapstructure:"password"`
-	SMTP     EndpointConfig      `mapstructure:"smtp"`
-	IMAP     IMAPConfig          `mapstructure:"imap"`
+	// OAuth signs in with OAuth2 bearer tokens instead of the password.
+	OAuth *OAuthConfig   `mapstructure:"oauth"`
+	SMTP  EndpointConfig `mapstructure:"smtp"`
+	// Retrieval is how probes are read back: imap (default) or pop3.
+	Retrieval string         `mapstructure:"retrieval"`
+	IMAP      IMAPConfig     `mapstructure:"imap"`
+	POP3      EndpointConfig `mapstructure:"pop3"`
 	// Detection overrides the receiver-wide detection for probes read from
 	// this account's mailbox.
 	Detection string `mapstructure:"detection"`
@@ -319,8 +331,14 @@ func (a AccountConfig) validate(path string) []error {
 	if strings.ContainsAny(a.Username, "\r\n") {
 		add("username", "must be a single line")
 	}
-	if a.Password == "" {
-		add("password", "missing (use ${env:VAR} or ${file:path} to keep it out of the file)")
+	switch {
+	case a.OAuth != nil:
+		if a.Password != "" {
+			add("password", "set either password or oauth, not both")
+		}
+		errs = append(errs, a.OAuth.validate(path+"::oauth")...)
+	case a.Password == "":
+		add("password", "missing (use ${env:VAR} or ${file:path} to keep it out of the file, or configure oauth)")
 	}
 	if err := validateDetection(a.Detection, true); err != nil {
 		add("detection", "%v", err)
@@ -328,8 +346,19 @@ func (a AccountConfig) validate(path string) []error {
 	for _, err := range a.SMTP.validate(path + "::smtp") {
 		errs = append(errs, err)
 	}
-	for _, err := range a.IMAP.validate(path + "::imap") {
-		errs = append(errs, err)
+	switch a.Retrieval {
+	case "", retrievalIMAP:
+		errs = append(errs, a.IMAP.validate(path+"::imap")...)
+		if a.POP3.Endpoint != "" {
+			add("pop3", "configured but retrieval is imap: set retrieval: pop3 to use it")
+		}
+	case retrievalPOP3:
+		errs = append(errs, a.POP3.validate(path+"::pop3")...)
+		if a.IMAP.Endpoint != "" {
+			add("imap", "configured but retrieval is pop3")
+		}
+	default:
+		add("retrieval", "%q is not one of imap, pop3", a.Retrieval)
 	}
 	if strings.ContainsAny(a.IMAP.Mailbox, "\r\n") {
 		add("imap::mailbox", "must be a single line")
@@ -453,4 +482,5 @@ func (e EndpointConfig) resolve(defaultPorts map[string]int) (addr, security str
 var (
 	smtpPorts = map[string]int{securityNone: 25, securityStartTLS: 587, securityTLS: 465}
 	imapPorts = map[string]int{securityNone: 143, securityStartTLS: 143, securityTLS: 993}
+	pop3Ports = map[string]int{securityNone: 110, securityStartTLS: 110, securityTLS: 995}
 )

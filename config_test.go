@@ -58,7 +58,7 @@ func TestLoadConfigExample(t *testing.T) {
 	assert.Equal(t, "Probes", cfg.Accounts["selfhosted"].IMAP.Mailbox)
 	assert.Equal(t, []string{"gmail:o365", "o365:gmail"}, cfg.Transit.Directions)
 
-	targets, err := buildTargets(context.Background(), cfg)
+	targets, err := buildTargets(context.Background(), cfg, nil)
 	require.NoError(t, err)
 	var names []string
 	for _, tg := range targets {
@@ -231,6 +231,33 @@ func TestValidateRejects(t *testing.T) {
 		{"mesh of one", func(c *Config) { c.Transit.Mesh = []string{"gmail"} }, []string{"transit::mesh: needs at least two"}},
 		{"mesh unknown account", func(c *Config) { c.Transit.Mesh = []string{"gmail", "nosuch"} }, []string{"transit::mesh[1]", `unknown account "nosuch"`}},
 		{"collection interval", func(c *Config) { c.CollectionInterval = 0 }, []string{"collection_interval"}},
+		{"oauth without client id", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientSecret: "s"}
+			})
+		}, []string{"accounts::o365::oauth::client_id"}},
+		{"oauth and password", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) {
+				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c", ClientSecret: "s"}
+			})
+		}, []string{"accounts::o365::password: set either password or oauth"}},
+		{"oauth bad mechanism", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c", ClientSecret: "s", Mechanism: "plain"}
+			})
+		}, []string{"accounts::o365::oauth::mechanism"}},
+		{"oauth unknown provider", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) { a.Password = ""; a.OAuth = &OAuthConfig{Provider: "yahoo"} })
+		}, []string{"accounts::o365::oauth::provider"}},
+		{"bad retrieval", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "mapi" }) }, []string{"accounts::gmail::retrieval"}},
+		{"pop3 retrieval without endpoint", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "pop3"; a.IMAP = IMAPConfig{} })
+		}, []string{"accounts::gmail::pop3::endpoint: missing"}},
+		{"pop3 endpoint unused", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example:995"} })
+		}, []string{"accounts::gmail::pop3: configured but retrieval is imap"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,6 +277,23 @@ func setAcct(c *Config, key string, f func(*AccountConfig)) {
 	a := c.Accounts[key]
 	f(&a)
 	c.Accounts[key] = a
+}
+
+func TestOAuthAndPOP3AccountsValidate(t *testing.T) {
+	cfg := validConfig()
+	setAcct(cfg, "o365", func(a *AccountConfig) {
+		a.Password = ""
+		a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "contoso", ClientID: "app", ClientSecret: "secret"}
+	})
+	setAcct(cfg, "gmail", func(a *AccountConfig) {
+		a.Retrieval = "pop3"
+		a.IMAP = IMAPConfig{}
+		a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example"}
+	})
+	require.NoError(t, confmap.Validate(cfg))
+	addr, sec := cfg.Accounts["gmail"].POP3.resolve(pop3Ports)
+	assert.Equal(t, "pop.gmail.example:110", addr)
+	assert.Equal(t, "starttls", sec)
 }
 
 func TestInvalidTestdataNamesTargetAndAccount(t *testing.T) {
@@ -273,7 +317,7 @@ func TestMeshExpandsToEveryDirection(t *testing.T) {
 	cfg.Roundtrip = nil
 	cfg.Transit = TransitConfig{Directions: []string{"gmail:o365"}, Mesh: []string{"gmail", "o365", "yahoo"}}
 	require.NoError(t, confmap.Validate(cfg))
-	targets, err := buildTargets(context.Background(), cfg)
+	targets, err := buildTargets(context.Background(), cfg, nil)
 	require.NoError(t, err)
 	var dirs []string
 	for _, tg := range targets {

@@ -2,6 +2,7 @@ package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
+	"github.com/emailqos/emailqosreceiver/internal/oauth"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -27,6 +30,13 @@ type emailqosScraper struct {
 	// lifetime ends when the receiver shuts down; probes derive from it.
 	lifetime context.Context
 	targets  []*probe.Target
+	// tokens are the OAuth2 token sources of the accounts that use OAuth.
+	tokens []accountToken
+}
+
+type accountToken struct {
+	key    string
+	source *oauth.Source
 }
 
 func newScraper(cfg *Config, settings receiver.Settings, lifetime context.Context) *emailqosScraper {
@@ -34,7 +44,20 @@ func newScraper(cfg *Config, settings receiver.Settings, lifetime context.Contex
 }
 
 func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
-	targets, err := buildTargets(ctx, s.cfg)
+	tokens := map[string]*oauth.Source{}
+	for _, key := range sortedKeys(s.cfg.Accounts) {
+		a := s.cfg.Accounts[key]
+		if a.OAuth == nil {
+			continue
+		}
+		src, err := oauth.NewSource(ctx, a.OAuth.engineConfig(), nil)
+		if err != nil {
+			return fmt.Errorf("accounts::%s::oauth: %w", key, err)
+		}
+		tokens[key] = src
+		s.tokens = append(s.tokens, accountToken{key: key, source: src})
+	}
+	targets, err := buildTargets(ctx, s.cfg, tokens)
 	if err != nil {
 		return err
 	}
@@ -66,7 +89,37 @@ func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	for i := range results {
 		s.record(mb, now, &results[i])
 	}
+	for _, at := range s.tokens {
+		s.recordToken(ctx, mb, now, at)
+	}
 	return mb.Emit(), nil
+}
+
+// recordToken reports an OAuth account's token state, the counterpart of
+// LogicMonitor's Office365_Email_OAUTH DataSource. The token is cached, so
+// this asks the endpoint only when the probes did not already refresh it.
+func (s *emailqosScraper) recordToken(ctx context.Context, mb *metadata.MetricsBuilder, now pcommon.Timestamp, at accountToken) {
+	_, expiry, err := at.source.Token(ctx)
+	valid, left, errType := int64(1), time.Until(expiry).Seconds(), ""
+	if err != nil {
+		valid, left, errType = 0, 0, tokenErrorType(err)
+		s.logger.Warn("oauth token unavailable", zap.String("account", at.key), zap.String("error.type", errType), zap.Error(err))
+	}
+	mb.RecordEmailqosOauthTokenValidDataPoint(now, valid)
+	mb.RecordEmailqosOauthTokenExpiryDataPoint(now, max(left, 0))
+	rb := mb.NewResourceBuilder()
+	rb.SetEmailqosAccount(at.key)
+	rb.SetErrorType(errType)
+	mb.EmitForResource(metadata.WithResource(rb.Emit()))
+}
+
+// tokenErrorType maps a token failure to its error type.
+func tokenErrorType(err error) string {
+	var oe *oauth.Error
+	if errors.As(err, &oe) && oe.Type != "" {
+		return oe.Type
+	}
+	return steps.TypeTokenUnavailable
 }
 
 func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timestamp, r *probe.Result) {
@@ -127,12 +180,20 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 
 // buildTargets turns the validated configuration into the engine's targets,
 // loading TLS material once at start.
-func buildTargets(ctx context.Context, cfg *Config) ([]*probe.Target, error) {
+func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Source) ([]*probe.Target, error) {
 	accounts := map[string]*probe.Account{}
 	for _, key := range sortedKeys(cfg.Accounts) {
 		acct, err := buildAccount(ctx, cfg, key, cfg.Accounts[key])
 		if err != nil {
 			return nil, err
+		}
+		if src := tokens[key]; src != nil {
+			acct.Token = func(ctx context.Context) (string, error) {
+				tok, _, err := src.Token(ctx)
+				return tok, err
+			}
+			acct.TokenType = tokenErrorType
+			acct.Mechanism = cfg.Accounts[key].OAuth.Mechanism
 		}
 		accounts[key] = acct
 	}
@@ -202,10 +263,14 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		detection = cfg.Detection
 	}
 	// The MAC key is tied to the receiving mailbox, so any sender of this
-	// collector produces probes that mailbox's reader can verify.
+	// collector produces probes that mailbox's reader can verify. Without a
+	// password, the OAuth client secret or refresh token keys it.
 	secret := []byte(cfg.ProbeSecret)
 	if len(secret) == 0 {
 		secret = []byte(a.Password)
+	}
+	if len(secret) == 0 && a.OAuth != nil {
+		secret = []byte(string(a.OAuth.ClientSecret) + string(a.OAuth.RefreshToken) + a.OAuth.ClientID + a.OAuth.PrivateKeyFile + a.OAuth.ServiceAccountKeyFile)
 	}
 	return &probe.Account{
 		Key:       key,

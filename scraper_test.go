@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -273,4 +275,74 @@ func TestShutdownMidProbe(t *testing.T) {
 	start := time.Now()
 	require.NoError(t, rcv.Shutdown(context.Background()))
 	assert.Less(t, time.Since(start), 3*time.Second, "shutdown does not wait for the delivery timeout")
+}
+
+func TestOAuthTokenState(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		status    int
+		body      string
+		wantValid int64
+		wantType  string
+	}{
+		{"token acquired", 200, `{"access_token":"tok-123","token_type":"Bearer","expires_in":3600}`, 1, ""},
+		{"client secret revoked", 400, `{"error":"invalid_client"}`, 0, "token_rejected"},
+		{"wrong scope", 400, `{"error":"invalid_scope"}`, 0, "token_scope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer endpoint.Close()
+			srv := startMail(t, mailtest.Options{})
+			acct := mailAccount(srv, alice, "")
+			acct.OAuth = &OAuthConfig{Provider: "client_credentials", ClientID: "app", ClientSecret: "s3cret-client", TokenURL: endpoint.URL}
+			cfg := testConfig(map[string]AccountConfig{"o365": acct})
+			cfg.DeliveryTimeout = time.Second
+			cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
+			s, cancel := newTestScraper(t, cfg)
+			defer cancel()
+
+			md, err := s.scrape(context.Background())
+			require.NoError(t, err)
+			var found bool
+			for i := 0; i < md.ResourceMetrics().Len(); i++ {
+				rm := md.ResourceMetrics().At(i)
+				if attr(rm, "emailqos.account").Str() != "o365" {
+					continue
+				}
+				found = true
+				valid, ok := gauge(t, rm, "emailqos.oauth.token.valid")
+				require.True(t, ok)
+				assert.Equal(t, tc.wantValid, valid.IntValue())
+				expiry, _ := gauge(t, rm, "emailqos.oauth.token.expiry")
+				if tc.wantValid == 1 {
+					assert.InDelta(t, 3600, expiry.DoubleValue(), 60)
+				} else {
+					assert.Zero(t, expiry.DoubleValue())
+				}
+				assert.Equal(t, tc.wantType, attr(rm, "error.type").Str())
+			}
+			assert.True(t, found, "the token state is reported")
+			// The probe itself cannot sign in to a server without XOAUTH2,
+			// and says so; a token failure is reported with its own type.
+			probeRes := resources(t, filterTargets(md))["o365"]
+			if tc.wantType != "" {
+				assert.Equal(t, tc.wantType, attr(probeRes, "error.type").Str())
+			}
+		})
+	}
+}
+
+// filterTargets keeps the probe resources (those with a target).
+func filterTargets(md pmetric.Metrics) pmetric.Metrics {
+	out := pmetric.NewMetrics()
+	md.CopyTo(out)
+	out.ResourceMetrics().RemoveIf(func(rm pmetric.ResourceMetrics) bool {
+		_, ok := rm.Resource().Attributes().Get("emailqos.target")
+		return !ok
+	})
+	return out
 }

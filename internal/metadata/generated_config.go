@@ -117,6 +117,46 @@ func (ms *EmailqosImapCommandsMetricConfig) Unmarshal(parser *confmap.Conf) erro
 	return nil
 }
 
+// EmailqosOauthTokenExpiryMetricConfig provides config for the emailqos.oauth.token.expiry metric.
+type EmailqosOauthTokenExpiryMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosOauthTokenExpiryMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosOauthTokenValidMetricConfig provides config for the emailqos.oauth.token.valid metric.
+type EmailqosOauthTokenValidMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosOauthTokenValidMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosProbesLateMetricConfig provides config for the emailqos.probes.late metric.
 type EmailqosProbesLateMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -271,6 +311,8 @@ type MetricsConfig struct {
 	EmailqosDeliveryUncertainty EmailqosDeliveryUncertaintyMetricConfig `mapstructure:"emailqos.delivery.uncertainty"`
 	EmailqosErrorCode           EmailqosErrorCodeMetricConfig           `mapstructure:"emailqos.error_code"`
 	EmailqosImapCommands        EmailqosImapCommandsMetricConfig        `mapstructure:"emailqos.imap.commands"`
+	EmailqosOauthTokenExpiry    EmailqosOauthTokenExpiryMetricConfig    `mapstructure:"emailqos.oauth.token.expiry"`
+	EmailqosOauthTokenValid     EmailqosOauthTokenValidMetricConfig     `mapstructure:"emailqos.oauth.token.valid"`
 	EmailqosProbesLate          EmailqosProbesLateMetricConfig          `mapstructure:"emailqos.probes.late"`
 	EmailqosProbesSwept         EmailqosProbesSweptMetricConfig         `mapstructure:"emailqos.probes.swept"`
 	EmailqosRoundtripDuration   EmailqosRoundtripDurationMetricConfig   `mapstructure:"emailqos.roundtrip.duration"`
@@ -293,6 +335,12 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
+			Enabled: true,
+		},
+		EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{
+			Enabled: true,
+		},
+		EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
 			Enabled: true,
 		},
 		EmailqosProbesLate: EmailqosProbesLateMetricConfig{
@@ -346,6 +394,7 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for emailqos resource attributes.
 type ResourceAttributesConfig struct {
+	EmailqosAccount   ResourceAttributeConfig `mapstructure:"emailqos.account"`
 	EmailqosDirection ResourceAttributeConfig `mapstructure:"emailqos.direction"`
 	EmailqosErrorCode ResourceAttributeConfig `mapstructure:"emailqos.error_code"`
 	EmailqosProbeKind ResourceAttributeConfig `mapstructure:"emailqos.probe.kind"`
@@ -357,6 +406,9 @@ type ResourceAttributesConfig struct {
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 	return ResourceAttributesConfig{
+		EmailqosAccount: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		EmailqosDirection: ResourceAttributeConfig{
 			Enabled: true,
 		},

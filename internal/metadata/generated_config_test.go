@@ -40,6 +40,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
 						Enabled: true,
 					},
+					EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{
+						Enabled: true,
+					},
+					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+						Enabled: true,
+					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
 						Enabled: true,
 					},
@@ -62,6 +68,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
+					EmailqosAccount:   ResourceAttributeConfig{Enabled: true},
 					EmailqosDirection: ResourceAttributeConfig{Enabled: true},
 					EmailqosErrorCode: ResourceAttributeConfig{Enabled: true},
 					EmailqosProbeKind: ResourceAttributeConfig{Enabled: true},
@@ -90,6 +97,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
 						Enabled: false,
 					},
+					EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{
+						Enabled: false,
+					},
+					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+						Enabled: false,
+					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
 						Enabled: false,
 					},
@@ -112,6 +125,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
+					EmailqosAccount:   ResourceAttributeConfig{Enabled: false},
 					EmailqosDirection: ResourceAttributeConfig{Enabled: false},
 					EmailqosErrorCode: ResourceAttributeConfig{Enabled: false},
 					EmailqosProbeKind: ResourceAttributeConfig{Enabled: false},
@@ -126,7 +140,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -178,6 +192,7 @@ func TestResourceAttributesConfig(t *testing.T) {
 		{
 			name: "all_set",
 			want: ResourceAttributesConfig{
+				EmailqosAccount:   ResourceAttributeConfig{Enabled: true},
 				EmailqosDirection: ResourceAttributeConfig{Enabled: true},
 				EmailqosErrorCode: ResourceAttributeConfig{Enabled: true},
 				EmailqosProbeKind: ResourceAttributeConfig{Enabled: true},
@@ -190,6 +205,7 @@ func TestResourceAttributesConfig(t *testing.T) {
 		{
 			name: "none_set",
 			want: ResourceAttributesConfig{
+				EmailqosAccount:   ResourceAttributeConfig{Enabled: false},
 				EmailqosDirection: ResourceAttributeConfig{Enabled: false},
 				EmailqosErrorCode: ResourceAttributeConfig{Enabled: false},
 				EmailqosProbeKind: ResourceAttributeConfig{Enabled: false},

@@ -141,6 +141,12 @@ var MetricsInfo = metricsInfo{
 	EmailqosImapCommands: metricInfo{
 		Name: "emailqos.imap.commands",
 	},
+	EmailqosOauthTokenExpiry: metricInfo{
+		Name: "emailqos.oauth.token.expiry",
+	},
+	EmailqosOauthTokenValid: metricInfo{
+		Name: "emailqos.oauth.token.valid",
+	},
 	EmailqosProbesLate: metricInfo{
 		Name: "emailqos.probes.late",
 	},
@@ -167,6 +173,8 @@ type metricsInfo struct {
 	EmailqosDeliveryUncertainty metricInfo
 	EmailqosErrorCode           metricInfo
 	EmailqosImapCommands        metricInfo
+	EmailqosOauthTokenExpiry    metricInfo
+	EmailqosOauthTokenValid     metricInfo
 	EmailqosProbesLate          metricInfo
 	EmailqosProbesSwept         metricInfo
 	EmailqosRoundtripDuration   metricInfo
@@ -411,6 +419,106 @@ func (m *metricEmailqosImapCommands) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosImapCommands(cfg EmailqosImapCommandsMetricConfig) metricEmailqosImapCommands {
 	m := metricEmailqosImapCommands{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosOauthTokenExpiry struct {
+	data     pmetric.Metric                       // data buffer for generated metric.
+	config   EmailqosOauthTokenExpiryMetricConfig // metric config provided by user.
+	capacity int                                  // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.oauth.token.expiry metric with initial data.
+func (m *metricEmailqosOauthTokenExpiry) init() {
+	m.data.SetName("emailqos.oauth.token.expiry")
+	m.data.SetDescription("Seconds until the account's current OAuth2 access token expires (the counterpart of LogicMonitor's Office365_Email_OAUTH DataSource); 0 when no valid token is held.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosOauthTokenExpiry) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosOauthTokenExpiry) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosOauthTokenExpiry) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosOauthTokenExpiry(cfg EmailqosOauthTokenExpiryMetricConfig) metricEmailqosOauthTokenExpiry {
+	m := metricEmailqosOauthTokenExpiry{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosOauthTokenValid struct {
+	data     pmetric.Metric                      // data buffer for generated metric.
+	config   EmailqosOauthTokenValidMetricConfig // metric config provided by user.
+	capacity int                                 // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.oauth.token.valid metric with initial data.
+func (m *metricEmailqosOauthTokenValid) init() {
+	m.data.SetName("emailqos.oauth.token.valid")
+	m.data.SetDescription("1 when a valid OAuth2 access token was acquired for the account at this collection, 0 when acquiring it failed (error.type says why).")
+	m.data.SetUnit("{token}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosOauthTokenValid) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosOauthTokenValid) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosOauthTokenValid) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosOauthTokenValid(cfg EmailqosOauthTokenValidMetricConfig) metricEmailqosOauthTokenValid {
+	m := metricEmailqosOauthTokenValid{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -772,6 +880,8 @@ type MetricsBuilder struct {
 	metricEmailqosDeliveryUncertainty metricEmailqosDeliveryUncertainty
 	metricEmailqosErrorCode           metricEmailqosErrorCode
 	metricEmailqosImapCommands        metricEmailqosImapCommands
+	metricEmailqosOauthTokenExpiry    metricEmailqosOauthTokenExpiry
+	metricEmailqosOauthTokenValid     metricEmailqosOauthTokenValid
 	metricEmailqosProbesLate          metricEmailqosProbesLate
 	metricEmailqosProbesSwept         metricEmailqosProbesSwept
 	metricEmailqosRoundtripDuration   metricEmailqosRoundtripDuration
@@ -807,6 +917,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosDeliveryUncertainty: newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
 		metricEmailqosErrorCode:           newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
 		metricEmailqosImapCommands:        newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
+		metricEmailqosOauthTokenExpiry:    newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
+		metricEmailqosOauthTokenValid:     newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
 		metricEmailqosProbesLate:          newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
 		metricEmailqosProbesSwept:         newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
 		metricEmailqosRoundtripDuration:   newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
@@ -815,6 +927,12 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosTransitDuration:     newMetricEmailqosTransitDuration(mbc.Metrics.EmailqosTransitDuration),
 		resourceAttributeIncludeFilter:    make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:    make(map[string]filter.Filter),
+	}
+	if mbc.ResourceAttributes.EmailqosAccount.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["emailqos.account"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosAccount.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.EmailqosAccount.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["emailqos.account"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosAccount.MetricsExclude)
 	}
 	if mbc.ResourceAttributes.EmailqosDirection.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["emailqos.direction"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosDirection.MetricsInclude)
@@ -931,6 +1049,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosDeliveryUncertainty.emit(ils.Metrics())
 	mb.metricEmailqosErrorCode.emit(ils.Metrics())
 	mb.metricEmailqosImapCommands.emit(ils.Metrics())
+	mb.metricEmailqosOauthTokenExpiry.emit(ils.Metrics())
+	mb.metricEmailqosOauthTokenValid.emit(ils.Metrics())
 	mb.metricEmailqosProbesLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
@@ -986,6 +1106,16 @@ func (mb *MetricsBuilder) RecordEmailqosErrorCodeDataPoint(ts pcommon.Timestamp,
 // RecordEmailqosImapCommandsDataPoint adds a data point to emailqos.imap.commands metric.
 func (mb *MetricsBuilder) RecordEmailqosImapCommandsDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosImapCommands.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosOauthTokenExpiryDataPoint adds a data point to emailqos.oauth.token.expiry metric.
+func (mb *MetricsBuilder) RecordEmailqosOauthTokenExpiryDataPoint(ts pcommon.Timestamp, val float64) {
+	mb.metricEmailqosOauthTokenExpiry.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosOauthTokenValidDataPoint adds a data point to emailqos.oauth.token.valid metric.
+func (mb *MetricsBuilder) RecordEmailqosOauthTokenValidDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosOauthTokenValid.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosProbesLateDataPoint adds a data point to emailqos.probes.late metric.

@@ -94,6 +94,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosImapCommandsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosOauthTokenExpiryDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosOauthTokenValidDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosProbesLateDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -115,6 +121,7 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosTransitDurationDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
+			rb.SetEmailqosAccount("emailqos.account-val")
 			rb.SetEmailqosDirection("emailqos.direction-val")
 			rb.SetEmailqosErrorCode(19)
 			rb.SetEmailqosProbeKindRoundtrip()
@@ -225,6 +232,30 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
 					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.", mi.Description())
 					assert.Equal(t, "{command}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.oauth.token.expiry":
+					assert.False(t, validatedMetrics["emailqos.oauth.token.expiry"], "Found a duplicate in the metrics slice: emailqos.oauth.token.expiry")
+					validatedMetrics["emailqos.oauth.token.expiry"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Seconds until the account's current OAuth2 access token expires (the counterpart of LogicMonitor's Office365_Email_OAUTH DataSource); 0 when no valid token is held.", mi.Description())
+					assert.Equal(t, "s", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.oauth.token.valid":
+					assert.False(t, validatedMetrics["emailqos.oauth.token.valid"], "Found a duplicate in the metrics slice: emailqos.oauth.token.valid")
+					validatedMetrics["emailqos.oauth.token.valid"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "1 when a valid OAuth2 access token was acquired for the account at this collection, 0 when acquiring it failed (error.type says why).", mi.Description())
+					assert.Equal(t, "{token}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
 					assert.Equal(t, ts, dp.Timestamp())

@@ -21,6 +21,13 @@ func NewResourceBuilder(rac ResourceAttributesConfig) *ResourceBuilder {
 	}
 }
 
+// SetEmailqosAccount sets provided value as "emailqos.account" attribute.
+func (rb *ResourceBuilder) SetEmailqosAccount(val string) {
+	if rb.config.EmailqosAccount.Enabled {
+		rb.res.Attributes().PutStr("emailqos.account", val)
+	}
+}
+
 // SetEmailqosDirection sets provided value as "emailqos.direction" attribute.
 func (rb *ResourceBuilder) SetEmailqosDirection(val string) {
 	if rb.config.EmailqosDirection.Enabled {

@@ -13,6 +13,7 @@ func TestResourceBuilder(t *testing.T) {
 		t.Run(tt, func(t *testing.T) {
 			cfg := loadResourceAttributesConfig(t, tt)
 			rb := NewResourceBuilder(cfg)
+			rb.SetEmailqosAccount("emailqos.account-val")
 			rb.SetEmailqosDirection("emailqos.direction-val")
 			rb.SetEmailqosErrorCode(19)
 			rb.SetEmailqosProbeKindRoundtrip()
@@ -26,14 +27,19 @@ func TestResourceBuilder(t *testing.T) {
 
 			switch tt {
 			case "default":
-				assert.Equal(t, 7, res.Attributes().Len())
+				assert.Equal(t, 8, res.Attributes().Len())
 			case "all_set":
-				assert.Equal(t, 7, res.Attributes().Len())
+				assert.Equal(t, 8, res.Attributes().Len())
 			case "none_set":
 				assert.Equal(t, 0, res.Attributes().Len())
 				return
 			default:
 				assert.Failf(t, "unexpected test case: %s", tt)
+			}
+			emailqosAccountAttrVal, ok := res.Attributes().Get("emailqos.account")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "emailqos.account-val", emailqosAccountAttrVal.Str())
 			}
 			emailqosDirectionAttrVal, ok := res.Attributes().Get("emailqos.direction")
 			assert.True(t, ok)

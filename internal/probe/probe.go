@@ -50,6 +50,12 @@ type Account struct {
 	SMTP     transport.Endpoint
 	IMAP     transport.Endpoint
 	Mailbox  string
+	// Token, when set, signs in with OAuth2 bearer tokens instead of the
+	// password; TokenType classifies its errors and Mechanism forces a SASL
+	// mechanism.
+	Token     steps.TokenSource
+	TokenType func(error) string
+	Mechanism string
 	// Detection is how arrivals in this account's mailbox are seen.
 	Detection imapwatch.Method
 	// Key material for the probe HMAC of messages received by this account.
@@ -164,6 +170,9 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		Endpoint:           t.Receiver.IMAP,
 		Username:           t.Receiver.Username,
 		Password:           t.Receiver.Password,
+		Token:              t.Receiver.Token,
+		TokenType:          t.Receiver.TokenType,
+		Mechanism:          t.Receiver.Mechanism,
 		AllowPlaintextAuth: t.Receiver.IMAP.Security == transport.None,
 		Mailbox:            t.Receiver.Mailbox,
 		Method:             t.Receiver.Detection,
@@ -214,8 +223,11 @@ func measure(ctx context.Context, t *Target, sess *imapwatch.Session, res *Resul
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
 	}
 	sent, err := smtpsend.Send(ctx, smtpsend.Options{
-		Endpoint:           t.Sender.SMTP,
-		Auth:               smtpsend.Auth{Username: t.Sender.Username, Password: t.Sender.Password},
+		Endpoint: t.Sender.SMTP,
+		Auth: smtpsend.Auth{
+			Username: t.Sender.Username, Password: t.Sender.Password,
+			Token: t.Sender.Token, TokenType: t.Sender.TokenType, Mechanism: t.Sender.Mechanism,
+		},
 		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
 	}, smtpsend.Message{
 		From: t.Sender.Address,
