@@ -223,6 +223,21 @@ func (cfg *Config) Validate() error {
 	for _, key := range sortedKeys(cfg.Accounts) {
 		acct := cfg.Accounts[key]
 		errs = append(errs, acct.validate("accounts::"+key)...)
+		if acct.Retrieval != retrievalPOP3 {
+			continue
+		}
+		// POP3 has one maildrop and no push: probes can only be deleted
+		// or kept, and arrivals are only ever seen by polling.
+		if cfg.Cleanup.Mode == cleanupMove {
+			add("accounts::"+key+"::retrieval", "pop3 has no folders to move probes to (cleanup::mode is move)")
+		}
+		detection := acct.Detection
+		if detection == "" {
+			detection = cfg.Detection
+		}
+		if detection == detectionIdle || detection == detectionPrecise {
+			add("accounts::"+key+"::detection", "%s is not available over pop3, which is polled (use auto or poll)", detection)
+		}
 	}
 
 	if len(cfg.Roundtrip) == 0 && len(cfg.Transit.Directions) == 0 && len(cfg.Transit.Mesh) == 0 {

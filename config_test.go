@@ -255,6 +255,17 @@ func TestValidateRejects(t *testing.T) {
 		{"pop3 retrieval without endpoint", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "pop3"; a.IMAP = IMAPConfig{} })
 		}, []string{"accounts::gmail::pop3::endpoint: missing"}},
+		{"pop3 with cleanup move", func(c *Config) {
+			c.Cleanup = CleanupConfig{Mode: "move", Folder: "Probes", OrphanAge: c.Cleanup.OrphanAge, SweepInterval: c.Cleanup.SweepInterval}
+			setAcct(c, "gmail", func(a *AccountConfig) {
+				a.Retrieval, a.IMAP, a.POP3 = "pop3", IMAPConfig{}, EndpointConfig{Endpoint: "pop.gmail.example:995"}
+			})
+		}, []string{"accounts::gmail::retrieval: pop3 has no folders"}},
+		{"pop3 with idle", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) {
+				a.Retrieval, a.IMAP, a.POP3, a.Detection = "pop3", IMAPConfig{}, EndpointConfig{Endpoint: "pop.gmail.example:995"}, "idle"
+			})
+		}, []string{"accounts::gmail::detection: idle is not available over pop3"}},
 		{"pop3 endpoint unused", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example:995"} })
 		}, []string{"accounts::gmail::pop3: configured but retrieval is imap"}},

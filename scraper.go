@@ -246,9 +246,17 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 	if err != nil {
 		return nil, fmt.Errorf("accounts::%s::smtp::tls: %w", key, err)
 	}
-	imapEP, err := buildEndpoint(ctx, a.IMAP.EndpointConfig, imapPorts)
-	if err != nil {
-		return nil, fmt.Errorf("accounts::%s::imap::tls: %w", key, err)
+	var imapEP, pop3EP transport.Endpoint
+	retrieval := a.Retrieval
+	if retrieval == retrievalPOP3 {
+		if pop3EP, err = buildEndpoint(ctx, a.POP3, pop3Ports); err != nil {
+			return nil, fmt.Errorf("accounts::%s::pop3::tls: %w", key, err)
+		}
+	} else {
+		retrieval = retrievalIMAP
+		if imapEP, err = buildEndpoint(ctx, a.IMAP.EndpointConfig, imapPorts); err != nil {
+			return nil, fmt.Errorf("accounts::%s::imap::tls: %w", key, err)
+		}
 	}
 	username := a.Username
 	if username == "" {
@@ -279,6 +287,8 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		Password:  string(a.Password),
 		SMTP:      smtpEP,
 		IMAP:      imapEP,
+		Retrieval: retrieval,
+		POP3:      pop3EP,
 		Mailbox:   mailbox,
 		Detection: imapwatch.Method(detection),
 		MACKey:    probemsg.DeriveKey(secret, a.Address),

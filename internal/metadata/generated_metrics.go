@@ -69,6 +69,13 @@ const (
 	AttributeStepImapFetch
 	AttributeStepImapDelete
 	AttributeStepImapLogout
+	AttributeStepPop3Connect
+	AttributeStepPop3TLS
+	AttributeStepPop3Login
+	AttributeStepPop3List
+	AttributeStepPop3Fetch
+	AttributeStepPop3Delete
+	AttributeStepPop3Quit
 )
 
 // String returns the string representation of the AttributeStep.
@@ -104,6 +111,20 @@ func (av AttributeStep) String() string {
 		return "imap.delete"
 	case AttributeStepImapLogout:
 		return "imap.logout"
+	case AttributeStepPop3Connect:
+		return "pop3.connect"
+	case AttributeStepPop3TLS:
+		return "pop3.tls"
+	case AttributeStepPop3Login:
+		return "pop3.login"
+	case AttributeStepPop3List:
+		return "pop3.list"
+	case AttributeStepPop3Fetch:
+		return "pop3.fetch"
+	case AttributeStepPop3Delete:
+		return "pop3.delete"
+	case AttributeStepPop3Quit:
+		return "pop3.quit"
 	}
 	return ""
 }
@@ -125,6 +146,13 @@ var MapAttributeStep = map[string]AttributeStep{
 	"imap.fetch":    AttributeStepImapFetch,
 	"imap.delete":   AttributeStepImapDelete,
 	"imap.logout":   AttributeStepImapLogout,
+	"pop3.connect":  AttributeStepPop3Connect,
+	"pop3.tls":      AttributeStepPop3TLS,
+	"pop3.login":    AttributeStepPop3Login,
+	"pop3.list":     AttributeStepPop3List,
+	"pop3.fetch":    AttributeStepPop3Fetch,
+	"pop3.delete":   AttributeStepPop3Delete,
+	"pop3.quit":     AttributeStepPop3Quit,
 }
 
 var MetricsInfo = metricsInfo{

@@ -5,10 +5,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"go.uber.org/zap"
 
-	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 )
 
@@ -104,7 +102,7 @@ func (a *Account) claimSweep(now time.Time) bool {
 // housekeep looks for this target's late probes and, when due, sweeps the
 // receiving mailbox of orphans. It never fails the probe: failures are
 // logged, and it leaves time for LOGOUT.
-func housekeep(ctx context.Context, t *Target, sess *imapwatch.Session, res *Result, logger *zap.Logger) {
+func housekeep(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger) {
 	ctx, cancel := housekeepingContext(ctx)
 	defer cancel()
 	now := time.Now()
@@ -139,7 +137,7 @@ func housekeepingContext(ctx context.Context) (context.Context, context.CancelFu
 // collectLate finds the outstanding probes that have arrived since, counts
 // them, and cleans them up. A message counts only if its HMAC verifies and
 // its token and send time are those of an outstanding probe.
-func collectLate(ctx context.Context, t *Target, sess *imapwatch.Session, late []lateProbe) (int, error) {
+func collectLate(ctx context.Context, t *Target, sess mailbox, late []lateProbe) (int, error) {
 	sentAt := make(map[string]time.Time, len(late))
 	tokens := make([]string, 0, len(late))
 	for _, l := range late {
@@ -180,7 +178,7 @@ func collectLate(ctx context.Context, t *Target, sess *imapwatch.Session, late [
 // receiver's key is a probe of this receiver; a look-alike, a forgery or a
 // probe of another key is never touched, nor is a probe younger than the
 // orphan age, which a run may still be waiting for.
-func sweep(ctx context.Context, t *Target, sess *imapwatch.Session, now time.Time) (int, error) {
+func sweep(ctx context.Context, t *Target, sess mailbox, now time.Time) (int, error) {
 	uids, err := sess.FindProbes(ctx, nil, maxHousekeepingHits, func(header []byte) bool {
 		p, err := probemsg.Parse(header, t.Receiver.MACKey)
 		return err == nil && now.Sub(p.SentAt) > t.OrphanAge
@@ -195,9 +193,9 @@ func sweep(ctx context.Context, t *Target, sess *imapwatch.Session, now time.Tim
 }
 
 // cleanUp removes or moves probes as the target's cleanup mode says.
-func cleanUp(ctx context.Context, t *Target, sess *imapwatch.Session, uids []imap.UID) error {
+func cleanUp(ctx context.Context, t *Target, sess mailbox, ids []string) error {
 	if t.Cleanup == CleanupMove {
-		return sess.MoveUIDs(ctx, uids, t.CleanupFolder)
+		return sess.MoveIDs(ctx, ids, t.CleanupFolder)
 	}
-	return sess.DeleteUIDs(ctx, uids)
+	return sess.DeleteIDs(ctx, ids)
 }

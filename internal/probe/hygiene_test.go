@@ -532,7 +532,7 @@ func TestHousekeepingFailureIsOnlyLogged(t *testing.T) {
 
 	core, logs := observer.New(zap.WarnLevel)
 	res := Result{Code: steps.CodeOK}
-	housekeep(context.Background(), tg, sess, &res, zap.New(core))
+	housekeep(context.Background(), tg, imapMailbox{sess}, &res, zap.New(core))
 	assert.Equal(t, Result{Code: steps.CodeOK}, res)
 	require.Equal(t, 2, logs.Len(), "one warning for the late probes, one for the sweep")
 	for _, e := range logs.All() {

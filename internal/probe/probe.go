@@ -56,6 +56,10 @@ type Account struct {
 	Token     steps.TokenSource
 	TokenType func(error) string
 	Mechanism string
+	// Retrieval is how probes are read back: RetrievalIMAP (default) or
+	// RetrievalPOP3, from the POP3 endpoint.
+	Retrieval string
+	POP3      transport.Endpoint
 	// Detection is how arrivals in this account's mailbox are seen.
 	Detection imapwatch.Method
 	// Key material for the probe HMAC of messages received by this account.
@@ -166,20 +170,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 
 	// The mailbox is open, and IDLE started, before anything is sent, so
 	// that the arrival is seen the moment the server announces it.
-	sess, err := imapwatch.Open(ctx, imapwatch.Options{
-		Endpoint:           t.Receiver.IMAP,
-		Username:           t.Receiver.Username,
-		Password:           t.Receiver.Password,
-		Token:              t.Receiver.Token,
-		TokenType:          t.Receiver.TokenType,
-		Mechanism:          t.Receiver.Mechanism,
-		AllowPlaintextAuth: t.Receiver.IMAP.Security == transport.None,
-		Mailbox:            t.Receiver.Mailbox,
-		Method:             t.Receiver.Detection,
-		PollInterval:       t.PollInterval,
-		PreciseInterval:    t.PreciseInterval,
-		Logger:             logger,
-	}, rec)
+	sess, err := openMailbox(ctx, t, logger, rec)
 	if err != nil {
 		return fail(err)
 	}
@@ -209,7 +200,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
 	if err == nil && closeErr != nil {
-		return fail(steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", closeErr))
+		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", closeErr))
 	}
 	return res
 }
@@ -217,7 +208,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 // measure sends the probe, waits for it and cleans it up, filling in res.
 // missed is the probe when it was sent but not found in time: it may still
 // arrive, and a later run looks for it.
-func measure(ctx context.Context, t *Target, sess *imapwatch.Session, res *Result, logger *zap.Logger, rec *steps.Recorder) (missed *lateProbe, _ error) {
+func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
@@ -280,14 +271,21 @@ func measure(ctx context.Context, t *Target, sess *imapwatch.Session, res *Resul
 	switch t.Cleanup {
 	case CleanupKeep:
 	case CleanupMove:
-		cleanupErr = sess.Move(ctx, arrival.UID, t.CleanupFolder)
+		cleanupErr = sess.Move(ctx, arrival.ID, t.CleanupFolder)
 	default:
-		cleanupErr = sess.Delete(ctx, arrival.UID)
+		cleanupErr = sess.Delete(ctx, arrival.ID)
 	}
 	if cleanupErr != nil {
-		return nil, steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, "", cleanupErr)
+		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", cleanupErr)
 	}
 	return nil, nil
+}
+
+func (a *Account) deleteStep() string {
+	if a.Retrieval == RetrievalPOP3 {
+		return steps.POP3Delete
+	}
+	return steps.IMAPDelete
 }
 
 // crossCheck parses the send time carried by the received message and checks

@@ -35,6 +35,13 @@ const (
 	IMAPFetch    = "imap.fetch"
 	IMAPDelete   = "imap.delete"
 	IMAPLogout   = "imap.logout"
+	POP3Connect  = "pop3.connect"
+	POP3TLS      = "pop3.tls"
+	POP3Login    = "pop3.login"
+	POP3List     = "pop3.list"
+	POP3Fetch    = "pop3.fetch"
+	POP3Delete   = "pop3.delete"
+	POP3Quit     = "pop3.quit"
 )
 
 // Error codes, kept from LogicMonitor's Email_RoundTrip/Email_TransitTime so

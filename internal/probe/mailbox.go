@@ -1,0 +1,146 @@
+package probe // import "github.com/emailqos/emailqosreceiver/internal/probe"
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+// Retrieval protocols.
+const (
+	RetrievalIMAP = "imap"
+	RetrievalPOP3 = "pop3"
+)
+
+// mailbox is the reading side of a probe, over IMAP or POP3. Messages are
+// named by the protocol's stable id (an IMAP UID, a POP3 UIDL) as a string.
+type mailbox interface {
+	// Wait blocks until this probe is visible and accepted, or ctx ends.
+	Wait(ctx context.Context, token string, accept func(header []byte) bool) (arrival, error)
+	// Delete and Move clean up the measured probe (a timed step).
+	Delete(ctx context.Context, id string) error
+	Move(ctx context.Context, id, folder string) error
+	// FindProbes, DeleteIDs and MoveIDs serve the housekeeping of late and
+	// orphaned probes; only ids the session found itself can be removed.
+	FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]string, error)
+	DeleteIDs(ctx context.Context, ids []string) error
+	MoveIDs(ctx context.Context, ids []string, folder string) error
+	Commands() int
+	Close(ctx context.Context) error
+}
+
+type arrival struct {
+	ID          string
+	SeenAt      time.Time
+	Uncertainty time.Duration
+	Method      imapwatch.Method
+	Header      []byte
+}
+
+// openMailbox logs in to the receiver's mailbox and, for IMAP, starts
+// listening for the arrival before anything is sent.
+func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) (mailbox, error) {
+	r := t.Receiver
+	if r.Retrieval == RetrievalPOP3 {
+		return openPOP3(ctx, t, logger, rec)
+	}
+	sess, err := imapwatch.Open(ctx, imapwatch.Options{
+		Endpoint:           r.IMAP,
+		Username:           r.Username,
+		Password:           r.Password,
+		Token:              r.Token,
+		TokenType:          r.TokenType,
+		Mechanism:          r.Mechanism,
+		AllowPlaintextAuth: r.IMAP.Security == transport.None,
+		Mailbox:            r.Mailbox,
+		Method:             r.Detection,
+		PollInterval:       t.PollInterval,
+		PreciseInterval:    t.PreciseInterval,
+		Logger:             logger,
+	}, rec)
+	if err != nil {
+		return nil, err
+	}
+	return imapMailbox{sess}, nil
+}
+
+type imapMailbox struct{ s *imapwatch.Session }
+
+func (m imapMailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
+	a, err := m.s.Wait(ctx, token, accept)
+	return arrival{ID: uidString(a.UID), SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: a.Method, Header: a.Header}, err
+}
+
+func (m imapMailbox) Delete(ctx context.Context, id string) error {
+	uid, err := parseUID(id)
+	if err != nil {
+		return err
+	}
+	return m.s.Delete(ctx, uid)
+}
+
+func (m imapMailbox) Move(ctx context.Context, id, folder string) error {
+	uid, err := parseUID(id)
+	if err != nil {
+		return err
+	}
+	return m.s.Move(ctx, uid, folder)
+}
+
+func (m imapMailbox) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {
+	uids, err := m.s.FindProbes(ctx, tokens, limit, accept)
+	ids := make([]string, len(uids))
+	for i, u := range uids {
+		ids[i] = uidString(u)
+	}
+	return ids, err
+}
+
+func (m imapMailbox) DeleteIDs(ctx context.Context, ids []string) error {
+	uids, err := parseUIDs(ids)
+	if err != nil {
+		return err
+	}
+	return m.s.DeleteUIDs(ctx, uids)
+}
+
+func (m imapMailbox) MoveIDs(ctx context.Context, ids []string, folder string) error {
+	uids, err := parseUIDs(ids)
+	if err != nil {
+		return err
+	}
+	return m.s.MoveUIDs(ctx, uids, folder)
+}
+
+func (m imapMailbox) Commands() int                   { return m.s.Commands() }
+func (m imapMailbox) Close(ctx context.Context) error { return m.s.Close(ctx) }
+
+func uidString(u imap.UID) string { return strconv.FormatUint(uint64(u), 10) }
+
+func parseUID(id string) (imap.UID, error) {
+	n, err := strconv.ParseUint(id, 10, 32)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("invalid IMAP UID %q", id)
+	}
+	return imap.UID(n), nil
+}
+
+func parseUIDs(ids []string) ([]imap.UID, error) {
+	uids := make([]imap.UID, len(ids))
+	for i, id := range ids {
+		u, err := parseUID(id)
+		if err != nil {
+			return nil, err
+		}
+		uids[i] = u
+	}
+	return uids, nil
+}
