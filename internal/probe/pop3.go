@@ -4,12 +4,70 @@ import (
 	"context"
 	"errors"
 
+	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/pop3watch"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
-// openPOP3 is replaced when POP3 retrieval is wired in.
-func openPOP3(ctx context.Context, _ *Target, _ *zap.Logger, _ *steps.Recorder) (mailbox, error) {
-	return nil, steps.Fail(ctx, steps.POP3Connect, steps.CodeInvalidInstance, steps.TypeConfig, errors.New("pop3 retrieval is not available"))
+// errNoFolders is returned for a move over POP3, which has one maildrop;
+// the configuration rejects cleanup mode move for POP3 accounts.
+var errNoFolders = errors.New("pop3 has no folders to move a probe to")
+
+// openPOP3 logs in to the receiver's maildrop and notes which messages are
+// there before the probe is sent; arrivals are then seen by polling.
+func openPOP3(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) (mailbox, error) {
+	r := t.Receiver
+	opts := pop3watch.Options{
+		Endpoint:           r.POP3,
+		Username:           r.Username,
+		Password:           r.Password,
+		AllowPlaintextAuth: r.POP3.Security == transport.None,
+		PollInterval:       t.PollInterval,
+		Logger:             logger,
+	}
+	if r.Token != nil {
+		// A token per login: one may expire while the probe waits.
+		opts.SASL = func(ctx context.Context) (sasl.Client, error) {
+			token, err := r.Token(ctx)
+			if err != nil {
+				return nil, err
+			}
+			c, _, err := saslx.Pick(nil, r.Username, token, r.Mechanism)
+			return c, err
+		}
+	}
+	sess, err := pop3watch.Open(ctx, opts, rec)
+	if err != nil {
+		return nil, err
+	}
+	return pop3Mailbox{sess}, nil
 }
+
+type pop3Mailbox struct{ s *pop3watch.Session }
+
+func (m pop3Mailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
+	a, err := m.s.Wait(ctx, token, accept)
+	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: imapwatch.MethodPoll, Header: a.Header}, err
+}
+
+func (m pop3Mailbox) Delete(ctx context.Context, id string) error { return m.s.Delete(ctx, id) }
+
+func (m pop3Mailbox) Move(context.Context, string, string) error { return errNoFolders }
+
+func (m pop3Mailbox) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {
+	return m.s.FindProbes(ctx, tokens, limit, accept)
+}
+
+func (m pop3Mailbox) DeleteIDs(ctx context.Context, ids []string) error {
+	return m.s.DeleteUIDs(ctx, ids)
+}
+
+func (m pop3Mailbox) MoveIDs(context.Context, []string, string) error { return errNoFolders }
+
+func (m pop3Mailbox) Commands() int                   { return m.s.Commands() }
+func (m pop3Mailbox) Close(ctx context.Context) error { return m.s.Close(ctx) }

@@ -1,0 +1,255 @@
+package pop3watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/pop3"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
+)
+
+// Wait polls until a message that was not in the baseline carries
+// "X-Emailqos-Token: <token>" exactly and is accepted by accept (nil accepts
+// all), or ctx ends.
+//
+// Every poll is a new session (connect, login, UIDL) because a POP3 session
+// never shows mail that arrived after its login. The first poll is at once,
+// then the gaps between poll starts are 100ms, doubling up to PollInterval.
+// Of each listing only the UIDs not seen before are read, with TOP n 0
+// (headers only), newest first; a message that is not the probe is
+// remembered and never read again. A poll that finds nothing quits; the one
+// that finds the probe stays open for Delete.
+//
+// The whole wait is the delivery.wait step, reconnects and logins of the
+// polls included; UIDL time also goes to pop3.list and TOP time to
+// pop3.fetch. ctx ending is code 4 not_found (canceled if it was canceled),
+// unless the poll in flight had then been running for a whole PollInterval
+// and at least 5s: that is a server that stopped answering, code 3 timeout.
+// A poll that cannot connect or log in is code 3 with its type; a UIDL or
+// TOP the server refuses is code 4.
+func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
+	}
+	if !validToken(token) {
+		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
+			Err: errors.New("pop3: the probe token must be non-empty printable ASCII without spaces")}
+	}
+	start := time.Now()
+	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
+
+	// A session kept by an earlier Wait or FindProbes shows an old
+	// snapshot, and its lock would refuse the polls' logins.
+	if pc := s.held; pc != nil {
+		s.held = nil
+		s.quietQuit(ctx, pc)
+	}
+
+	w := &waiter{
+		token:    token,
+		accept:   accept,
+		rejected: make(map[string]struct{}),
+		windows:  make(map[string]window),
+	}
+	gap := min(firstInterval, s.opts.PollInterval)
+	next := s.notBefore(start)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if c := s.failCtx(ctx); c.Err() != nil {
+			return Arrival{}, waitEnded(c)
+		}
+		if d := time.Until(next); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return Arrival{}, waitEnded(ctx)
+			case <-s.life.Done():
+				return Arrival{}, waitEnded(s.life)
+			case <-timer.C:
+			}
+		}
+		pollStart := time.Now()
+		arr, found, err := s.poll(ctx, w)
+		if found {
+			// Even if ctx ended right after: the probe was seen.
+			return arr, nil
+		}
+		if err != nil {
+			if c := s.failCtx(ctx); c.Err() != nil {
+				if stalled := time.Since(pollStart); stalled >= s.stallAfter && !errors.Is(context.Cause(c), context.Canceled) {
+					// Not an ordinary poll cut short by the deadline: the
+					// server stopped answering, and the probe may have been
+					// there all along.
+					return Arrival{}, stalledErr(err, stalled)
+				}
+				return Arrival{}, waitEnded(c)
+			}
+			return Arrival{}, err
+		}
+		next = s.notBefore(pollStart.Add(gap))
+		gap = min(2*gap, s.opts.PollInterval)
+	}
+}
+
+// notBefore delays t to respect the server's LOGIN-DELAY since the last
+// login.
+func (s *Session) notBefore(t time.Time) time.Time {
+	if s.loginDelay > 0 {
+		if earliest := s.lastLogin.Add(s.loginDelay); earliest.After(t) {
+			return earliest
+		}
+	}
+	return t
+}
+
+type waiter struct {
+	token  string
+	accept func([]byte) bool
+	// rejected holds the UIDs read and found not to be this probe.
+	rejected map[string]struct{}
+	// windows holds, for each UID listed since the baseline and not yet
+	// rejected, the window in which it became visible: it is fixed by the
+	// first listing that showed it, even if it is only read later.
+	windows map[string]window
+}
+
+type window struct{ lo, hi time.Time }
+
+func validToken(token string) bool {
+	if token == "" || len(token) > 200 {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if token[i] <= ' ' || token[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// poll runs one session. found reports the probe; the session is then kept
+// as s.held.
+func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool, err error) {
+	pc, err := s.open(ctx, nil)
+	if err != nil {
+		return Arrival{}, false, err
+	}
+	defer func() {
+		if !found {
+			s.quietQuit(ctx, pc)
+		}
+	}()
+	if err := s.list(ctx, pc, s.rec); err != nil {
+		return Arrival{}, false, s.waitFail(ctx, POP3List, err)
+	}
+
+	// The previous session did not list what is new here, and its snapshot
+	// was taken after its login command was sent.
+	lo := s.lastLo
+	s.lastLo = pc.lo
+	var cands []pop3.MessageID
+	for _, id := range pc.ids {
+		if _, ok := s.baseline[id.UID]; ok {
+			continue
+		}
+		if _, ok := w.rejected[id.UID]; ok {
+			continue
+		}
+		if _, ok := s.notProbe[id.UID]; ok {
+			continue
+		}
+		if _, ok := w.windows[id.UID]; !ok {
+			w.windows[id.UID] = window{lo: lo, hi: pc.listed}
+		}
+		if pc.nums[id.UID] < 0 {
+			continue
+		}
+		cands = append(cands, id)
+	}
+	for uid := range w.windows {
+		if _, ok := pc.nums[uid]; !ok {
+			delete(w.windows, uid) // gone before it was read
+		}
+	}
+	// Newest first: the probe arrived last, after any other new mail that
+	// a busy maildrop received meanwhile.
+	slices.SortFunc(cands, func(a, b pop3.MessageID) int { return b.Num - a.Num })
+
+	for _, id := range cands {
+		header, err := s.top(ctx, pc, id.Num, s.rec)
+		if err != nil {
+			return Arrival{}, false, s.waitFail(ctx, POP3Fetch, err)
+		}
+		values := headerValues(header, TokenHeader)
+		if len(values) == 0 {
+			s.notProbe[id.UID] = struct{}{}
+		}
+		if !slices.Contains(values, w.token) || (w.accept != nil && !w.accept(header)) {
+			w.rejected[id.UID] = struct{}{}
+			delete(w.windows, id.UID)
+			s.log.Debug("POP3 message is not the probe", zap.String("uid", id.UID))
+			continue
+		}
+		win := w.windows[id.UID]
+		s.owned[id.UID] = w.token
+		pc.probe = true
+		pc.verify(id.UID)
+		s.held = pc
+		return arrival(id.UID, header, win), true, nil
+	}
+	return Arrival{}, false, nil
+}
+
+func arrival(uid string, header []byte, win window) Arrival {
+	span := win.hi.Sub(win.lo)
+	return Arrival{
+		UID:         uid,
+		SeenAt:      win.lo.Add(span / 2),
+		Uncertainty: span - span/2,
+		Header:      header,
+	}
+}
+
+// waitFail types a failed UIDL or TOP after a successful login: the server
+// refusing it, or answering nonsense, is a failed search (code 4); a lost
+// connection is a mailbox connection failure (code 3).
+func (s *Session) waitFail(ctx context.Context, step string, err error) error {
+	typ := pop3.ErrorType(err)
+	code := steps.CodeMailboxConnect
+	switch typ {
+	case steps.TypeRejected, steps.TypeDeferred, steps.TypeProtocol:
+		code = steps.CodeSearch
+	}
+	return steps.Fail(s.failCtx(ctx), step, code, typ, err)
+}
+
+// stalledErr reports a poll the server left unanswered until the deadline
+// as a mailbox connection timeout, in the step it was stuck in.
+func stalledErr(err error, d time.Duration) error {
+	step := steps.DeliveryWait
+	var se *steps.Error
+	if errors.As(err, &se) {
+		step = se.Step
+	}
+	return &steps.Error{Step: step, Code: steps.CodeMailboxConnect, Type: steps.TypeTimeout,
+		Err: fmt.Errorf("pop3: server did not answer a poll for %v: %w", d.Round(time.Millisecond), err)}
+}
+
+// waitEnded is the end of a wait that was not otherwise failing: the probe
+// did not arrive in time, or the collector is shutting down.
+func waitEnded(ctx context.Context) error {
+	typ := steps.TypeNotFound
+	if errors.Is(context.Cause(ctx), context.Canceled) {
+		typ = steps.TypeCanceled
+	}
+	return &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: typ,
+		Err: fmt.Errorf("pop3: probe not found: %w", context.Cause(ctx))}
+}
