@@ -86,6 +86,25 @@ func account(t *testing.T, domain string, mode transport.Security) *probe.Accoun
 	}
 }
 
+// pop3Account is the probe@ account of a domain, read back over POP3.
+func pop3Account(t *testing.T, domain string, mode transport.Security) *probe.Account {
+	t.Helper()
+	a := account(t, domain, mode)
+	D := strings.ToUpper(domain)
+	a.Retrieval = probe.RetrievalPOP3
+	a.IMAP = transport.Endpoint{}
+	a.POP3 = transport.Endpoint{Address: env(t, "EMAILQOS_"+D+"_POP3"), Security: mode, TLSConfig: &tls.Config{RootCAs: caPool(t), MinVersion: tls.VersionTLS12}}
+	switch mode {
+	case transport.None:
+		a.POP3.TLSConfig = nil
+	case transport.STARTTLS:
+		a.POP3.Address = env(t, "EMAILQOS_"+D+"_POP3_STARTTLS")
+	case transport.TLS:
+		a.POP3.Address = env(t, "EMAILQOS_"+D+"_POP3S")
+	}
+	return a
+}
+
 func target(sender, receiver *probe.Account) *probe.Target {
 	kind := probe.Transit
 	if sender.Address == receiver.Address {
@@ -211,6 +230,45 @@ func TestRealServers(t *testing.T) {
 					}
 					t.Logf("%s %s: delivery %s (%s, ±%s), total %s, %d IMAP commands",
 						mode, tg.Direction, r.DeliveryLatency, r.Method, r.Uncertainty, r.Total, r.Commands)
+				})
+			}
+		})
+	}
+
+	// Dovecot holds IDLE announcements for about half a second; precise
+	// detection polls past that delay and sees the relay's own latency.
+	t.Run("precise", func(t *testing.T) {
+		a, b := account(t, "a", transport.TLS), account(t, "b", transport.TLS)
+		b.Detection = imapwatch.MethodPrecise
+		for i := 0; i < 3; i++ {
+			r := probe.Run(context.Background(), target(a, b), nil)
+			require.NoError(t, r.Err)
+			assert.Equal(t, imapwatch.MethodPrecise, r.Method)
+			assert.Less(t, r.DeliveryLatency, 450*time.Millisecond, "below Dovecot's IDLE delay")
+			t.Logf("precise a:b: delivery %s (±%s), %d IMAP commands", r.DeliveryLatency, r.Uncertainty, r.Commands)
+		}
+	})
+
+	// POP3 retrieval from Dovecot, in every security mode (STLS on the
+	// plain port for starttls), round trip and across the relay.
+	for _, mode := range []transport.Security{transport.None, transport.STARTTLS, transport.TLS} {
+		t.Run("pop3/"+string(mode), func(t *testing.T) {
+			a, b := account(t, "a", mode), pop3Account(t, "b", mode)
+			for _, tg := range []*probe.Target{target(b, b), target(a, b)} {
+				t.Run(tg.Direction, func(t *testing.T) {
+					tg.PollInterval = 500 * time.Millisecond
+					r := probe.Run(context.Background(), tg, nil)
+					require.NoError(t, r.Err)
+					assert.True(t, r.Delivered)
+					assert.Equal(t, imapwatch.MethodPoll, r.Method)
+					names := map[string]bool{}
+					for _, tm := range r.Timings {
+						names[tm.Step] = true
+					}
+					assert.True(t, names[steps.POP3Login], "pop3.login is timed")
+					assert.True(t, names[steps.POP3Delete], "pop3.delete is timed")
+					t.Logf("pop3 %s %s: delivery %s (±%s), total %s, %d POP3 commands",
+						mode, tg.Direction, r.DeliveryLatency, r.Uncertainty, r.Total, r.Commands)
 				})
 			}
 		})
