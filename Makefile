@@ -40,7 +40,7 @@ CORE_STABLE := v1.65.0
 # Files written by mdatagen (paths that do not exist are ignored).
 GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
 
-.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean
+.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean fuzz
 
 ## test: check-generated + fmt-check + vet + unit + precision + build + check-dist + e2e
 test: check-generated fmt-check vet unit precision build check-dist e2e
@@ -127,6 +127,38 @@ vet:
 unit:
 	@echo "==> unit: go test -race -count=1 ./..."
 	cd "$(ROOT)" && $(GO) test -race -count=1 ./...
+
+## fuzz: run every fuzz target in turn for FUZZTIME each (default 10s), with
+## a hard limit of FUZZTIMEOUT per target (go test -timeout: a hang fails).
+## go test -fuzz takes one target per run, so they are listed here. With the
+## 8 targets the total is 8 x FUZZTIME of fuzzing plus building and replaying
+## the corpora, about 1.5-2 min at the defaults, and never more than
+## 8 x FUZZTIMEOUT (16 min) plus building. Not part of `test`.
+FUZZTIME    ?= 10s
+FUZZTIMEOUT ?= 2m
+FUZZ_TARGETS := \
+	.:FuzzConfig \
+	.:FuzzSecurityAndEndpoint \
+	./internal/imapwatch:FuzzHeaderToken \
+	./internal/imapwatch:FuzzCandidates \
+	./internal/imapwatch:FuzzTimeline \
+	./internal/oauth:FuzzTokenResponse \
+	./internal/pop3:FuzzReadResponse \
+	./internal/probemsg:FuzzParse
+
+fuzz:
+	@cd "$(ROOT)"; failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg="$${t%%:*}"; name="$${t#*:}"; \
+		echo "==> fuzz: $$name in $$pkg/ for $(FUZZTIME)"; \
+		if ! $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -timeout $(FUZZTIMEOUT) "$$pkg/"; then \
+			failed="$$failed $$name"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+		echo "FAIL: fuzz targets failed:$$failed (failing inputs are under the package's testdata/fuzz/)"; exit 1; \
+	fi; \
+	echo "PASS: fuzz"
 
 ## ocb: install ocb $(OCB_VERSION) with go install if it is missing or another version
 ocb:

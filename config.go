@@ -60,6 +60,8 @@ const (
 	// delivery wait (connects, logins, submission, cleanup) when `timeout`
 	// is not set.
 	setupBudget = 30 * time.Second
+	// maxDuration bounds delivery_timeout, poll_interval and timeout.
+	maxDuration = 24 * time.Hour
 	defaultMbox = "INBOX"
 )
 
@@ -180,6 +182,16 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.DeliveryTimeout <= 0 {
 		add("delivery_timeout", "must be positive")
+	}
+	// Bounds keep the derived probe timeout and the orphan age meaningful
+	// (and free of overflow); a day is far beyond any real delivery.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"delivery_timeout", cfg.DeliveryTimeout}, {"poll_interval", cfg.PollInterval}, {"timeout", cfg.Timeout}} {
+		if d.v > maxDuration {
+			add(d.name, "%s is longer than the maximum of %s", d.v, maxDuration)
+		}
 	}
 	if cfg.PollInterval <= 0 {
 		add("poll_interval", "must be positive")
@@ -430,20 +442,44 @@ func checkEndpoint(ep string) error {
 	}
 	host, port, err := net.SplitHostPort(ep)
 	if err != nil {
-		// A bare host name gets its port from the security mode.
+		// A bare host name gets its port from the security mode; an IPv6
+		// address needs the [addr]:port form.
 		if strings.Contains(ep, ":") {
 			return fmt.Errorf("%q is not host:port", ep)
 		}
-		return nil
+		host, port = ep, ""
 	}
-	if host == "" {
-		return fmt.Errorf("%q has no host", ep)
+	if !validHost(host) {
+		return fmt.Errorf("%q has an invalid host %q", ep, host)
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q has an invalid port %q", ep, port)
+	if port == "" && err == nil {
+		return fmt.Errorf("%q has an empty port", ep)
+	}
+	if port != "" {
+		n, perr := strconv.Atoi(port)
+		if perr != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has an invalid port %q", ep, port)
+		}
 	}
 	return nil
+}
+
+// validHost accepts an IP address or a DNS name (letters, digits, '-',
+// '_' and dots), so that what validates can always be dialed as host:port.
+func validHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func validateDetection(d string, allowEmpty bool) error {

@@ -201,6 +201,10 @@ func TestValidateRejects(t *testing.T) {
 		{"bad imap port", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example:99999" })
 		}, []string{"accounts::gmail::imap::endpoint", "invalid port"}},
+		{"endpoint with brackets only", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "[]" }) }, []string{"accounts::gmail::smtp::endpoint", "invalid host"}},
+		{"endpoint with empty port", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp.example:" }) }, []string{"accounts::gmail::smtp::endpoint", "empty port"}},
+		{"endpoint with a newline", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example\n" }) }, []string{"accounts::gmail::imap::endpoint", "invalid host"}},
+		{"absurd delivery timeout", func(c *Config) { c.DeliveryTimeout = 2562047 * time.Hour }, []string{"delivery_timeout", "longer than the maximum"}},
 		{"endpoint with scheme", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp://x" }) }, []string{"accounts::gmail::smtp::endpoint", "not host:port"}},
 		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp::security", `"maybe" is not one of`}},
 		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap::security", "ambiguous", "starttls"}},

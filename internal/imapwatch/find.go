@@ -1,17 +1,15 @@
 package imapwatch
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
-	"net/textproto"
 	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -160,13 +158,6 @@ func anyToken(tokens []string) imap.SearchCriteria {
 }
 
 // tokenValues lists the token header's values: SEARCH HEADER matches
-// substrings, so the fetched header is checked exactly.
-func tokenValues(header []byte) []string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(header))).ReadMIMEHeader()
-	vs := h.Values(TokenHeader)
-	out := make([]string, 0, len(vs))
-	for _, v := range vs {
-		out = append(out, strings.TrimSpace(v))
-	}
-	return out
-}
+// substrings, so the fetched header is checked exactly, the way
+// probemsg.Parse reads it.
+func tokenValues(header []byte) []string { return probemsg.TokenValues(header) }

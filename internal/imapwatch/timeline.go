@@ -86,6 +86,9 @@ func (t *timeline) existsLocked(n uint32, at time.Time) {
 // onExpunge is the EXPUNGE handler; the UID EXPUNGE of a deletion reports
 // its sequence numbers here too.
 func (t *timeline) onExpunge(seq uint32) {
+	if seq == 0 {
+		return // sequence numbers start at 1: a server's protocol error
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.selecting {

@@ -76,7 +76,7 @@ func classify(err error, callCtx context.Context, redact func(string) string) *E
 		}
 		e.Type = typeFor(e.Code, e.HTTPStatus)
 		// Redact before truncating so no secret is cut into an unmatched prefix.
-		e.Code = limit(redact(e.Code), 64)
+		e.Code = limit(errorCode(redact(e.Code)), 64)
 		e.Description = limit(firstLine(redact(e.Description)), 300)
 		return e
 	}
@@ -209,4 +209,16 @@ func (r *redactor) apply(s string) string {
 		}
 	}
 	return jwtRE.ReplaceAllString(s, "[REDACTED]")
+}
+
+// errorCode keeps only the characters RFC 6749 allows in an "error" code
+// (printable ASCII without '"' and '\\'), so an endpoint cannot break a log
+// line with it.
+func errorCode(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, s)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -154,7 +155,7 @@ func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, erro
 			if err != nil {
 				return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(err), err)
 			}
-			if !slices.Contains(headerValues(header, TokenHeader), s.owned[uid]) {
+			if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
 				return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
 					fmt.Errorf("pop3: UID %s no longer names the probe; not deleting", quoteUID(uid)))
 			}
@@ -248,7 +249,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 		if err != nil {
 			return nil, s.waitFail(ctx, POP3Fetch, err)
 		}
-		values := headerValues(header, TokenHeader)
+		values := probemsg.TokenValues(header)
 		if len(values) == 0 {
 			s.notProbe[id.UID] = struct{}{}
 			continue

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
@@ -505,7 +506,7 @@ func TestFindProbes(t *testing.T) {
 func TestHeaderValues(t *testing.T) {
 	h := []byte("Received: from a\r\n\tby b\r\nx-emailqos-token:  eqabc \r\nSubject: X-Emailqos-Token: eqfake\r\n" +
 		"X-Emailqos-Token: eqab\r\n c\r\nX-Emailqos-Token-Other: eqnot\r\n\r\nX-Emailqos-Token: eqbody\r\n")
-	got := headerValues(h, TokenHeader)
+	got := probemsg.TokenValues(h)
 	if len(got) != 2 || got[0] != "eqabc" || got[1] != "eqab c" {
 		t.Fatalf("got %q", got)
 	}

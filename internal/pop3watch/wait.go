@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -188,7 +189,7 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		if err != nil {
 			return Arrival{}, false, s.waitFail(ctx, POP3Fetch, err)
 		}
-		values := headerValues(header, TokenHeader)
+		values := probemsg.TokenValues(header)
 		if len(values) == 0 {
 			s.notProbe[id.UID] = struct{}{}
 		}

@@ -263,3 +263,16 @@ func hasControl(s string) bool {
 	}
 	return false
 }
+
+// TokenValues returns the values of the token header in a header block,
+// read exactly as Parse reads it. Mailbox searches match substrings and
+// servers prepend fields of their own, so the readers check a hit's token
+// with this, and never disagree with Parse about what a header carries.
+func TokenValues(header []byte) []string {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(header)))
+	var out []string
+	for _, v := range h.Values(TokenHeader) {
+		out = append(out, strings.TrimSpace(v))
+	}
+	return out
+}
