@@ -128,7 +128,8 @@ unit:
 	@echo "==> unit: go test -race -count=1 ./..."
 	cd "$(ROOT)" && $(GO) test -race -count=1 ./...
 
-## fuzz: run every fuzz target in turn for FUZZTIME each (default 10s), with
+## fuzz: run every fuzz target in turn for FUZZTIME each (default 10s; a count
+## such as 30000x, as CI uses, avoids go's spurious deadline failures), with
 ## a hard limit of FUZZTIMEOUT per target (go test -timeout: a hang fails).
 ## go test -fuzz takes one target per run, so they are listed here. With the
 ## 8 targets the total is 8 x FUZZTIME of fuzzing plus building and replaying

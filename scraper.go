@@ -77,9 +77,19 @@ func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	defer stop()
 
 	results := make([]probe.Result, len(s.targets))
+	states := make([]tokenState, len(s.tokens))
 	var wg sync.WaitGroup
 	for i, t := range s.targets {
 		wg.Go(func() { results[i] = probe.Run(ctx, t, s.logger) })
+	}
+	for i, at := range s.tokens {
+		// Bounded like a probe, so a hung token endpoint cannot hold the
+		// scrape longer than the probes it runs beside.
+		wg.Go(func() {
+			tctx, cancel := context.WithTimeout(ctx, s.cfg.probeTimeout())
+			defer cancel()
+			_, states[i].expiry, states[i].err = at.source.Token(tctx)
+		})
 	}
 	wg.Wait()
 
@@ -89,26 +99,31 @@ func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	for i := range results {
 		s.record(mb, now, &results[i])
 	}
-	for _, at := range s.tokens {
-		s.recordToken(ctx, mb, now, at)
+	for i, at := range s.tokens {
+		s.recordToken(mb, now, at.key, states[i])
 	}
 	return mb.Emit(), nil
 }
 
+// tokenState is what asking an account's token source gave in a scrape.
+type tokenState struct {
+	expiry time.Time
+	err    error
+}
+
 // recordToken reports an OAuth account's token state, the counterpart of
-// LogicMonitor's Office365_Email_OAUTH DataSource. The token is cached, so
-// this asks the endpoint only when the probes did not already refresh it.
-func (s *emailqosScraper) recordToken(ctx context.Context, mb *metadata.MetricsBuilder, now pcommon.Timestamp, at accountToken) {
-	_, expiry, err := at.source.Token(ctx)
-	valid, left, errType := int64(1), time.Until(expiry).Seconds(), ""
-	if err != nil {
-		valid, left, errType = 0, 0, tokenErrorType(err)
-		s.logger.Warn("oauth token unavailable", zap.String("account", at.key), zap.String("error.type", errType), zap.Error(err))
+// LogicMonitor's Office365_Email_OAUTH DataSource. The token is cached and
+// shared with the probes, so the endpoint is asked only when it is due.
+func (s *emailqosScraper) recordToken(mb *metadata.MetricsBuilder, now pcommon.Timestamp, key string, st tokenState) {
+	valid, left, errType := int64(1), time.Until(st.expiry).Seconds(), ""
+	if st.err != nil {
+		valid, left, errType = 0, 0, tokenErrorType(st.err)
+		s.logger.Warn("oauth token unavailable", zap.String("account", key), zap.String("error.type", errType), zap.Error(st.err))
 	}
 	mb.RecordEmailqosOauthTokenValidDataPoint(now, valid)
 	mb.RecordEmailqosOauthTokenExpiryDataPoint(now, max(left, 0))
 	rb := mb.NewResourceBuilder()
-	rb.SetEmailqosAccount(at.key)
+	rb.SetEmailqosAccount(key)
 	rb.SetErrorType(errType)
 	mb.EmitForResource(metadata.WithResource(rb.Emit()))
 }

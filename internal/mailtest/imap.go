@@ -33,11 +33,15 @@ func imapCaps(disableIDLE bool) imap.CapSet {
 func (s *Server) newIMAPServer(caps imap.CapSet, startTLS *tls.Config, faults bool) *imapserver.Server {
 	return imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &imapSession{
+			sess := &imapSession{
 				SessionIMAP4rev2: s.mem.NewSession().(imapserver.SessionIMAP4rev2),
 				changes:          &s.changes,
 				failExpunge:      faults && s.opts.FailExpunge,
-			}, nil, nil
+			}
+			if s.opts.BearerCheck != nil {
+				return &imapSASLSession{imapSession: sess, s: s}, nil, nil
+			}
+			return sess, nil, nil
 		},
 		Caps:         caps,
 		Logger:       printfLogger{s.log.Named("imap").Sugar()},

@@ -64,6 +64,16 @@ type Options struct {
 	DisableSTARTTLS bool
 	// RejectAuth: SMTP AUTH always fails with 535 5.7.8.
 	RejectAuth bool
+	// BearerCheck, when set, enables OAuth2 sign-in with SASL XOAUTH2: SMTP
+	// AUTH offers it next to PLAIN and LOGIN, and IMAP offers AUTHENTICATE
+	// XOAUTH2 next to PLAIN (LOGIN keeps working). user is the name the
+	// client sent, a username or an address of one of Users (unknown names
+	// are refused without calling BearerCheck); the token is accepted when
+	// BearerCheck returns true. A refusal is answered the way Gmail and
+	// Microsoft 365 do: a JSON error challenge, then SMTP 535 5.7.8 or IMAP
+	// NO [AUTHENTICATIONFAILED]; the token is never echoed. RejectAuth
+	// refuses XOAUTH2 over SMTP too. BearerCheck may be called concurrently.
+	BearerCheck func(user, token string) bool
 	// RejectRcpt: RCPT TO always fails with 550 5.1.1.
 	RejectRcpt bool
 	// DeferRcpt: RCPT TO fails with 450 4.2.0 (temporary).

@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -630,4 +632,112 @@ func TestStripIDLE(t *testing.T) {
 		_, ok := literalSize([]byte(in))
 		assert.False(t, ok, in)
 	}
+}
+
+func TestBearerCheck(t *testing.T) {
+	const good, bad = "good-token-1", "bad-token-2"
+	for _, opts := range []Options{{}, {DisableIDLE: true, TLS: true}} {
+		t.Run(fmt.Sprintf("DisableIDLE=%v", opts.DisableIDLE), func(t *testing.T) {
+			var calls atomic.Int64
+			opts.BearerCheck = func(user, token string) bool {
+				calls.Add(1)
+				return token == good
+			}
+			s := start(t, opts)
+
+			// SMTP: XOAUTH2 is offered next to the password mechanisms.
+			c := mustSMTP(t, s, plain)
+			require.NoError(t, c.Hello("client.test"))
+			_, mechs := c.Extension("AUTH")
+			assert.ElementsMatch(t, []string{"PLAIN", "LOGIN", "XOAUTH2"}, strings.Fields(mechs))
+			require.NoError(t, c.Auth(saslx.NewXOAUTH2Client(alice, good)))
+			require.NoError(t, submit(c, alice, bob, testMessage("oauth1")))
+			require.NoError(t, c.Quit())
+			waitMessages(t, s, bob, 1)
+
+			// A refused token: the JSON challenge, then 535 5.7.8, and no
+			// mail may be sent on that session.
+			c = mustSMTP(t, s, plain)
+			client := saslx.NewXOAUTH2Client(alice, bad)
+			err := c.Auth(client)
+			code, ec := smtpCode(t, err)
+			assert.Equal(t, 535, code)
+			assert.Equal(t, smtp.EnhancedCode{5, 7, 8}, ec)
+			assert.NotContains(t, err.Error(), bad)
+			if be := saslx.ServerError(client); assert.NotNil(t, be) {
+				assert.Equal(t, "401", be.Status)
+			}
+			code, _ = smtpCode(t, c.Mail(alice, nil))
+			assert.Equal(t, 530, code)
+
+			// Passwords keep working.
+			sendAs(t, s, plain, sasl.NewPlainClient("", alice, alicePW), bob, testMessage("pw"))
+			waitMessages(t, s, bob, 2)
+
+			// IMAP: AUTHENTICATE XOAUTH2 logs the session in as the user,
+			// named by username or by address.
+			for _, user := range []string{bobUser, bob} {
+				ic, err := dialIMAP(t, s, plain, nil)
+				require.NoError(t, err)
+				assert.True(t, ic.Caps().Has("AUTH=XOAUTH2"), "%v", ic.Caps())
+				assert.True(t, ic.Caps().Has("AUTH=PLAIN"), "%v", ic.Caps())
+				require.NoError(t, ic.Authenticate(saslx.NewXOAUTH2Client(user, good)))
+				sel, err := ic.Select("INBOX", nil).Wait()
+				require.NoError(t, err)
+				assert.Equal(t, uint32(2), sel.NumMessages, "%s sees bob's mailbox", user)
+				require.NoError(t, ic.Logout().Wait())
+			}
+
+			// A refused token is NO [AUTHENTICATIONFAILED]; the session
+			// stays usable and unauthenticated.
+			ic, err := dialIMAP(t, s, plain, nil)
+			require.NoError(t, err)
+			client = saslx.NewXOAUTH2Client(bob, bad)
+			err = ic.Authenticate(client)
+			var ie *imap.Error
+			require.ErrorAs(t, err, &ie)
+			assert.Equal(t, imap.StatusResponseTypeNo, ie.Type)
+			assert.Equal(t, imap.ResponseCodeAuthenticationFailed, ie.Code)
+			assert.NotContains(t, err.Error(), bad)
+			assert.NotNil(t, saslx.ServerError(client))
+			_, err = ic.Select("INBOX", nil).Wait()
+			assert.Error(t, err, "not signed in")
+			require.NoError(t, ic.Authenticate(sasl.NewPlainClient("", bobUser, bobPW)), "PLAIN still works")
+			_, err = ic.Select("INBOX", nil).Wait()
+			require.NoError(t, err)
+			require.NoError(t, ic.Logout().Wait())
+			loginIMAP(t, s, plain, alice, alicePW, nil) // and LOGIN too
+
+			// An unknown user is refused without asking BearerCheck.
+			before := calls.Load()
+			c = mustSMTP(t, s, plain)
+			code, _ = smtpCode(t, c.Auth(saslx.NewXOAUTH2Client("nobody@a.test", good)))
+			assert.Equal(t, 535, code)
+			ic, err = dialIMAP(t, s, plain, nil)
+			require.NoError(t, err)
+			assert.Error(t, ic.Authenticate(saslx.NewXOAUTH2Client("nobody@a.test", good)))
+			assert.Equal(t, before, calls.Load())
+		})
+	}
+}
+
+func TestBearerCheckRejectAuthAndOff(t *testing.T) {
+	s := start(t, Options{RejectAuth: true, BearerCheck: func(string, string) bool { return true }})
+	c := mustSMTP(t, s, plain)
+	code, ec := smtpCode(t, c.Auth(saslx.NewXOAUTH2Client(alice, "any-token")))
+	assert.Equal(t, 535, code, "RejectAuth refuses XOAUTH2 too")
+	assert.Equal(t, smtp.EnhancedCode{5, 7, 8}, ec)
+
+	// Without BearerCheck nothing changes: no XOAUTH2 anywhere.
+	s = start(t, Options{})
+	c = mustSMTP(t, s, plain)
+	require.NoError(t, c.Hello("client.test"))
+	_, mechs := c.Extension("AUTH")
+	assert.Equal(t, "PLAIN LOGIN", mechs)
+	code, _ = smtpCode(t, c.Auth(saslx.NewXOAUTH2Client(alice, "any-token")))
+	assert.Equal(t, 504, code)
+	ic, err := dialIMAP(t, s, plain, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"PLAIN"}, ic.Caps().AuthMechanisms())
+	assert.Error(t, ic.Authenticate(saslx.NewXOAUTH2Client(alice, "any-token")))
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 )
 
 var (
@@ -86,7 +88,12 @@ func (s *Server) newSMTPSession(c *smtp.Conn) (smtp.Session, error) {
 
 var _ smtp.AuthSession = (*smtpSession)(nil)
 
-func (ss *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+func (ss *smtpSession) AuthMechanisms() []string {
+	if ss.s.opts.BearerCheck != nil {
+		return []string{sasl.Plain, sasl.Login, saslx.XOAuth2}
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
 
 func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 	switch mech {
@@ -99,8 +106,21 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 		}), nil
 	case sasl.Login:
 		return &loginServer{check: ss.login}, nil
+	case saslx.XOAuth2:
+		if ss.s.opts.BearerCheck != nil {
+			return saslErrors{saslx.NewXOAUTH2Server(ss.bearer), smtp.ErrAuthFailed}, nil
+		}
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// bearer checks an XOAUTH2 token for user (a username or an address).
+func (ss *smtpSession) bearer(user, token string) error {
+	if ss.s.opts.RejectAuth || !ss.s.bearerOK(user, token) {
+		return smtp.ErrAuthFailed
+	}
+	ss.authed = true
+	return nil
 }
 
 func (ss *smtpSession) login(username, password string) error {

@@ -1,0 +1,381 @@
+package emailqosreceiver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
+)
+
+const (
+	oauthClientID     = "emailqos-probe-app"
+	oauthClientSecret = "s3cret-client-Vq81xZ"
+	// oauthTokenMark is in every access token the test endpoint issues, so
+	// that a leak of any of them is found even if it was never presented.
+	oauthTokenMark = "Kf3pW9"
+)
+
+// tokenEndpoint is a client_credentials token endpoint on loopback that
+// issues counter-numbered tokens ("tok-1-…", "tok-2-…") valid for lifetime,
+// and, as BearerCheck of the mail server, accepts a token only if it issued
+// it and it has not expired yet.
+type tokenEndpoint struct {
+	srv   *httptest.Server
+	calls atomic.Int64
+
+	mu       sync.Mutex
+	secret   string        // the client secret the endpoint accepts
+	lifetime time.Duration // whole seconds: expires_in
+	fail     string        // RFC 6749 error code answered with 400 instead of a token
+	issued   []string
+	expiry   map[string]time.Time
+	shown    []string // tokens presented to the mail server, in order
+}
+
+func newTokenEndpoint(t *testing.T, lifetime time.Duration) *tokenEndpoint {
+	t.Helper()
+	e := &tokenEndpoint{secret: oauthClientSecret, lifetime: lifetime, expiry: map[string]time.Time{}}
+	e.srv = httptest.NewServer(e)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.calls.Add(1)
+	reply := func(status int, body any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body)
+	}
+	if r.Method != http.MethodPost || r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+		reply(http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if !basic {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case id != oauthClientID || secret != e.secret:
+		// Like Entra, echo what was sent: the receiver must redact it.
+		reply(http.StatusUnauthorized, map[string]string{
+			"error":             "invalid_client",
+			"error_description": "client secret " + secret + " is not valid for " + id,
+		})
+	case e.fail != "":
+		reply(http.StatusBadRequest, map[string]string{
+			"error":             e.fail,
+			"error_description": "request by " + id + " refused (secret " + secret + ")",
+		})
+	default:
+		tok := fmt.Sprintf("tok-%d-%s", len(e.issued)+1, oauthTokenMark)
+		e.issued = append(e.issued, tok)
+		e.expiry[tok] = time.Now().Add(e.lifetime)
+		reply(http.StatusOK, map[string]any{
+			"access_token": tok,
+			"token_type":   "Bearer",
+			"expires_in":   int(e.lifetime / time.Second),
+		})
+	}
+}
+
+// check is the mail server's BearerCheck.
+func (e *tokenEndpoint) check(user, token string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.shown = append(e.shown, token)
+	exp, ok := e.expiry[token]
+	return ok && user == alice && time.Now().Before(exp)
+}
+
+func (e *tokenEndpoint) set(f func(e *tokenEndpoint)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f(e)
+}
+
+func (e *tokenEndpoint) presented() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.shown...)
+}
+
+func (e *tokenEndpoint) tokens() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.issued...)
+}
+
+// waitExpired sleeps until every token issued so far has expired, for the
+// endpoint and, with a margin for the response's transit, for the source.
+func (e *tokenEndpoint) waitExpired() {
+	e.mu.Lock()
+	var last time.Time
+	for _, exp := range e.expiry {
+		if exp.After(last) {
+			last = exp
+		}
+	}
+	e.mu.Unlock()
+	time.Sleep(time.Until(last) + 200*time.Millisecond)
+}
+
+// oauthScraper is a started scraper whose logs are recorded.
+type oauthScraper struct {
+	*emailqosScraper
+	logs    *observer.ObservedLogs
+	scraped []pmetric.Metrics
+}
+
+// oauthSetup runs mailtest with XOAUTH2 checked by e and configures one
+// roundtrip account "o365" (alice) that signs in with OAuth only: the
+// receiver does not know alice's password.
+func oauthSetup(t *testing.T, e *tokenEndpoint, tokenURL string, timeout time.Duration) (*oauthScraper, *mailtest.Server) {
+	t.Helper()
+	srv := startMail(t, mailtest.Options{BearerCheck: e.check})
+	acct := mailAccount(srv, alice, "")
+	acct.OAuth = &OAuthConfig{
+		Provider:     "client_credentials",
+		ClientID:     oauthClientID,
+		ClientSecret: configopaqueString(oauthClientSecret),
+		TokenURL:     tokenURL,
+		Scopes:       []string{"mail.probe"},
+	}
+	cfg := testConfig(map[string]AccountConfig{"o365": acct})
+	cfg.Timeout = timeout
+	cfg.DeliveryTimeout = timeout - time.Second
+	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
+	require.NoError(t, cfg.Validate())
+
+	core, logs := observer.New(zap.DebugLevel)
+	settings := receivertest.NewNopSettings(metadata.Type)
+	settings.Logger = zap.New(core)
+	lifetime, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := newScraper(cfg, settings, lifetime)
+	require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
+	return &oauthScraper{emailqosScraper: s, logs: logs}, srv
+}
+
+// oauthResult is one scrape's outcome for the probe and for the token.
+type oauthResult struct {
+	code, success  int64
+	errType        string
+	valid          int64
+	expiry         float64
+	tokenErrType   string
+	tokenResources int
+	elapsed        time.Duration
+}
+
+func (s *oauthScraper) scrapeOnce(t *testing.T) oauthResult {
+	t.Helper()
+	start := time.Now()
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err)
+	res := oauthResult{elapsed: time.Since(start)}
+	s.scraped = append(s.scraped, md)
+
+	probeRM, ok := resources(t, filterTargets(md))["o365"]
+	require.True(t, ok, "the probe is reported")
+	code, ok := gauge(t, probeRM, "emailqos.error_code")
+	require.True(t, ok)
+	res.code = code.IntValue()
+	assert.Equal(t, res.code, attr(probeRM, "emailqos.error_code").Int())
+	succ, _ := gauge(t, probeRM, "emailqos.success")
+	res.success = succ.IntValue()
+	res.errType = attr(probeRM, "error.type").Str()
+
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		rm := md.ResourceMetrics().At(i)
+		if attr(rm, "emailqos.account").Str() != "o365" {
+			continue
+		}
+		res.tokenResources++
+		valid, ok := gauge(t, rm, "emailqos.oauth.token.valid")
+		require.True(t, ok)
+		res.valid = valid.IntValue()
+		exp, ok := gauge(t, rm, "emailqos.oauth.token.expiry")
+		require.True(t, ok)
+		res.expiry = exp.DoubleValue()
+		res.tokenErrType = attr(rm, "error.type").Str()
+	}
+	assert.Equal(t, 1, res.tokenResources, "the token state is reported once")
+	return res
+}
+
+// assertNoSecrets checks that neither the client secret nor any token the
+// endpoint issued appears in a log entry (probe errors included: they are
+// logged with the probe failure) or anywhere in the scraped metrics.
+func (s *oauthScraper) assertNoSecrets(t *testing.T, e *tokenEndpoint) {
+	t.Helper()
+	secrets := append([]string{oauthClientSecret, oauthTokenMark}, e.tokens()...)
+	for _, entry := range s.logs.All() {
+		text := entry.Message + " " + fmt.Sprint(entry.ContextMap())
+		for _, secret := range secrets {
+			assert.NotContains(t, text, secret, "log entry %q", entry.Message)
+		}
+		if entry.Message == "probe failed" {
+			assert.Contains(t, entry.ContextMap(), "error", "probe errors are logged, so checked here")
+		}
+	}
+	for i, md := range s.scraped {
+		b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(md)
+		require.NoError(t, err)
+		for _, secret := range secrets {
+			assert.NotContains(t, string(b), secret, "scrape %d", i+1)
+		}
+	}
+}
+
+func TestOAuthRoundtrip(t *testing.T) {
+	t.Parallel()
+	e := newTokenEndpoint(t, time.Hour)
+	s, srv := oauthSetup(t, e, e.srv.URL, 4*time.Second)
+
+	for i := range 2 {
+		res := s.scrapeOnce(t)
+		assert.Zero(t, res.code, "scrape %d: %+v", i+1, res)
+		assert.Equal(t, int64(1), res.success)
+		assert.Empty(t, res.errType)
+		assert.Equal(t, int64(1), res.valid)
+		assert.InDelta(t, 3600, res.expiry, 60)
+		assert.Empty(t, res.tokenErrType)
+	}
+	assert.Equal(t, int64(1), e.calls.Load(), "one token serves IMAP, SMTP and the token metric, across scrapes")
+	assert.Equal(t, 2, srv.Deliveries())
+	shown := e.presented()
+	assert.Len(t, shown, 4, "each probe signs in to IMAP and SMTP with the token")
+	for _, tok := range shown {
+		assert.Equal(t, "tok-1-"+oauthTokenMark, tok)
+	}
+	s.assertNoSecrets(t, e)
+}
+
+func TestOAuthRefreshAndRevocation(t *testing.T) {
+	t.Parallel()
+	// expires_in 1: the source refreshes 10% of the lifetime early, and the
+	// mail server refuses a token once its second is up.
+	e := newTokenEndpoint(t, time.Second)
+	s, _ := oauthSetup(t, e, e.srv.URL, 4*time.Second)
+
+	res := s.scrapeOnce(t)
+	require.Zero(t, res.code, "%+v", res)
+	assert.Equal(t, int64(1), res.valid)
+	first := e.presented()
+	require.NotEmpty(t, first)
+
+	e.waitExpired()
+	res = s.scrapeOnce(t)
+	assert.Zero(t, res.code, "an expired token is replaced: %+v", res)
+	assert.Equal(t, int64(1), res.success)
+	assert.Equal(t, int64(1), res.valid)
+	assert.Greater(t, res.expiry, 0.0)
+	assert.LessOrEqual(t, res.expiry, 1.0)
+	second := e.presented()[len(first):]
+	require.GreaterOrEqual(t, len(second), 2, "IMAP and SMTP signed in again")
+	for _, tok := range second {
+		assert.NotContains(t, first, tok, "the second scrape uses a new token")
+	}
+	assert.GreaterOrEqual(t, len(e.tokens()), 2)
+
+	// The client secret is revoked (the endpoint now wants another one).
+	e.set(func(e *tokenEndpoint) { e.secret = "rotated-secret-value" })
+	e.waitExpired()
+	shownBefore := len(e.presented())
+	res = s.scrapeOnce(t)
+	assert.Equal(t, int64(3), res.code, "the reader signs in first: %+v", res)
+	assert.Equal(t, "token_rejected", res.errType)
+	assert.Zero(t, res.success)
+	assert.Zero(t, res.valid)
+	assert.Zero(t, res.expiry)
+	assert.Equal(t, "token_rejected", res.tokenErrType)
+	assert.Len(t, e.presented(), shownBefore, "an expired token is never presented")
+	s.assertNoSecrets(t, e)
+}
+
+func TestOAuthTokenFailures(t *testing.T) {
+	t.Parallel()
+	closedPort := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		require.NoError(t, l.Close())
+		return "http://" + addr + "/token"
+	}
+	for _, tc := range []struct {
+		name     string
+		fail     string                  // endpoint error code
+		tokenURL func(*testing.T) string // nil: the test endpoint
+		wantType string
+	}{
+		{name: "client secret revoked", fail: "invalid_client", wantType: "token_rejected"},
+		{name: "wrong scope", fail: "invalid_scope", wantType: "token_scope"},
+		{name: "endpoint down", tokenURL: closedPort, wantType: "token_unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTokenEndpoint(t, time.Hour)
+			e.set(func(e *tokenEndpoint) { e.fail = tc.fail })
+			url := e.srv.URL
+			if tc.tokenURL != nil {
+				url = tc.tokenURL(t)
+			}
+			const timeout = 3 * time.Second
+			s, srv := oauthSetup(t, e, url, timeout)
+
+			res := s.scrapeOnce(t)
+			assert.Less(t, res.elapsed, timeout, "the scrape returns within the probe timeout")
+			assert.Equal(t, int64(3), res.code, "the reader signs in first: %+v", res)
+			assert.Equal(t, tc.wantType, res.errType)
+			assert.Zero(t, res.success)
+			assert.Zero(t, res.valid)
+			assert.Zero(t, res.expiry)
+			assert.Equal(t, tc.wantType, res.tokenErrType)
+			assert.Empty(t, e.presented(), "nothing reached the mail server")
+			assert.Zero(t, srv.Deliveries())
+			if tc.tokenURL == nil {
+				assert.Positive(t, e.calls.Load())
+			}
+			s.assertNoSecrets(t, e)
+		})
+	}
+}
+
+// TestOAuthTokenEndpointHung: an endpoint that accepts the connection and
+// never answers must not hold the scrape past the probe timeout either.
+func TestOAuthTokenEndpointHung(t *testing.T) {
+	t.Parallel()
+	e := newTokenEndpoint(t, time.Hour)
+	const timeout = 2 * time.Second
+	s, _ := oauthSetup(t, e, "http://"+blackhole(t)+"/token", timeout)
+
+	res := s.scrapeOnce(t)
+	assert.Less(t, res.elapsed, timeout+time.Second, "the scrape returns within the probe timeout")
+	assert.Equal(t, int64(3), res.code, "%+v", res)
+	// The probe's own deadline passed while it waited for the token.
+	assert.Contains(t, []string{"timeout", "token_unavailable"}, res.errType)
+	assert.Zero(t, res.valid)
+	assert.Equal(t, "token_unavailable", res.tokenErrType)
+	s.assertNoSecrets(t, e)
+}
