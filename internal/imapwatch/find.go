@@ -50,7 +50,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 		return nil, nil
 	}
 	for _, t := range tokens {
-		if !validToken(t) {
+		if !probemsg.Searchable(t) {
 			return invalid(errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
 		}
 	}

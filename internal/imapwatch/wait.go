@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -36,7 +37,7 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	if s.closed {
 		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
 	}
-	if !validToken(token) {
+	if !probemsg.Searchable(token) {
 		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
 			Err: errors.New("imap: the probe token must be non-empty printable ASCII without spaces")}
 	}
@@ -52,18 +53,6 @@ type waiter struct {
 	accept   func([]byte) bool
 	rejected map[imap.UID]struct{}
 	more     bool // the last search had more hits than were fetched
-}
-
-func validToken(token string) bool {
-	if token == "" || len(token) > 200 {
-		return false
-	}
-	for i := 0; i < len(token); i++ {
-		if token[i] <= ' ' || token[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {

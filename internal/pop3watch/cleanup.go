@@ -204,7 +204,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 		return nil, nil
 	}
 	for _, t := range tokens {
-		if !validToken(t) {
+		if !probemsg.Searchable(t) {
 			return invalid(errors.New("pop3: the probe token must be non-empty printable ASCII without spaces"))
 		}
 	}

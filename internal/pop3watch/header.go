@@ -1,6 +1,7 @@
 package pop3watch
 
 import (
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"strings"
 )
 
@@ -9,5 +10,5 @@ import (
 const probeTokenPrefix = "eq"
 
 func isProbeToken(v string) bool {
-	return strings.HasPrefix(v, probeTokenPrefix) && validToken(v)
+	return strings.HasPrefix(v, probeTokenPrefix) && probemsg.Searchable(v)
 }

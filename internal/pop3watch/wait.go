@@ -39,7 +39,7 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	if s.closed {
 		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
 	}
-	if !validToken(token) {
+	if !probemsg.Searchable(token) {
 		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
 			Err: errors.New("pop3: the probe token must be non-empty printable ASCII without spaces")}
 	}
@@ -123,18 +123,6 @@ type waiter struct {
 }
 
 type window struct{ lo, hi time.Time }
-
-func validToken(token string) bool {
-	if token == "" || len(token) > 200 {
-		return false
-	}
-	for i := 0; i < len(token); i++ {
-		if token[i] <= ' ' || token[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
 
 // poll runs one session. found reports the probe; the session is then kept
 // as s.held.

@@ -276,3 +276,18 @@ func TokenValues(header []byte) []string {
 	}
 	return out
 }
+
+// Searchable reports whether a token can be put in a server-side search as
+// it is: non-empty printable ASCII without spaces, at most 200 bytes. The
+// readers check it before searching; New's tokens always pass.
+func Searchable(token string) bool {
+	if token == "" || len(token) > 200 {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if token[i] <= ' ' || token[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
