@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
@@ -32,6 +33,8 @@ type emailqosScraper struct {
 	targets  []*probe.Target
 	// tokens are the OAuth2 token sources of the accounts that use OAuth.
 	tokens []accountToken
+	// traces, when set, receives a trace per probe beside the metrics.
+	traces consumer.Traces
 }
 
 type accountToken struct {
@@ -92,6 +95,11 @@ func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 		})
 	}
 	wg.Wait()
+	if s.traces != nil {
+		if err := s.traces.ConsumeTraces(ctx, buildTraces(s.cfg.ResourceAttributes, results)); err != nil {
+			s.logger.Warn("probe traces not delivered", zap.Error(err))
+		}
+	}
 
 	// A builder per scrape: nothing is shared between collections.
 	mb := metadata.NewMetricsBuilder(s.cfg.MetricsBuilderConfig, s.settings)
@@ -178,19 +186,7 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 	}
 	mb.RecordEmailqosSuccessDataPoint(now, success)
 
-	rb := mb.NewResourceBuilder()
-	if t.Kind == probe.Roundtrip {
-		rb.SetEmailqosProbeKindRoundtrip()
-	} else {
-		rb.SetEmailqosProbeKindTransit()
-	}
-	rb.SetEmailqosTarget(t.Name)
-	rb.SetEmailqosSender(t.Sender.Key)
-	rb.SetEmailqosReceiver(t.Receiver.Key)
-	rb.SetEmailqosDirection(t.Direction)
-	rb.SetEmailqosErrorCode(int64(r.Code))
-	rb.SetErrorType(r.ErrorType)
-	mb.EmitForResource(metadata.WithResource(rb.Emit()))
+	mb.EmitForResource(metadata.WithResource(probeResource(mb.NewResourceBuilder(), r)))
 }
 
 // buildTargets turns the validated configuration into the engine's targets,
