@@ -27,6 +27,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the OTLP exporter compresses with gzip by default
 
@@ -85,16 +87,67 @@ func (s *otlpSink) directions() map[string]map[string]any {
 	return out
 }
 
+// traceSink is an OTLP/gRPC traces endpoint that keeps what it receives.
+type traceSink struct {
+	ptraceotlp.UnimplementedGRPCServer
+	mu  sync.Mutex
+	got []ptrace.Traces
+}
+
+func (s *traceSink) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	td := ptrace.NewTraces()
+	req.Traces().CopyTo(td)
+	s.got = append(s.got, td)
+	return ptraceotlp.NewExportResponse(), nil
+}
+
+// probeTraces returns, per direction, the span names of each probe's trace
+// received (one entry per trace ID).
+func (s *traceSink) probeTraces() map[string][][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byTrace := map[string][]string{}
+	dirOf := map[string]string{}
+	for _, td := range s.got {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			dir, _ := rs.Resource().Attributes().Get("emailqos.direction")
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				spans := rs.ScopeSpans().At(j).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					id := spans.At(k).TraceID().String()
+					byTrace[id] = append(byTrace[id], spans.At(k).Name())
+					dirOf[id] = dir.Str()
+				}
+			}
+		}
+	}
+	out := map[string][][]string{}
+	for id, names := range byTrace {
+		out[dirOf[id]] = append(out[dirOf[id]], names)
+	}
+	return out
+}
+
 func startOTLP(t *testing.T) (string, *otlpSink) {
+	addr, sink, _ := startOTLPWithTraces(t)
+	return addr, sink
+}
+
+func startOTLPWithTraces(t *testing.T) (string, *otlpSink, *traceSink) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := grpc.NewServer()
 	sink := &otlpSink{}
 	pmetricotlp.RegisterGRPCServer(srv, sink)
+	traces := &traceSink{}
+	ptraceotlp.RegisterGRPCServer(srv, traces)
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
-	return l.Addr().String(), sink
+	return l.Addr().String(), sink, traces
 }
 
 // collector is a running otelcol-emailqos process.
@@ -188,7 +241,7 @@ func TestCollectorProbesAndExports(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer srv.Close()
-	otlpAddr, sink := startOTLP(t)
+	otlpAddr, sink, traces := startOTLPWithTraces(t)
 	promPort := freePort(t)
 
 	config := fmt.Sprintf(`
@@ -234,6 +287,10 @@ service:
       receivers: [emailqos]
       processors: [batch]
       exporters: [prometheus, otlp_grpc]
+    traces:
+      receivers: [emailqos]
+      processors: [batch]
+      exporters: [otlp_grpc]
 `, srv.SMTPAddr(), srv.IMAPAddr(), promPort, otlpAddr)
 	c := startCollector(t, bin, config, "E2E_GMAIL_PASSWORD=gmail-pw", "E2E_O365_PASSWORD=o365-pw")
 
@@ -275,6 +332,19 @@ service:
 	assert.Equal(t, "o365", got["gmail:o365"]["emailqos.receiver"])
 	assert.Equal(t, "roundtrip", got["gmail:gmail"]["emailqos.probe.kind"])
 	assert.EqualValues(t, 0, got["o365:gmail"]["emailqos.error_code"])
+
+	// The same receiver in a traces pipeline: a trace per probe, with a span
+	// per step under the probe's root span.
+	require.Eventually(t, func() bool { return len(traces.probeTraces()) >= 3 }, 30*time.Second, 200*time.Millisecond,
+		"the OTLP exporter delivers a trace for each direction")
+	for dir, probes := range traces.probeTraces() {
+		for _, names := range probes {
+			assert.Contains(t, names, "emailqos.probe", dir)
+			for _, step := range []string{"smtp.connect", "smtp.submit", "delivery.wait", "imap.login"} {
+				assert.Contains(t, names, step, "%s: %v", dir, names)
+			}
+		}
+	}
 
 	c.stop(t, 10*time.Second)
 }
