@@ -9,6 +9,11 @@
 #   scripts/mailstack.sh env     [DIR]   print `export` lines describing the stack
 #   scripts/mailstack.sh adduser ADDRESS PASSWORD [DIR]
 #                                        add (or re-password) an a.test/b.test account
+#   scripts/mailstack.sh relay DOMAIN HOST:PORT|off [DIR]
+#                                        route DOMAIN's (a or b) mail for the other
+#                                        domain through HOST:PORT (e.g. a delaying
+#                                        relay), or back to the other MX (off);
+#                                        `start` also routes it back
 #   scripts/mailstack.sh install         only install the Debian packages
 #
 # Typical test use:   scripts/mailstack.sh start && eval "$(scripts/mailstack.sh env)"
@@ -945,6 +950,27 @@ cmd_adduser() {
 	log "account $addr ready (Maildir $DIR/$(domain_letter "$addr")/mail/${addr%@*}/Maildir)"
 }
 
+cmd_relay() { # DOMAIN HOST:PORT|off
+	local d=${1%.test} via=${2:-}
+	[[ $d == a || $d == b ]] || die "relay: domain $1: want a or b"
+	[[ $via == off || $via =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+:[0-9]+$ ]] || die "relay: $via: want a 127.0.0.0/8 HOST:PORT or off"
+	load_state || die "not started: run \`$PROG start $DIR\` first"
+	set_paths
+	exec 9>"$DIR/.lock"
+	flock -w 120 9 || die "another $PROG is working on $DIR"
+	local o=a
+	[[ $d == a ]] && o=b
+	if [[ $via == off ]]; then
+		via=$(host_of "$o"):$(port_of "$o" $OFF_MX)
+	fi
+	# The same map line render_postfix writes, with another next hop.
+	if printf '%s smtp:[%s]:%s\n' "$o.test" "${via%:*}" "${via##*:}" |
+		write_if_changed "$DIR/$d/postfix/transport" 644; then
+		[[ -n $(postfix_pid "$d") ]] && postfix -c "$DIR/$d/postfix" reload >/dev/null 2>&1
+	fi
+	log "$d.test routes $o.test through $via"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -954,6 +980,11 @@ main() {
 	case $cmd in
 	adduser)
 		(($# >= 2)) || die "usage: $PROG adduser ADDRESS PASSWORD [DIR]"
+		args=("$1" "$2")
+		shift 2
+		;;
+	relay)
+		(($# >= 2)) || die "usage: $PROG relay DOMAIN HOST:PORT|off [DIR]"
 		args=("$1" "$2")
 		shift 2
 		;;
@@ -978,6 +1009,7 @@ main() {
 	env) cmd_env ;;
 	install) install_packages && ensure_vmail_user ;;
 	adduser) cmd_adduser "${args[@]}" ;;
+	relay) cmd_relay "${args[@]}" ;;
 	esac
 }
 

@@ -1,0 +1,145 @@
+//go:build bench
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
+)
+
+// account is one mailstack account and its plain-text endpoints: the
+// benchmark measures detection, so every hop uses security none on both
+// sides (ours and the peer's) to keep TLS out of the CPU figures.
+type account struct {
+	Addr string `json:"addr"`
+	Pass string `json:"pass"`
+	SMTP string `json:"smtp"`
+	IMAP string `json:"imap"`
+	POP3 string `json:"pop3"`
+	// Maildir is the account's Maildir, watched for the ground truth.
+	Maildir string `json:"maildir"`
+}
+
+type stream struct {
+	Sender   account `json:"sender"`
+	Receiver account `json:"receiver"`
+}
+
+// probeSpec is what one child process runs: N probes spread round-robin
+// over the streams, each stream one probe at a time.
+type probeSpec struct {
+	Prefix          string        `json:"prefix"`
+	Method          string        `json:"method"` // idle, poll, precise or pop3
+	N               int           `json:"n"`
+	Streams         []stream      `json:"streams"`
+	PollInterval    time.Duration `json:"poll_interval"`
+	PreciseInterval time.Duration `json:"precise_interval"`
+}
+
+// probeOut is one probe's result as the child reports it.
+type probeOut struct {
+	Name        string        `json:"name"`
+	Start       time.Time     `json:"start"`
+	AcceptedAt  time.Time     `json:"accepted_at"`
+	ArrivedAt   time.Time     `json:"arrived_at"`
+	Method      string        `json:"method"`
+	Uncertainty time.Duration `json:"uncertainty"`
+	Commands    int           `json:"commands"`
+	Delivered   bool          `json:"delivered"`
+	Code        int           `json:"code"`
+	Err         string        `json:"err,omitempty"`
+}
+
+func probeName(prefix string, i int) string { return fmt.Sprintf("%s-%03d", prefix, i) }
+
+// cmdProbes is the child: its rusage, taken by the parent, is the CPU the
+// probes cost, the Go runtime's start included.
+func cmdProbes() error {
+	var spec probeSpec
+	if err := json.NewDecoder(os.Stdin).Decode(&spec); err != nil {
+		return fmt.Errorf("probes: spec: %w", err)
+	}
+	if spec.N == 0 {
+		return nil // the parent measures the process start alone
+	}
+	out := make(chan probeOut)
+	var wg sync.WaitGroup
+	for s := range spec.Streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := s; i < spec.N; i += len(spec.Streams) {
+				out <- runOne(spec, spec.Streams[s], probeName(spec.Prefix, i))
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(out) }()
+	enc := json.NewEncoder(os.Stdout)
+	for r := range out {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runOne(spec probeSpec, st stream, name string) probeOut {
+	acct := func(a account, key string) *probe.Account {
+		pa := &probe.Account{
+			Key:       key,
+			Address:   a.Addr,
+			Username:  a.Addr,
+			Password:  a.Pass,
+			SMTP:      transport.Endpoint{Address: a.SMTP, Security: transport.None},
+			IMAP:      transport.Endpoint{Address: a.IMAP, Security: transport.None},
+			Mailbox:   "INBOX",
+			Detection: imapwatch.Method(spec.Method),
+			MACKey:    probemsg.DeriveKey([]byte(a.Pass), a.Addr),
+		}
+		if spec.Method == "pop3" {
+			pa.Retrieval = probe.RetrievalPOP3
+			pa.Detection = imapwatch.MethodAuto
+			pa.IMAP = transport.Endpoint{}
+			pa.POP3 = transport.Endpoint{Address: a.POP3, Security: transport.None}
+		}
+		return pa
+	}
+	sender, receiver := acct(st.Sender, "s"), acct(st.Receiver, "r")
+	kind := probe.Transit
+	if st.Sender.Addr == st.Receiver.Addr {
+		kind, sender = probe.Roundtrip, receiver
+	}
+	// The name goes into the probe's X-Emailqos-Target header: the ground
+	// truth finds each probe's file by it.
+	t := &probe.Target{
+		Name:            name,
+		Kind:            kind,
+		Sender:          sender,
+		Receiver:        receiver,
+		Direction:       "s:r",
+		DeliveryTimeout: time.Minute,
+		PollInterval:    spec.PollInterval,
+		PreciseInterval: spec.PreciseInterval,
+		Timeout:         90 * time.Second,
+		Cleanup:         probe.CleanupDelete,
+	}
+	r := probe.Run(context.Background(), t, nil)
+	o := probeOut{
+		Name: name, Start: r.Start, AcceptedAt: r.AcceptedAt, ArrivedAt: r.ArrivedAt,
+		Method: string(r.Method), Uncertainty: r.Uncertainty, Commands: r.Commands,
+		Delivered: r.Delivered, Code: r.Code,
+	}
+	if r.Err != nil {
+		o.Err = r.Err.Error()
+	}
+	return o
+}
