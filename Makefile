@@ -40,7 +40,7 @@ CORE_STABLE := v1.65.0
 # Files written by mdatagen (paths that do not exist are ignored).
 GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
 
-.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean fuzz
+.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean fuzz check-tool
 
 ## test: check-generated + fmt-check + vet + unit + precision + build + check-dist + e2e
 test: check-generated fmt-check vet unit precision build check-dist e2e
@@ -132,9 +132,9 @@ unit:
 ## such as 30000x, as CI uses, avoids go's spurious deadline failures), with
 ## a hard limit of FUZZTIMEOUT per target (go test -timeout: a hang fails).
 ## go test -fuzz takes one target per run, so they are listed here. With the
-## 8 targets the total is 8 x FUZZTIME of fuzzing plus building and replaying
-## the corpora, about 1.5-2 min at the defaults, and never more than
-## 8 x FUZZTIMEOUT (16 min) plus building. Not part of `test`.
+## 9 targets the total is 9 x FUZZTIME of fuzzing plus building and replaying
+## the corpora, about 2 min at the defaults, and never more than
+## 9 x FUZZTIMEOUT (18 min) plus building. Not part of `test`.
 FUZZTIME    ?= 10s
 FUZZTIMEOUT ?= 2m
 FUZZ_TARGETS := \
@@ -145,7 +145,8 @@ FUZZ_TARGETS := \
 	./internal/imapwatch:FuzzTimeline \
 	./internal/oauth:FuzzTokenResponse \
 	./internal/pop3:FuzzReadResponse \
-	./internal/probemsg:FuzzParse
+	./internal/probemsg:FuzzParse \
+	./internal/transcript:FuzzRedaction
 
 fuzz:
 	@cd "$(ROOT)"; failed=""; \
@@ -172,7 +173,7 @@ ocb:
 	fi
 
 ## build: the distribution ($(DIST_BIN)) and the demo mail system ($(DEMO_BIN))
-build: dist demo
+build: dist demo check-tool
 
 dist: ocb
 	@echo "==> build: ocb --config builder-config.yaml -> $(DIST_BIN)"
@@ -196,6 +197,10 @@ demo:
 	@echo "==> build: go build -o $(DEMO_BIN) ./cmd/emailqos-demo"
 	cd "$(ROOT)" && $(GO) build -o $(DEMO_BIN) ./cmd/emailqos-demo
 
+check-tool:
+	@echo "==> build: go build -o $(BUILD_DIR)/emailqos-check ./cmd/emailqos-check"
+	cd "$(ROOT)" && $(GO) build -o $(BUILD_DIR)/emailqos-check ./cmd/emailqos-check
+
 ## run: build, then run the demo mail system and the collector (Ctrl-C stops both)
 run: build
 	cd "$(ROOT)" && scripts/run-demo.sh
@@ -203,3 +208,118 @@ run: build
 ## clean: remove build outputs
 clean:
 	cd "$(ROOT)" && rm -rf $(BUILD_DIR)
+
+# ---------------------------------------------------------------------------
+# Benchmarks (BENCHMARKS.md). Not part of `make test`: they measure speed and
+# take minutes.
+
+.PHONY: bench bench-tools bench-machine bench-cost bench-scale bench-mailstack bench-report
+
+BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
+BENCHSTAT_PKG     := golang.org/x/perf/cmd/benchstat
+BENCHSTAT         ?= $(GOBIN_DIR)/benchstat
+BENCH_DIR         := $(BUILD_DIR)/bench
+BENCH_SCALE_BIN   := $(BENCH_DIR)/emailqos-scale
+# go test -count of the cost benchmarks (benchstat wants several runs).
+BENCH_COUNT       ?= 6
+# Numbers of round-trip targets of the scale runs, one process each.
+BENCH_SCALE_N     ?= 1 10 100 1000
+# BENCH_MAILSTACK=0 skips scripts/bench-mailstack.sh (real Postfix/Dovecot).
+BENCH_MAILSTACK   ?= 1
+
+## bench: machine, cost per probe, scale, real mail stack; splices the tables into BENCHMARKS.md
+bench: bench-machine bench-cost bench-scale bench-mailstack bench-report
+
+bench-tools:
+	@mkdir -p "$(ROOT)/$(BENCH_DIR)"
+	@if [ -x "$(BENCHSTAT)" ] && $(GO) version -m "$(BENCHSTAT)" 2>/dev/null | grep -q "$(BENCHSTAT_VERSION)"; then \
+		echo "==> benchstat: using $(BENCHSTAT)"; \
+	else \
+		echo "==> benchstat: go install $(BENCHSTAT_PKG)@$(BENCHSTAT_VERSION)"; \
+		$(GO) install $(BENCHSTAT_PKG)@$(BENCHSTAT_VERSION); \
+	fi
+	cd "$(ROOT)" && $(GO) build -o $(BENCH_SCALE_BIN) ./cmd/emailqos-scale
+
+bench-machine: bench-tools
+	cd "$(ROOT)" && $(BENCH_SCALE_BIN) machine > $(BENCH_DIR)/machine.md
+
+## bench-cost: CPU per probe (BenchmarkProbe, -count $(BENCH_COUNT)) -> benchstat -> $(BENCH_DIR)/cost.md
+bench-cost: bench-tools
+	@echo "==> bench-cost: go test -bench BenchmarkProbe -benchmem -count $(BENCH_COUNT) ./internal/probe/"
+	cd "$(ROOT)" && $(GO) test -run '^$$' -bench '^BenchmarkProbe$$' -benchmem -count $(BENCH_COUNT) -timeout 30m \
+		./internal/probe/ | tee $(BENCH_DIR)/cost.txt
+	@cd "$(ROOT)"; { \
+		echo '```'; "$(BENCHSTAT)" -col /servers $(BENCH_DIR)/cost.txt; echo '```'; echo; \
+		$(BENCH_SCALE_BIN) cost $(BENCH_DIR)/cost.txt; \
+	} > $(BENCH_DIR)/cost.md.tmp && mv $(BENCH_DIR)/cost.md.tmp $(BENCH_DIR)/cost.md
+	@echo "==> bench-cost: wrote $(BENCH_DIR)/cost.md"
+
+## bench-scale: one collection of N targets per process, N in $(BENCH_SCALE_N) -> $(BENCH_DIR)/scale.md
+bench-scale: bench-tools
+	@cd "$(ROOT)"; \
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	: > $(BENCH_DIR)/scale.jsonl; \
+	for n in $(BENCH_SCALE_N); do \
+		echo "==> bench-scale: $(BENCH_SCALE_BIN) run -n $$n"; \
+		$(BENCH_SCALE_BIN) run -n $$n | tee -a $(BENCH_DIR)/scale.jsonl; \
+	done; \
+	n=$$(echo $(BENCH_SCALE_N) | awk '{print $$NF}'); \
+	echo "==> bench-scale: $(BENCH_SCALE_BIN) run -n $$n -detection idle"; \
+	$(BENCH_SCALE_BIN) run -n $$n -detection idle | tee -a $(BENCH_DIR)/scale.jsonl; \
+	$(BENCH_SCALE_BIN) report $(BENCH_DIR)/scale.jsonl > $(BENCH_DIR)/scale.md; \
+	echo "==> bench-scale: wrote $(BENCH_DIR)/scale.md"
+
+bench-mailstack:
+	@cd "$(ROOT)"; \
+	if [ "$(BENCH_MAILSTACK)" = 0 ]; then \
+		echo "==> bench-mailstack: skipped (BENCH_MAILSTACK=0)"; \
+	elif [ -x scripts/bench-mailstack.sh ]; then \
+		echo "==> bench-mailstack: scripts/bench-mailstack.sh"; \
+		BENCH_OUT="$(ROOT)/$(BENCH_DIR)" scripts/bench-mailstack.sh; \
+	else \
+		echo "==> bench-mailstack: scripts/bench-mailstack.sh not present, skipped"; \
+	fi
+
+bench-report:
+	cd "$(ROOT)" && BENCH_OUT="$(ROOT)/$(BENCH_DIR)" scripts/bench-report.sh
+
+# ---------------------------------------------------------------------------
+# Packages (packaging/, scripts/package*.sh): .deb and .rpm of otelcol-emailqos
+# with nfpm, and an install test. Not part of `make test`.
+
+.PHONY: package package-test nfpm
+
+# nfpm v2.46 and later need go.digitalxero.dev modules the module proxy does
+# not serve (403); v2.45.0 builds from proxy.golang.org alone.
+NFPM_VERSION := v2.45.0
+NFPM_PKG     := github.com/goreleaser/nfpm/v2/cmd/nfpm
+NFPM         ?= $(GOBIN_DIR)/nfpm
+PACKAGE_DIR  := $(BUILD_DIR)/packages
+
+## nfpm: install nfpm $(NFPM_VERSION) with go install if it is missing or another version
+nfpm:
+	@if [ -x "$(NFPM)" ] && $(GO) version -m "$(NFPM)" 2>/dev/null | grep -q "$(NFPM_VERSION)"; then \
+		echo "==> nfpm: using $(NFPM) ($(NFPM_VERSION))"; \
+	else \
+		echo "==> nfpm: go install $(NFPM_PKG)@$(NFPM_VERSION)"; \
+		$(GO) install $(NFPM_PKG)@$(NFPM_VERSION); \
+	fi
+
+## package: .deb and .rpm of otelcol-emailqos and emailqos-check in $(PACKAGE_DIR)
+## (builds the distribution first when $(DIST_BIN) is missing)
+package: nfpm
+	@cd "$(ROOT)"; if [ ! -x "$(DIST_BIN)" ]; then $(MAKE) --no-print-directory -f "$(ROOT)/Makefile" dist; fi
+	cd "$(ROOT)" && NFPM="$(NFPM)" GO="$(GO)" scripts/package.sh
+
+## package-test: as root on Debian: install the .deb, check user, files, unit and
+## config, purge it and check nothing is left; inspect the .rpm
+package-test: package
+	cd "$(ROOT)" && scripts/package-test.sh
+
+.PHONY: soak
+## soak: thousands of probes against in-process servers, healthy and faulty,
+## driven collection after collection; fails if goroutines or heap grow by
+## more than 10% after the warm-up, and prints the figures (about a minute)
+soak:
+	@echo "==> soak: go test -tags soak -run TestSoak ./ (prints goroutines, heap, probes/s)"
+	cd "$(ROOT)" && $(GO) test -tags soak -count=1 -run '^TestSoak$$' -timeout 10m -v .

@@ -92,6 +92,9 @@ type Config struct {
 	Roundtrip []RoundtripConfig        `mapstructure:"roundtrip"`
 	Transit   TransitConfig            `mapstructure:"transit"`
 
+	// Transcript keeps protocol transcripts of chosen targets.
+	Transcript TranscriptConfig `mapstructure:"transcript"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -167,6 +170,67 @@ type TransitConfig struct {
 	Directions []string `mapstructure:"directions"`
 	// Mesh expands a list of account keys into every direction between them.
 	Mesh []string `mapstructure:"mesh"`
+}
+
+// TranscriptConfig chooses the targets whose SMTP, IMAP and POP3
+// conversations are recorded (redacted) and logged, the counterpart of
+// LogicMonitor's protocol debug logs.
+type TranscriptConfig struct {
+	// Targets are target names (a round-trip name or a transit direction);
+	// "*" is every target.
+	Targets []string `mapstructure:"targets"`
+	// Lines is how many of the last lines a failed probe's log entry
+	// carries.
+	Lines int `mapstructure:"lines"`
+}
+
+const (
+	defaultTranscriptLines = 30
+	maxTranscriptLines     = 10000
+	transcriptAll          = "*"
+)
+
+// enabled tells whether the target named name keeps a transcript.
+func (tc TranscriptConfig) enabled(name string) bool {
+	for _, t := range tc.Targets {
+		if t == transcriptAll || t == name {
+			return true
+		}
+	}
+	return false
+}
+
+// targetNames is the set of every configured target's name.
+func (cfg *Config) targetNames() map[string]bool {
+	names := map[string]bool{}
+	for _, rt := range cfg.Roundtrip {
+		names[rt.targetName()] = true
+	}
+	for _, dir := range cfg.Transit.Directions {
+		names[dir] = true
+	}
+	for _, s := range cfg.Transit.Mesh {
+		for _, r := range cfg.Transit.Mesh {
+			if s != r {
+				names[s+":"+r] = true
+			}
+		}
+	}
+	return names
+}
+
+func (cfg *Config) validateTranscript() []error {
+	var errs []error
+	if cfg.Transcript.Lines <= 0 || cfg.Transcript.Lines > maxTranscriptLines {
+		errs = append(errs, fmt.Errorf("transcript::lines: %d is not between 1 and %d", cfg.Transcript.Lines, maxTranscriptLines))
+	}
+	names := cfg.targetNames()
+	for i, t := range cfg.Transcript.Targets {
+		if t != transcriptAll && !names[t] {
+			errs = append(errs, fmt.Errorf("transcript::targets[%d]: unknown target %q", i, t))
+		}
+	}
+	return errs
 }
 
 // Validate checks the whole configuration and reports every problem with the
@@ -313,6 +377,7 @@ func (cfg *Config) Validate() error {
 	if len(cfg.Transit.Mesh) == 1 {
 		add("transit::mesh", "needs at least two accounts")
 	}
+	errs = append(errs, cfg.validateTranscript()...)
 	return errors.Join(errs...)
 }
 

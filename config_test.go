@@ -340,3 +340,62 @@ func TestMeshExpandsToEveryDirection(t *testing.T) {
 	}
 	assert.Equal(t, []string{"gmail:o365", "gmail:yahoo", "o365:gmail", "o365:yahoo", "yahoo:gmail", "yahoo:o365"}, dirs)
 }
+
+func TestTranscriptConfig(t *testing.T) {
+	cfg := validConfig()
+	assert.Equal(t, 30, cfg.Transcript.Lines, "default")
+	assert.Empty(t, cfg.Transcript.Targets, "off by default")
+
+	// The documented shape unmarshals.
+	cm := confmap.NewFromStringMap(map[string]any{
+		"transcript": map[string]any{"targets": []any{"gmail", "gmail:o365"}, "lines": 12},
+	})
+	require.NoError(t, cm.Unmarshal(cfg))
+	assert.Equal(t, TranscriptConfig{Targets: []string{"gmail", "gmail:o365"}, Lines: 12}, cfg.Transcript)
+	cfg.Transit.Directions = []string{"gmail:o365"}
+	require.NoError(t, confmap.Validate(cfg))
+	assert.True(t, cfg.Transcript.enabled("gmail"))
+	assert.True(t, cfg.Transcript.enabled("gmail:o365"))
+	assert.False(t, cfg.Transcript.enabled("o365:gmail"))
+
+	// A mesh's directions and a round trip's own name are target names.
+	cfg = validConfig()
+	cfg.Roundtrip = []RoundtripConfig{{Account: "gmail", Name: "gm-rtt"}}
+	cfg.Transit.Mesh = []string{"gmail", "o365"}
+	cfg.Transcript.Targets = []string{"gm-rtt", "o365:gmail", "*"}
+	require.NoError(t, confmap.Validate(cfg))
+	assert.True(t, cfg.Transcript.enabled("anything"), "* is every target")
+
+	// Targets are wired: only the chosen ones keep a transcript.
+	cfg = validConfig()
+	cfg.Transit.Directions = []string{"gmail:o365"}
+	cfg.Transcript.Targets = []string{"gmail:o365"}
+	targets, err := buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	require.Len(t, targets, 2)
+	assert.False(t, targets[0].Transcript, targets[0].Name)
+	assert.True(t, targets[1].Transcript, targets[1].Name)
+}
+
+func TestTranscriptConfigRejects(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		modify func(*TranscriptConfig)
+		want   string
+	}{
+		{"unknown target", func(tc *TranscriptConfig) { tc.Targets = []string{"gmail", "x"} }, `transcript::targets[1]: unknown target "x"`},
+		{"transit direction not configured", func(tc *TranscriptConfig) { tc.Targets = []string{"o365:gmail"} }, `transcript::targets[0]: unknown target "o365:gmail"`},
+		{"account key of no target", func(tc *TranscriptConfig) { tc.Targets = []string{"o365"} }, `transcript::targets[0]: unknown target "o365"`},
+		{"zero lines", func(tc *TranscriptConfig) { tc.Lines = 0 }, "transcript::lines: 0 is not between 1 and 10000"},
+		{"negative lines", func(tc *TranscriptConfig) { tc.Lines = -1 }, "transcript::lines: -1 is not between 1 and 10000"},
+		{"too many lines", func(tc *TranscriptConfig) { tc.Lines = 10001 }, "transcript::lines: 10001 is not between 1 and 10000"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := validConfig()
+			tt.modify(&cfg.Transcript)
+			err := confmap.Validate(cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}

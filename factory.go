@@ -42,6 +42,7 @@ func createDefaultConfig() component.Config {
 			OrphanAge:     defaultOrphanAge,
 			SweepInterval: defaultSweepInterval,
 		},
+		Transcript: TranscriptConfig{Lines: defaultTranscriptLines},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,7 +36,45 @@ type emailqosScraper struct {
 	tokens []accountToken
 	// traces, when set, receives a trace per probe beside the metrics.
 	traces consumer.Traces
+
+	// Probes run on their own, so that one outlasting collection_interval
+	// holds back neither the collection nor the other targets. mu guards
+	// the fields below.
+	mu sync.Mutex
+	// slots is the state of each target's probe, by index in targets.
+	slots []targetSlot
+	// pending holds the results not reported yet, in the order they came.
+	pending []finished
+	// running counts the probes under way; idle is closed when it drops
+	// to zero.
+	running int
+	idle    chan struct{}
+	// probes tracks the probe goroutines, for shutdown.
+	probes sync.WaitGroup
 }
+
+// targetSlot is one target's probe state across collections.
+type targetSlot struct {
+	running bool
+	// skipped counts the collections that found the probe still running
+	// and so started none.
+	skipped int64
+}
+
+// finished is a probe result waiting to be reported.
+type finished struct {
+	target  int
+	res     probe.Result
+	skipped int64
+	// at is when the probe ended.
+	at time.Time
+}
+
+// collectShare is the part of collection_interval (in tenths) a collection
+// waits for its probes. The rest is left for emitting, so that a collection
+// ends before the next tick and the controller's ticker drops none: each
+// tick is then one collection, and a skipped collection one missed tick.
+const collectShare = 9
 
 type accountToken struct {
 	key    string
@@ -47,54 +86,96 @@ func newScraper(cfg *Config, settings receiver.Settings, lifetime context.Contex
 }
 
 func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
-	tokens := map[string]*oauth.Source{}
-	for _, key := range sortedKeys(s.cfg.Accounts) {
-		a := s.cfg.Accounts[key]
-		if a.OAuth == nil {
-			continue
-		}
-		src, err := oauth.NewSource(ctx, a.OAuth.engineConfig(), nil)
-		if err != nil {
-			return fmt.Errorf("accounts::%s::oauth: %w", key, err)
-		}
-		tokens[key] = src
-		s.tokens = append(s.tokens, accountToken{key: key, source: src})
+	tokens, err := tokenSources(ctx, s.cfg)
+	if err != nil {
+		return err
+	}
+	for _, key := range sortedKeys(tokens) {
+		s.tokens = append(s.tokens, accountToken{key: key, source: tokens[key]})
 	}
 	targets, err := buildTargets(ctx, s.cfg, tokens)
 	if err != nil {
 		return err
 	}
 	s.targets = targets
+	s.slots = make([]targetSlot, len(targets))
+	s.warnOverlap()
 	return nil
 }
 
-func (s *emailqosScraper) shutdown(context.Context) error { return nil }
+// warnOverlap warns once when a probe may outlast collection_interval, so
+// that collections will be skipped for a slow target.
+func (s *emailqosScraper) warnOverlap() {
+	bound, interval := s.cfg.probeTimeout(), s.cfg.CollectionInterval
+	if len(s.targets) == 0 || bound <= interval {
+		return
+	}
+	field := "timeout"
+	if s.cfg.Timeout <= 0 {
+		field = fmt.Sprintf("delivery_timeout (%s) + setup budget (%s)", s.cfg.DeliveryTimeout, setupBudget)
+	}
+	s.logger.Warn(fmt.Sprintf("%s = %s exceeds collection_interval (%s): a probe may outlast its collection; "+
+		"a target whose probe is still running is not probed again by the next collections, which are counted in emailqos.collections.skipped",
+		field, bound, interval),
+		zap.Duration("probe_timeout", bound), zap.Duration("collection_interval", interval))
+}
 
-// scrape runs every target's probe concurrently and waits for all of them;
-// each is bounded by its own timeout, so a hung server delays the others'
-// results by at most that timeout. A failed probe is data, not an error.
+// shutdown waits for the probes still running; the receiver has ended
+// their lifetime already, so they are ending.
+func (s *emailqosScraper) shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.probes.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// scrape starts the probe of every target whose previous probe has ended,
+// all concurrently, and waits for the probes for at most 9/10 of
+// collection_interval. A target whose probe is still running is skipped:
+// one probe of a target at a time, so probes never pile up. A result that
+// comes after its collection stopped waiting is reported by the next one,
+// stamped with the instant it came, with the number of collections it made
+// skip. Each probe is bounded by its own timeout. A failed probe is data,
+// not an error.
 func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	begin := time.Now()
+	var wctx context.Context
+	var cancel context.CancelFunc
+	if s.cfg.CollectionInterval > 0 {
+		wctx, cancel = context.WithDeadline(ctx, begin.Add(s.cfg.CollectionInterval*collectShare/10))
+	} else {
+		wctx, cancel = context.WithCancel(ctx)
+	}
 	defer cancel()
 	stop := context.AfterFunc(s.lifetime, cancel)
 	defer stop()
 
-	results := make([]probe.Result, len(s.targets))
+	s.startProbes()
 	states := make([]tokenState, len(s.tokens))
 	var wg sync.WaitGroup
-	for i, t := range s.targets {
-		wg.Go(func() { results[i] = probe.Run(ctx, t, s.logger) })
-	}
 	for i, at := range s.tokens {
-		// Bounded like a probe, so a hung token endpoint cannot hold the
-		// scrape longer than the probes it runs beside.
+		// Bounded like a probe and by the collection's wait, so a hung
+		// token endpoint cannot hold the collection past its tick.
 		wg.Go(func() {
-			tctx, cancel := context.WithTimeout(ctx, s.cfg.probeTimeout())
+			tctx, cancel := context.WithTimeout(wctx, s.cfg.probeTimeout())
 			defer cancel()
 			_, states[i].expiry, states[i].err = at.source.Token(tctx)
 		})
 	}
+	_ = s.waitIdle(wctx)
 	wg.Wait()
+	done := s.takeFinished()
+	results := make([]probe.Result, len(done))
+	for i := range done {
+		results[i] = done[i].res
+	}
 	if s.traces != nil {
 		if err := s.traces.ConsumeTraces(ctx, buildTraces(s.cfg.ResourceAttributes, results)); err != nil {
 			s.logger.Warn("probe traces not delivered", zap.Error(err))
@@ -104,13 +185,82 @@ func (s *emailqosScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	// A builder per scrape: nothing is shared between collections.
 	mb := metadata.NewMetricsBuilder(s.cfg.MetricsBuilderConfig, s.settings)
 	now := pcommon.NewTimestampFromTime(time.Now())
-	for i := range results {
-		s.record(mb, now, &results[i])
+	for i := range done {
+		ts := now
+		if done[i].at.Before(begin) {
+			ts = pcommon.NewTimestampFromTime(done[i].at)
+		}
+		// Recorded before record(), whose EmitForResource takes it along.
+		mb.RecordEmailqosCollectionsSkippedDataPoint(ts, done[i].skipped)
+		s.record(mb, ts, &results[i])
 	}
 	for i, at := range s.tokens {
 		s.recordToken(mb, now, at.key, states[i])
 	}
 	return mb.Emit(), nil
+}
+
+// startProbes starts a probe of every target that has none running and
+// counts a skipped collection for the others.
+func (s *emailqosScraper) startProbes() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lifetime.Err() != nil {
+		return
+	}
+	for i, t := range s.targets {
+		slot := &s.slots[i]
+		if slot.running {
+			slot.skipped++
+			continue
+		}
+		slot.running = true
+		if s.running == 0 {
+			s.idle = make(chan struct{})
+		}
+		s.running++
+		s.probes.Go(func() { s.finish(i, probe.Run(s.lifetime, t, s.logger)) })
+	}
+}
+
+// finish files a probe's result and frees its target for the next probe.
+func (s *emailqosScraper) finish(i int, res probe.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot := &s.slots[i]
+	s.pending = append(s.pending, finished{target: i, res: res, skipped: slot.skipped, at: time.Now()})
+	slot.running, slot.skipped = false, 0
+	s.running--
+	if s.running == 0 {
+		close(s.idle)
+	}
+}
+
+// waitIdle waits until no probe is running, or ctx is done.
+func (s *emailqosScraper) waitIdle(ctx context.Context) error {
+	s.mu.Lock()
+	idle, n := s.idle, s.running
+	s.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// takeFinished hands over the results not reported yet, in target order
+// (a target's own in the order they came).
+func (s *emailqosScraper) takeFinished() []finished {
+	s.mu.Lock()
+	done := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	slices.SortStableFunc(done, func(a, b finished) int { return a.target - b.target })
+	return done
 }
 
 // tokenState is what asking an account's token source gave in a scrape.
@@ -147,10 +297,16 @@ func tokenErrorType(err error) string {
 
 func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timestamp, r *probe.Result) {
 	t := r.Target
+	if r.Transcript != nil {
+		s.logger.Info("probe transcript", zap.String("target", t.Name), zap.Strings("lines", r.Transcript.Lines()))
+	}
 	if r.Err != nil {
-		s.logger.Warn("probe failed",
-			zap.String("target", t.Name), zap.String("direction", t.Direction),
-			zap.Int("error_code", r.Code), zap.String("error.type", r.ErrorType), zap.Error(r.Err))
+		fields := []zap.Field{zap.String("target", t.Name), zap.String("direction", t.Direction),
+			zap.Int("error_code", r.Code), zap.String("error.type", r.ErrorType), zap.Error(r.Err)}
+		if r.Transcript != nil {
+			fields = append(fields, zap.Strings("transcript", r.Transcript.Last(s.cfg.Transcript.Lines)))
+		}
+		s.logger.Warn("probe failed", fields...)
 	} else {
 		s.logger.Debug("probe succeeded",
 			zap.String("target", t.Name), zap.String("direction", t.Direction),
@@ -189,6 +345,24 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 	mb.EmitForResource(metadata.WithResource(probeResource(mb.NewResourceBuilder(), r)))
 }
 
+// tokenSources makes the OAuth2 token source of every account that signs in
+// with OAuth2, keyed by account.
+func tokenSources(ctx context.Context, cfg *Config) (map[string]*oauth.Source, error) {
+	tokens := map[string]*oauth.Source{}
+	for _, key := range sortedKeys(cfg.Accounts) {
+		a := cfg.Accounts[key]
+		if a.OAuth == nil {
+			continue
+		}
+		src, err := oauth.NewSource(ctx, a.OAuth.engineConfig(), nil)
+		if err != nil {
+			return nil, fmt.Errorf("accounts::%s::oauth: %w", key, err)
+		}
+		tokens[key] = src
+	}
+	return tokens, nil
+}
+
 // buildTargets turns the validated configuration into the engine's targets,
 // loading TLS material once at start.
 func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Source) ([]*probe.Target, error) {
@@ -223,6 +397,7 @@ func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Sou
 			Cleanup:         probe.Cleanup(cfg.Cleanup.Mode),
 			CleanupFolder:   cfg.Cleanup.Folder,
 			OrphanAge:       cfg.Cleanup.OrphanAge,
+			Transcript:      cfg.Transcript.enabled(name),
 		}
 	}
 	var targets []*probe.Target

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -88,6 +90,9 @@ type Options struct {
 	// PreciseInterval is the fixed interval of MethodPrecise (default 10ms).
 	PreciseInterval time.Duration
 	Logger          *zap.Logger
+	// Transcript, when set, records every connection's conversation
+	// (redacted), reconnects included.
+	Transcript *transcript.Transcript
 }
 
 // Arrival describes the probe found by Wait.
@@ -283,6 +288,11 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 			Expunge: s.tl.onExpunge,
 		},
 		DebugWriter: newCmdCounter(&s.cmds),
+	}
+	if tw := s.opts.Transcript.Stream(transcript.IMAP).IMAPDebug(); tw != nil {
+		// The debug writer is the only place that sees the plaintext
+		// after STARTTLS; the transcript redacts what it keeps.
+		copts.DebugWriter = io.MultiWriter(copts.DebugWriter, tw)
 	}
 
 	start := time.Now()

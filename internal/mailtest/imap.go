@@ -36,7 +36,7 @@ func (s *Server) newIMAPServer(caps imap.CapSet, startTLS *tls.Config, faults bo
 			sess := &imapSession{
 				SessionIMAP4rev2: s.mem.NewSession().(imapserver.SessionIMAP4rev2),
 				changes:          &s.changes,
-				failExpunge:      faults && s.opts.FailExpunge,
+				failExpunge:      func() bool { return faults && s.faults().FailExpunge },
 			}
 			if s.opts.BearerCheck != nil {
 				return &imapSASLSession{imapSession: sess, s: s}, nil, nil
@@ -202,7 +202,7 @@ func (s *Server) stopInner() error {
 type imapSession struct {
 	imapserver.SessionIMAP4rev2
 	changes     *broadcast
-	failExpunge bool
+	failExpunge func() bool
 }
 
 func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
@@ -220,7 +220,7 @@ func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) err
 }
 
 func (x *imapSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	if x.failExpunge {
+	if x.failExpunge() {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Expunge refused (mailtest FailExpunge)"}
 	}
 	defer x.changes.notify()

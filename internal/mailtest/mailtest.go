@@ -138,6 +138,7 @@ type Server struct {
 	changes    broadcast // wakes IDLE sessions
 	deliveries atomic.Int64
 	queueID    atomic.Uint64
+	runtime    atomic.Pointer[Faults] // SetFaults
 }
 
 type smtpSide struct {

@@ -116,7 +116,7 @@ func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
 
 // bearer checks an XOAUTH2 token for user (a username or an address).
 func (ss *smtpSession) bearer(user, token string) error {
-	if ss.s.opts.RejectAuth || !ss.s.bearerOK(user, token) {
+	if ss.s.faults().RejectAuth || !ss.s.bearerOK(user, token) {
 		return smtp.ErrAuthFailed
 	}
 	ss.authed = true
@@ -124,7 +124,7 @@ func (ss *smtpSession) bearer(user, token string) error {
 }
 
 func (ss *smtpSession) login(username, password string) error {
-	if ss.s.opts.RejectAuth {
+	if ss.s.faults().RejectAuth {
 		return smtp.ErrAuthFailed
 	}
 	a := ss.s.byUsername[username]
@@ -139,15 +139,18 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	if !ss.authed {
 		return errAuthRequired
 	}
+	if ss.s.faults().DeferMail {
+		return errMailDeferred
+	}
 	ss.from = from
 	return nil
 }
 
 func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	switch {
-	case ss.s.opts.RejectRcpt:
+	switch f := ss.s.faults(); {
+	case f.RejectRcpt:
 		return errRcptRejected
-	case ss.s.opts.DeferRcpt:
+	case f.DeferRcpt:
 		return errRcptDeferred
 	}
 	a := ss.s.byAddress[strings.ToLower(to)]
@@ -163,7 +166,7 @@ func (ss *smtpSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if ss.s.opts.Blackhole {
+	if ss.s.faults().Blackhole {
 		return nil
 	}
 	id := fmt.Sprintf("%08X", ss.s.queueID.Add(1))

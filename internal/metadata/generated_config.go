@@ -9,6 +9,26 @@ import (
 	"go.opentelemetry.io/collector/filter"
 )
 
+// EmailqosCollectionsSkippedMetricConfig provides config for the emailqos.collections.skipped metric.
+type EmailqosCollectionsSkippedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosCollectionsSkippedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosDeliveryLatencyMetricConfig provides config for the emailqos.delivery.latency metric.
 type EmailqosDeliveryLatencyMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -307,6 +327,7 @@ func (ms *EmailqosTransitDurationMetricConfig) Unmarshal(parser *confmap.Conf) e
 
 // MetricsConfig provides config for emailqos metrics.
 type MetricsConfig struct {
+	EmailqosCollectionsSkipped  EmailqosCollectionsSkippedMetricConfig  `mapstructure:"emailqos.collections.skipped"`
 	EmailqosDeliveryLatency     EmailqosDeliveryLatencyMetricConfig     `mapstructure:"emailqos.delivery.latency"`
 	EmailqosDeliveryUncertainty EmailqosDeliveryUncertaintyMetricConfig `mapstructure:"emailqos.delivery.uncertainty"`
 	EmailqosErrorCode           EmailqosErrorCodeMetricConfig           `mapstructure:"emailqos.error_code"`
@@ -323,6 +344,9 @@ type MetricsConfig struct {
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		EmailqosCollectionsSkipped: EmailqosCollectionsSkippedMetricConfig{
+			Enabled: true,
+		},
 		EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 			Enabled: true,
 		},

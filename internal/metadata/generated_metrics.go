@@ -156,6 +156,9 @@ var MapAttributeStep = map[string]AttributeStep{
 }
 
 var MetricsInfo = metricsInfo{
+	EmailqosCollectionsSkipped: metricInfo{
+		Name: "emailqos.collections.skipped",
+	},
 	EmailqosDeliveryLatency: metricInfo{
 		Name: "emailqos.delivery.latency",
 	},
@@ -197,6 +200,7 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
+	EmailqosCollectionsSkipped  metricInfo
 	EmailqosDeliveryLatency     metricInfo
 	EmailqosDeliveryUncertainty metricInfo
 	EmailqosErrorCode           metricInfo
@@ -214,6 +218,56 @@ type metricsInfo struct {
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricEmailqosCollectionsSkipped struct {
+	data     pmetric.Metric                         // data buffer for generated metric.
+	config   EmailqosCollectionsSkippedMetricConfig // metric config provided by user.
+	capacity int                                    // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.collections.skipped metric with initial data.
+func (m *metricEmailqosCollectionsSkipped) init() {
+	m.data.SetName("emailqos.collections.skipped")
+	m.data.SetDescription("Collections since this target's previous probe that started no probe of it because that probe was still running (it outlasted collection_interval); reported with the probe's result, 0 when none was skipped.")
+	m.data.SetUnit("{collection}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosCollectionsSkipped) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosCollectionsSkipped) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosCollectionsSkipped) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosCollectionsSkipped(cfg EmailqosCollectionsSkippedMetricConfig) metricEmailqosCollectionsSkipped {
+	m := metricEmailqosCollectionsSkipped{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricEmailqosDeliveryLatency struct {
@@ -904,6 +958,7 @@ type MetricsBuilder struct {
 	buildInfo                         component.BuildInfo  // contains version information.
 	resourceAttributeIncludeFilter    map[string]filter.Filter
 	resourceAttributeExcludeFilter    map[string]filter.Filter
+	metricEmailqosCollectionsSkipped  metricEmailqosCollectionsSkipped
 	metricEmailqosDeliveryLatency     metricEmailqosDeliveryLatency
 	metricEmailqosDeliveryUncertainty metricEmailqosDeliveryUncertainty
 	metricEmailqosErrorCode           metricEmailqosErrorCode
@@ -941,6 +996,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		startTime:                         pcommon.NewTimestampFromTime(time.Now()),
 		metricsBuffer:                     pmetric.NewMetrics(),
 		buildInfo:                         settings.BuildInfo,
+		metricEmailqosCollectionsSkipped:  newMetricEmailqosCollectionsSkipped(mbc.Metrics.EmailqosCollectionsSkipped),
 		metricEmailqosDeliveryLatency:     newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
 		metricEmailqosDeliveryUncertainty: newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
 		metricEmailqosErrorCode:           newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
@@ -1073,6 +1129,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricEmailqosCollectionsSkipped.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryLatency.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryUncertainty.emit(ils.Metrics())
 	mb.metricEmailqosErrorCode.emit(ils.Metrics())
@@ -1114,6 +1171,11 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	metrics := mb.metricsBuffer
 	mb.metricsBuffer = pmetric.NewMetrics()
 	return metrics
+}
+
+// RecordEmailqosCollectionsSkippedDataPoint adds a data point to emailqos.collections.skipped metric.
+func (mb *MetricsBuilder) RecordEmailqosCollectionsSkippedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosCollectionsSkipped.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosDeliveryLatencyDataPoint adds a data point to emailqos.delivery.latency metric.

@@ -79,6 +79,9 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosCollectionsSkippedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosDeliveryLatencyDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -161,6 +164,18 @@ func TestMetricsBuilder(t *testing.T) {
 			validatedMetrics := make(map[string]bool)
 			for _, mi := range allMetricsList {
 				switch mi.Name() {
+				case "emailqos.collections.skipped":
+					assert.False(t, validatedMetrics["emailqos.collections.skipped"], "Found a duplicate in the metrics slice: emailqos.collections.skipped")
+					validatedMetrics["emailqos.collections.skipped"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Collections since this target's previous probe that started no probe of it because that probe was still running (it outlasted collection_interval); reported with the probe's result, 0 when none was skipped.", mi.Description())
+					assert.Equal(t, "{collection}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "emailqos.delivery.latency":
 					assert.False(t, validatedMetrics["emailqos.delivery.latency"], "Found a duplicate in the metrics slice: emailqos.delivery.latency")
 					validatedMetrics["emailqos.delivery.latency"] = true

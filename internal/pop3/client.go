@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -90,12 +91,55 @@ type Client struct {
 	isTLS bool
 	// maxResponse bounds multi-line responses; a field so tests can lower it.
 	maxResponse int64
+	// debug, when set, sees both directions in plaintext.
+	debug Debug
+}
+
+// source is what the reader reads from: conn, seen by debug if set.
+func (c *Client) source(conn net.Conn) io.Reader {
+	if c.debug == nil {
+		return conn
+	}
+	return debugReader{conn, c.debug}
+}
+
+type debugReader struct {
+	r io.Reader
+	d Debug
+}
+
+func (r debugReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.d.Received(p[:n])
+	}
+	return n, err
+}
+
+// Debug sees the conversation in plaintext, after STLS too, with its
+// direction: Sent gets every line the client writes, Received every byte
+// it reads. Both see credentials: an implementation must redact them.
+type Debug interface {
+	Sent(p []byte)
+	Received(p []byte)
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithDebug makes the client report its conversation to d.
+func WithDebug(d Debug) Option {
+	return func(c *Client) { c.debug = d }
 }
 
 // NewClient reads the server greeting from conn. A -ERR greeting is returned
 // as *Error. The caller owns conn and closes it on error.
-func NewClient(conn net.Conn) (*Client, error) {
-	c := &Client{conn: conn, r: newReader(conn), maxResponse: MaxResponseSize}
+func NewClient(conn net.Conn, opts ...Option) (*Client, error) {
+	c := &Client{conn: conn, maxResponse: MaxResponseSize}
+	for _, o := range opts {
+		o(c)
+	}
+	c.r = newReader(c.source(conn))
 	_, isTLS := conn.(*tls.Conn)
 	c.isTLS = isTLS
 	if _, err := c.status(""); err != nil {
@@ -177,7 +221,7 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 		return c.fail("STLS", fmt.Errorf("tls handshake: %w", err))
 	}
 	c.conn = tc
-	c.r.br.Reset(tc)
+	c.r.br.Reset(c.source(tc))
 	c.isTLS = true
 	c.caps = nil
 	return c.readCaps()
@@ -442,7 +486,12 @@ func (c *Client) writeLine(line []byte, verb string) error {
 	if c.err != nil {
 		return c.err
 	}
-	if _, err := c.conn.Write(append(line, '\r', '\n')); err != nil {
+	line = append(line, '\r', '\n')
+	n, err := c.conn.Write(line)
+	if c.debug != nil {
+		c.debug.Sent(line[:n])
+	}
+	if err != nil {
 		return c.fail(verb, err)
 	}
 	return nil

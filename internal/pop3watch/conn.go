@@ -16,6 +16,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -130,7 +131,11 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 
 	start := time.Now()
 	err = s.bound(ctx, pc, func() (err error) {
-		pc.c, err = pop3.NewClient(nc)
+		var opts []pop3.Option
+		if st := s.opts.Transcript.Stream(transcript.POP3); st != nil {
+			opts = append(opts, pop3.WithDebug(st))
+		}
+		pc.c, err = pop3.NewClient(nc, opts...)
 		return err
 	})
 	rec.Add(POP3Connect, start, time.Since(start))

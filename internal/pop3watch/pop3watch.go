@@ -30,6 +30,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -88,6 +89,9 @@ type Options struct {
 	// (default 5s). A server's LOGIN-DELAY (RFC 2449) can only widen it.
 	PollInterval time.Duration
 	Logger       *zap.Logger
+	// Transcript, when set, records every connection's conversation
+	// (redacted).
+	Transcript *transcript.Transcript
 }
 
 // Arrival describes the probe found by Wait.
@@ -181,8 +185,11 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	})
 	if err != nil {
 		pc.close()
+		// Classified before the session's life ends, or the failure would
+		// read as a cancellation.
+		se := steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
 		s.lifeCancel()
-		return nil, steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		return nil, se
 	}
 	s.loginDelay = loginDelay(caps)
 	if s.loginDelay > s.opts.PollInterval {
@@ -192,8 +199,9 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	}
 	if err := s.list(ctx, pc, rec); err != nil {
 		pc.close()
+		se := steps.Fail(s.failCtx(ctx), POP3List, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
 		s.lifeCancel()
-		return nil, steps.Fail(s.failCtx(ctx), POP3List, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		return nil, se
 	}
 	for _, id := range pc.ids {
 		s.baseline[id.UID] = struct{}{}

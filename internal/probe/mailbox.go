@@ -11,6 +11,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -47,10 +48,10 @@ type arrival struct {
 
 // openMailbox logs in to the receiver's mailbox and, for IMAP, starts
 // listening for the arrival before anything is sent.
-func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) (mailbox, error) {
-	r := t.Receiver
+func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
+	r := t.Receiver.withTranscript(tr)
 	if r.Retrieval == RetrievalPOP3 {
-		return openPOP3(ctx, t, logger, rec)
+		return openPOP3(ctx, t, r, logger, rec, tr)
 	}
 	sess, err := imapwatch.Open(ctx, imapwatch.Options{
 		Endpoint:           r.IMAP,
@@ -65,6 +66,7 @@ func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.
 		PollInterval:       t.PollInterval,
 		PreciseInterval:    t.PreciseInterval,
 		Logger:             logger,
+		Transcript:         tr,
 	}, rec)
 	if err != nil {
 		return nil, err

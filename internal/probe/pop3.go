@@ -11,6 +11,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/pop3watch"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -20,8 +21,7 @@ var errNoFolders = errors.New("pop3 has no folders to move a probe to")
 
 // openPOP3 logs in to the receiver's maildrop and notes which messages are
 // there before the probe is sent; arrivals are then seen by polling.
-func openPOP3(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) (mailbox, error) {
-	r := t.Receiver
+func openPOP3(ctx context.Context, t *Target, r *Account, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
 	opts := pop3watch.Options{
 		Endpoint:           r.POP3,
 		Username:           r.Username,
@@ -29,6 +29,7 @@ func openPOP3(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Rec
 		AllowPlaintextAuth: r.POP3.Security == transport.None,
 		PollInterval:       t.PollInterval,
 		Logger:             logger,
+		Transcript:         tr,
 	}
 	if r.Token != nil {
 		// A token per login: one may expire while the probe waits.

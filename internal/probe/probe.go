@@ -21,6 +21,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -94,6 +95,9 @@ type Target struct {
 	// orphan the sweep removes, and until which a probe that missed its
 	// delivery timeout is looked for as late. 0 disables the sweep.
 	OrphanAge time.Duration
+	// Transcript keeps a redacted transcript of every probe's SMTP, IMAP
+	// and POP3 conversations in its Result.
+	Transcript bool
 
 	// mu guards late: this target's probes that were not found in time.
 	mu   sync.Mutex
@@ -133,6 +137,9 @@ type Result struct {
 	Code      int
 	ErrorType string
 	Err       error
+	// Transcript is the probe's redacted conversation when the target
+	// keeps one, else nil.
+	Transcript *transcript.Transcript
 }
 
 // Run runs one probe of t and never returns before every connection it
@@ -142,13 +149,44 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 		logger = zap.NewNop()
 	}
 	rec := &steps.Recorder{}
-	res := run(ctx, t, logger, rec)
+	start := time.Now()
+	var tr *transcript.Transcript
+	if t.Transcript {
+		tr = transcript.New(start)
+	}
+	res := run(ctx, t, logger, rec, start, tr)
 	res.Timings = rec.Timings()
+	res.Transcript = tr
 	return res
 }
 
-func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder) Result {
-	res := Result{Target: t, Start: time.Now()}
+// withTranscript returns a copy of a that registers its credentials, and
+// every token its source hands out, with tr, whose lines are then scrubbed
+// of them (a second line of defence beside the protocol redaction).
+func (a *Account) withTranscript(tr *transcript.Transcript) *Account {
+	if tr == nil {
+		return a
+	}
+	tr.Secret(a.Username, a.Password)
+	c := &Account{
+		Key: a.Key, Address: a.Address, Username: a.Username, Password: a.Password,
+		SMTP: a.SMTP, IMAP: a.IMAP, Mailbox: a.Mailbox, TokenType: a.TokenType, Mechanism: a.Mechanism,
+		Retrieval: a.Retrieval, POP3: a.POP3, Detection: a.Detection,
+	}
+	if src := a.Token; src != nil {
+		c.Token = func(ctx context.Context) (string, error) {
+			tok, err := src(ctx)
+			if err == nil {
+				tr.Secret(a.Username, tok)
+			}
+			return tok, err
+		}
+	}
+	return c
+}
+
+func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, start time.Time, tr *transcript.Transcript) Result {
+	res := Result{Target: t, Start: start}
 
 	if t.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -170,12 +208,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 
 	// The mailbox is open, and IDLE started, before anything is sent, so
 	// that the arrival is seen the moment the server announces it.
-	sess, err := openMailbox(ctx, t, logger, rec)
+	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
 		return fail(err)
 	}
 
-	missed, err := measure(ctx, t, sess, &res, logger, rec)
+	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
 	if err != nil {
 		// Classified and timed as the measurement ended, before the
 		// housekeeping, which is not part of it.
@@ -208,18 +246,20 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 // measure sends the probe, waits for it and cleans it up, filling in res.
 // missed is the probe when it was sent but not found in time: it may still
 // arrive, and a later run looks for it.
-func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder) (missed *lateProbe, _ error) {
+func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
 	}
+	sender := t.Sender.withTranscript(tr)
 	sent, err := smtpsend.Send(ctx, smtpsend.Options{
-		Endpoint: t.Sender.SMTP,
+		Endpoint: sender.SMTP,
 		Auth: smtpsend.Auth{
-			Username: t.Sender.Username, Password: t.Sender.Password,
-			Token: t.Sender.Token, TokenType: t.Sender.TokenType, Mechanism: t.Sender.Mechanism,
+			Username: sender.Username, Password: sender.Password,
+			Token: sender.Token, TokenType: sender.TokenType, Mechanism: sender.Mechanism,
 		},
-		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+		AllowPlaintextAuth: sender.SMTP.Security == transport.None,
+		Transcript:         tr,
 	}, smtpsend.Message{
 		From: t.Sender.Address,
 		To:   []string{t.Receiver.Address},

@@ -22,6 +22,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -73,6 +74,8 @@ type Options struct {
 	// AllowPlaintextAuth lets credentials go over an unencrypted
 	// connection. The receiver sets it only for an explicit security: none.
 	AllowPlaintextAuth bool
+	// Transcript, when set, records the conversation (redacted).
+	Transcript *transcript.Transcript
 }
 
 // Send submits msg and records each step in rec. Every wait is bounded by
@@ -80,7 +83,8 @@ type Options struct {
 // including EHLO and CodeSMTPSend from AUTH on; no error text contains the
 // password.
 func Send(ctx context.Context, opts Options, msg Message, rec *steps.Recorder) (Result, error) {
-	s := &sender{ctx: ctx, opts: opts, rec: rec, localName: opts.LocalName}
+	s := &sender{ctx: ctx, opts: opts, rec: rec, localName: opts.LocalName,
+		tr: opts.Transcript.Stream(transcript.SMTP)}
 	if s.localName == "" {
 		s.localName = defaultLocalName
 	}
@@ -132,6 +136,8 @@ type sender struct {
 	localName string
 	encrypted bool
 	token     string // the bearer token in use, kept out of errors
+	// tr records the plaintext conversation; nil without a transcript.
+	tr *transcript.Stream
 }
 
 func (s *sender) validate(msg Message) error {
@@ -156,8 +162,12 @@ func (s *sender) validate(msg Message) error {
 // the greeting already read: go-smtp reads the greeting lazily, together
 // with EHLO, and would otherwise fold a slow greeting into the EHLO time.
 func (s *sender) open(conn net.Conn) (net.Conn, error) {
+	// What is read and written in clear is recorded through plain; the TLS
+	// handshake runs on conn itself, and the TLS connection is recorded
+	// on its own, so the transcript holds plaintext only.
+	plain := s.tr.Conn(conn)
 	var seen bytes.Buffer
-	br := bufio.NewReader(io.TeeReader(conn, &seen))
+	br := bufio.NewReader(io.TeeReader(plain, &seen))
 	tp := textproto.NewReader(br)
 	_ = conn.SetDeadline(transport.Deadline(s.ctx, replyTimeout))
 	err := s.rec.Do(steps.SMTPConnect, func() error {
@@ -171,25 +181,25 @@ func (s *sender) open(conn net.Conn) (net.Conn, error) {
 	if s.opts.Endpoint.Security != transport.STARTTLS {
 		_ = conn.SetDeadline(time.Time{})
 		// Everything read so far, even beyond the greeting, goes to go-smtp.
-		return &replayConn{Conn: conn, pending: seen.Bytes()}, nil
+		return &replayConn{Conn: plain, pending: seen.Bytes()}, nil
 	}
 	greeting := bytes.Clone(seen.Bytes()[:seen.Len()-br.Buffered()])
-	tlsConn, err := s.startTLS(conn, br, tp)
+	tlsConn, err := s.startTLS(conn, plain, br, tp)
 	if err != nil {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
 	s.encrypted = true
-	return &replayConn{Conn: tlsConn, pending: greeting}, nil
+	return &replayConn{Conn: s.tr.Conn(tlsConn), pending: greeting}, nil
 }
 
 // startTLS runs EHLO and STARTTLS in clear. A server that does not offer
 // STARTTLS gets nothing more: falling back to clear would let anyone on the
 // path strip TLS and read the credentials.
-func (s *sender) startTLS(conn net.Conn, br *bufio.Reader, tp *textproto.Reader) (net.Conn, error) {
+func (s *sender) startTLS(conn, plain net.Conn, br *bufio.Reader, tp *textproto.Reader) (net.Conn, error) {
 	offered := false
 	err := s.rec.Do(steps.SMTPEHLO, func() error {
-		if _, err := io.WriteString(conn, "EHLO "+s.localName+"\r\n"); err != nil {
+		if _, err := io.WriteString(plain, "EHLO "+s.localName+"\r\n"); err != nil {
 			return err
 		}
 		_, text, err := tp.ReadResponse(250)
@@ -213,7 +223,7 @@ func (s *sender) startTLS(conn net.Conn, br *bufio.Reader, tp *textproto.Reader)
 	var tlsConn *tls.Conn
 	typ := ""
 	err = s.rec.Do(steps.SMTPTLS, func() error {
-		if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+		if _, err := io.WriteString(plain, "STARTTLS\r\n"); err != nil {
 			return err
 		}
 		if _, _, err := tp.ReadResponse(220); err != nil {

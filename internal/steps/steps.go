@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,6 +160,27 @@ func Classify(err error) string {
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
+		return TypeConnect
+	}
+	return classifyText(err.Error())
+}
+
+// lostConnection are the texts of the connection failures above. Some
+// libraries (go-imap's response reader) format the cause with %v, so only
+// its text is left: a connection reset in the middle of a reply must still
+// read as a lost connection, not as a server speaking nonsense.
+var lostConnection = []string{
+	syscall.ECONNRESET.Error(), syscall.EPIPE.Error(), syscall.ECONNREFUSED.Error(),
+	net.ErrClosed.Error(), io.ErrUnexpectedEOF.Error(),
+}
+
+func classifyText(msg string) string {
+	for _, s := range lostConnection {
+		if strings.Contains(msg, s) {
+			return TypeConnect
+		}
+	}
+	if strings.HasSuffix(msg, ": "+io.EOF.Error()) {
 		return TypeConnect
 	}
 	return TypeProtocol

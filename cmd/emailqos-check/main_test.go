@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	gmailPW = "gmail-secret-pw"
+	o365PW  = "o365-secret-pw"
+)
+
+func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
+	t.Helper()
+	opts.Users = []mailtest.User{
+		{Address: "probe@gmail.test", Password: gmailPW},
+		{Address: "probe@o365.test", Password: o365PW},
+	}
+	srv, err := mailtest.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
+// writeConfig writes a collector configuration with an emailqos receiver
+// against srv: a round trip of gmail and the transit gmail:o365.
+func writeConfig(t *testing.T, srv *mailtest.Server, extra string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`
+receivers:
+  emailqos:
+    delivery_timeout: 3s
+    poll_interval: 200ms
+    accounts:
+      gmail:
+        address: probe@gmail.test
+        password: ${env:CHECK_GMAIL_PASSWORD}
+        smtp: { endpoint: %[1]s, security: none }
+        imap: { endpoint: %[2]s, security: none }
+      o365:
+        address: probe@o365.test
+        password: ${CHECK_O365_PASSWORD}
+        smtp: { endpoint: %[1]s, security: none }
+        imap: { endpoint: %[2]s, security: none }
+    roundtrip:
+      - account: gmail
+    transit:
+      directions: [gmail:o365]
+%[3]s
+exporters:
+  debug:
+service:
+  pipelines:
+    metrics:
+      receivers: [emailqos]
+      exporters: [debug]
+`, srv.SMTPAddr(), srv.IMAPAddr(), extra)
+	path := filepath.Join(t.TempDir(), "collector.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	t.Setenv("CHECK_GMAIL_PASSWORD", gmailPW)
+	t.Setenv("CHECK_O365_PASSWORD", o365PW)
+	return path
+}
+
+func runCheck(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, &stdout, &stderr)
+	for _, s := range []string{stdout.String(), stderr.String()} {
+		assert.NotContains(t, s, gmailPW, "no password is printed")
+		assert.NotContains(t, s, o365PW, "no password is printed")
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func TestCheckSucceeds(t *testing.T) {
+	srv := startMail(t, mailtest.Options{DeliveryDelay: 20 * time.Millisecond})
+	path := writeConfig(t, srv, "")
+
+	code, out, errOut := runCheck(t, "--config", path)
+	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	for _, want := range []string{
+		"gmail (roundtrip gmail:gmail)", "gmail:o365 (transit gmail:o365)",
+		"smtp.connect", "smtp.submit", "imap.login", "delivery.wait", "delivery latency",
+		"result: OK (code 0)", "2 of 2 probes succeeded",
+	} {
+		assert.Contains(t, out, want)
+	}
+}
+
+func TestCheckSelectsTargets(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	path := writeConfig(t, srv, "")
+
+	code, out, _ := runCheck(t, "--config", path, "--receiver", "emailqos", "--target", "gmail:o365", "--timeout", "20s")
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "gmail:o365 (transit gmail:o365)")
+	assert.NotContains(t, out, "(roundtrip")
+	assert.Contains(t, out, "1 of 1 probes succeeded")
+
+	code, _, errOut := runCheck(t, "--config", path, "--target", "nosuch")
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, `target "nosuch" is not configured (targets: gmail, gmail:o365)`)
+}
+
+func TestCheckReportsFailure(t *testing.T) {
+	srv := startMail(t, mailtest.Options{RejectAuth: true})
+	path := writeConfig(t, srv, "")
+
+	code, out, errOut := runCheck(t, "--config", path, "--target", "gmail")
+	require.Equal(t, exitFailed, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	assert.Contains(t, out, "result: FAILED code 2 (SMTP send failure), error.type auth")
+	assert.Contains(t, out, "error: smtp.auth")
+	assert.Contains(t, out, "smtp.auth", "the steps reached are timed")
+	assert.NotContains(t, out, "delivery latency", "nothing was delivered")
+	assert.Contains(t, out, "0 of 1 probes succeeded")
+	assert.NotContains(t, out, "transcript (redacted)", "no transcript unless asked for")
+
+	// The transcript shows the conversation up to the refusal, with the
+	// credentials redacted (runCheck fails on any password in the output).
+	code, out, _ = runCheck(t, "--config", path, "--target", "gmail", "--transcript")
+	require.Equal(t, exitFailed, code, out)
+	assert.Contains(t, out, "transcript (redacted):")
+	assert.Contains(t, out, "AUTH")
+	assert.Contains(t, out, "535")
+}
+
+func TestCheckConfigErrors(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+
+	code, _, errOut := runCheck(t)
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, "usage: emailqos-check")
+
+	bad := writeConfig(t, srv, "    detection: sometimes\n  emailqos/second:\n    roundtrip: [{account: nosuch}]")
+	code, _, errOut = runCheck(t, "--config", bad, "--receiver", "emailqos")
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, `receivers::emailqos: detection: "sometimes" is not one of auto, idle, poll, precise`)
+
+	code, _, errOut = runCheck(t, "--config", bad)
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, "several emailqos receivers (emailqos, emailqos/second): choose one")
+
+	code, _, errOut = runCheck(t, "--config", bad, "--receiver", "emailqos/second")
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, `roundtrip[0] (nosuch)::account: unknown account "nosuch"`)
+
+	code, _, errOut = runCheck(t, "--config", bad, "--receiver", "emailqos/third")
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, `no receiver "emailqos/third"`)
+
+	code, _, errOut = runCheck(t, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	assert.Equal(t, exitConfig, code)
+	assert.Contains(t, errOut, "invalid configuration")
+}
