@@ -266,6 +266,10 @@ bench-scale: bench-tools
 	n=$$(echo $(BENCH_SCALE_N) | awk '{print $$NF}'); \
 	echo "==> bench-scale: $(BENCH_SCALE_BIN) run -n $$n -detection idle"; \
 	$(BENCH_SCALE_BIN) run -n $$n -detection idle | tee -a $(BENCH_DIR)/scale.jsonl; \
+	for args in "-spread 10s" "-spread 20s" "-spread 20s -detection idle"; do \
+		echo "==> bench-scale: $(BENCH_SCALE_BIN) run -n $$n $$args"; \
+		$(BENCH_SCALE_BIN) run -n $$n $$args | tee -a $(BENCH_DIR)/scale.jsonl; \
+	done; \
 	$(BENCH_SCALE_BIN) report $(BENCH_DIR)/scale.jsonl > $(BENCH_DIR)/scale.md; \
 	echo "==> bench-scale: wrote $(BENCH_DIR)/scale.md"
 

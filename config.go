@@ -81,6 +81,11 @@ type Config struct {
 	Detection string `mapstructure:"detection"`
 	// PreciseInterval is the fixed poll interval of the precise detection.
 	PreciseInterval time.Duration `mapstructure:"precise_interval"`
+	// StartSpread spreads the start of a collection's probes evenly over
+	// this duration, each target at a fixed offset, so that hundreds of
+	// probes do not contend for the CPU at the same instant (which would
+	// blur what they measure). 0 starts them together.
+	StartSpread time.Duration `mapstructure:"start_spread"`
 	// Cleanup is what happens to a measured probe: delete, move or keep.
 	Cleanup CleanupConfig `mapstructure:"cleanup"`
 	// ProbeSecret keys the HMAC that proves a message is this receiver's own
@@ -256,6 +261,11 @@ func (cfg *Config) Validate() error {
 		if d.v > maxDuration {
 			add(d.name, "%s is longer than the maximum of %s", d.v, maxDuration)
 		}
+	}
+	if cfg.StartSpread < 0 {
+		add("start_spread", "must not be negative")
+	} else if cfg.CollectionInterval > 0 && cfg.StartSpread > cfg.CollectionInterval/2 {
+		add("start_spread", "%s is more than half of collection_interval %s: the probes started last would have no time left", cfg.StartSpread, cfg.CollectionInterval)
 	}
 	if cfg.PollInterval <= 0 {
 		add("poll_interval", "must be positive")

@@ -205,6 +205,10 @@ func TestValidateRejects(t *testing.T) {
 		{"endpoint with empty port", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp.example:" }) }, []string{"accounts::gmail::smtp::endpoint", "empty port"}},
 		{"endpoint with a newline", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example\n" }) }, []string{"accounts::gmail::imap::endpoint", "invalid host"}},
 		{"absurd delivery timeout", func(c *Config) { c.DeliveryTimeout = 2562047 * time.Hour }, []string{"delivery_timeout", "longer than the maximum"}},
+		{"negative start spread", func(c *Config) { c.StartSpread = -time.Second }, []string{"start_spread: must not be negative"}},
+		{"start spread beyond half the interval", func(c *Config) {
+			c.CollectionInterval, c.StartSpread = time.Minute, 31*time.Second
+		}, []string{"start_spread: 31s is more than half of collection_interval 1m0s"}},
 		{"endpoint with scheme", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp://x" }) }, []string{"accounts::gmail::smtp::endpoint", "not host:port"}},
 		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp::security", `"maybe" is not one of`}},
 		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap::security", "ambiguous", "starttls"}},

@@ -352,3 +352,45 @@ func TestOverlapWarning(t *testing.T) {
 		})
 	}
 }
+
+// start_spread starts each target's probe at its own fixed offset into the
+// collection; the wait is not part of what the probe measures.
+func TestStartSpread(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	cfg := testConfig(map[string]AccountConfig{
+		"a": mailAccount(srv, alice, "alice-pw"),
+		"b": mailAccount(srv, bob, "bob-pw"),
+	})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}, {Account: "b"}}
+	cfg.CollectionInterval = 10 * time.Second
+	cfg.StartSpread = 600 * time.Millisecond
+	s, cancel := newTestScraper(t, cfg)
+	defer cancel()
+	traces := new(consumertest.TracesSink)
+	s.traces = traces
+
+	begin := time.Now()
+	md, err := s.scrape(context.Background())
+	end := time.Now()
+	require.NoError(t, err)
+	res := resources(t, md)
+	require.Len(t, res, 2)
+	for _, name := range []string{"a", "b"} {
+		assert.EqualValues(t, 0, attr(res[name], "emailqos.error_code").Int(), name)
+	}
+	// The probes' start instants, from their traces' root spans.
+	byName := map[string]time.Time{}
+	require.Len(t, traces.AllTraces(), 1)
+	td := traces.AllTraces()[0]
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		name, _ := rs.Resource().Attributes().Get("emailqos.target")
+		byName[name.Str()] = rs.ScopeSpans().At(0).Spans().At(0).StartTimestamp().AsTime()
+	}
+	// Two targets over 600ms: the first at once, the second from 300ms on.
+	assert.True(t, byName["a"].Before(byName["b"]), "the first target starts first")
+	assert.GreaterOrEqual(t, byName["b"].Sub(begin), 300*time.Millisecond, "the second target waits for its offset")
+	rt, ok := gauge(t, res["b"], "emailqos.roundtrip.duration")
+	require.True(t, ok)
+	assert.LessOrEqual(t, rt.DoubleValue(), end.Sub(byName["b"]).Seconds(), "the offset is not part of the measured round trip")
+}

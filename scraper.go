@@ -219,8 +219,24 @@ func (s *emailqosScraper) startProbes() {
 			s.idle = make(chan struct{})
 		}
 		s.running++
-		s.probes.Go(func() { s.finish(i, probe.Run(s.lifetime, t, s.logger)) })
+		// A fixed offset per target, so each keeps its own phase.
+		delay := s.cfg.StartSpread * time.Duration(i) / time.Duration(len(s.targets))
+		s.probes.Go(func() { s.finish(i, s.runAfter(delay, t)) })
 	}
+}
+
+// runAfter runs a probe of t once delay has passed. The wait is not part of
+// the probe's measurement; a receiver shutting down during it ends it.
+func (s *emailqosScraper) runAfter(delay time.Duration, t *probe.Target) probe.Result {
+	if delay > 0 {
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-s.lifetime.Done():
+			timer.Stop()
+		}
+	}
+	return probe.Run(s.lifetime, t, s.logger)
 }
 
 // finish files a probe's result and frees its target for the next probe.

@@ -92,6 +92,7 @@ type Result struct {
 	Detection string  `json:"detection"`
 	Cores     int     `json:"cores"`
 	IntervalS float64 `json:"interval_s"`
+	SpreadS   float64 `json:"spread_s,omitempty"`
 
 	Delivered int            `json:"delivered"`
 	Failed    map[string]int `json:"failed,omitempty"` // by error.type
@@ -122,11 +123,12 @@ func run(args []string) (*Result, error) {
 	delayMin := fs.Duration("delay-min", 20*time.Millisecond, "least delivery delay of the servers")
 	delayMax := fs.Duration("delay-max", 200*time.Millisecond, "greatest delivery delay of the servers")
 	inproc := fs.Bool("inproc", false, "run the mail servers in this process")
+	spread := fs.Duration("spread", 0, "the receiver's start_spread: probe starts spread over this duration")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	res := &Result{N: *n, Servers: "child", Security: *security, Detection: *detection,
-		Cores: *cores, IntervalS: interval.Seconds(), Failed: map[string]int{}}
+		Cores: *cores, IntervalS: interval.Seconds(), SpreadS: spread.Seconds(), Failed: map[string]int{}}
 
 	opts := benchscale.ServeOptions{Users: *n, TLS: *security != "none", DelayMin: *delayMin, DelayMax: *delayMax}
 	var srv *benchscale.Servers
@@ -162,7 +164,7 @@ func run(args []string) (*Result, error) {
 			return nil, err
 		}
 	}
-	cfg, addrs, err := config(srv, *n, *interval, *security, *detection, caFile)
+	cfg, addrs, err := config(srv, *n, *interval, *spread, *security, *detection, caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +249,7 @@ func run(args []string) (*Result, error) {
 
 // config is the receiver configuration for n round-trip targets, built the
 // way the collector builds it from YAML.
-func config(srv *benchscale.Servers, n int, interval time.Duration, security, detection, caFile string) (component.Config, map[string]string, error) {
+func config(srv *benchscale.Servers, n int, interval, spread time.Duration, security, detection, caFile string) (component.Config, map[string]string, error) {
 	smtpAddr, imapAddr := srv.Addr["smtp"], srv.Addr["imap"]
 	if security == "tls" {
 		smtpAddr, imapAddr = srv.Addr["smtps"], srv.Addr["imaps"]
@@ -274,6 +276,7 @@ func config(srv *benchscale.Servers, n int, interval time.Duration, security, de
 	}
 	raw := map[string]any{
 		"collection_interval": interval.String(),
+		"start_spread":        spread.String(),
 		"initial_delay":       "10ms",
 		"delivery_timeout":    "30s",
 		"detection":           detection,
@@ -369,8 +372,8 @@ func report(args []string, out io.Writer) error {
 	r0 := rows[0]
 	fmt.Fprintf(out, "One collection of N round-trip targets (security %s, mail servers in a %s process), "+
 		"CPU share against a %gs interval on %d cores.\n\n", r0.Security, serversWord(r0.Servers), r0.IntervalS, r0.Cores)
-	fmt.Fprintln(out, "| N | detection | delivered | failed | wall s | CPU s | CPU / (wall × cores) | CPU / (interval × cores) | peak RSS MB | error median ms | error p99 ms | error max ms | server CPU s | server RSS MB |")
-	fmt.Fprintln(out, "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| N | detection | start_spread s | delivered | failed | wall s | CPU s | CPU / (wall × cores) | CPU / (interval × cores) | peak RSS MB | error median ms | error p99 ms | error max ms | server CPU s | server RSS MB |")
+	fmt.Fprintln(out, "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		failed := "0"
 		if len(r.Failed) > 0 {
@@ -380,8 +383,8 @@ func report(args []string, out io.Writer) error {
 			}
 			failed = strings.Join(parts, ", ")
 		}
-		fmt.Fprintf(out, "| %d | %s | %d | %s | %.2f | %.2f | %.1f%% | %.2f%% | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f |\n",
-			r.N, r.Detection, r.Delivered, failed, r.WallS, r.CPUS,
+		fmt.Fprintf(out, "| %d | %s | %g | %d | %s | %.2f | %.2f | %.1f%% | %.2f%% | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f |\n",
+			r.N, r.Detection, r.SpreadS, r.Delivered, failed, r.WallS, r.CPUS,
 			100*r.CPUS/(r.WallS*float64(r.Cores)), 100*r.CPUS/(r.IntervalS*float64(r.Cores)),
 			r.PeakRSSMB, r.ErrMedianMS, r.ErrP99MS, r.ErrMaxMS, r.ServerCPUS, r.ServerRSSMB)
 	}

@@ -30,5 +30,5 @@ func TestReportRows(t *testing.T) {
 		`{"n":10,"servers":"child","security":"tls","detection":"precise","cores":2,"interval_s":60,"delivered":9,"failed":{"not_found":1},"wall_s":2,"cpu_s":1.2,"peak_rss_mb":20,"err_median_ms":1,"err_p99_ms":2,"err_max_ms":3,"server_cpu_s":0.5,"server_rss_mb":15}`+"\n"), 0o600))
 	var buf bytes.Buffer
 	require.NoError(t, report([]string{out}, &buf))
-	assert.Contains(t, buf.String(), "| 10 | precise | 9 | 1 not_found | 2.00 | 1.20 | 30.0% | 1.00% | 20 | 1.00 | 2.00 | 3.00 | 0.50 | 15 |")
+	assert.Contains(t, buf.String(), "| 10 | precise | 0 | 9 | 1 not_found | 2.00 | 1.20 | 30.0% | 1.00% | 20 | 1.00 | 2.00 | 3.00 | 0.50 | 15 |")
 }
