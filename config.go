@@ -140,6 +140,16 @@ type AccountConfig struct {
 	// Detection overrides the receiver-wide detection for probes read from
 	// this account's mailbox.
 	Detection string `mapstructure:"detection"`
+	// AuthServIDs are the authserv-ids of this account's receiving servers
+	// whose Authentication-Results are believed ("" names the fields
+	// Microsoft 365 writes without one). When empty, the topmost field's id
+	// is trusted: the field the delivering server added last.
+	AuthServIDs []string `mapstructure:"authserv_ids"`
+	// Domains are more domains of this account's provider (its servers'
+	// names end in them), to tell its hops in a Received chain apart. The
+	// address's domain and the endpoints' registrable domains are always
+	// included.
+	Domains []string `mapstructure:"domains"`
 }
 
 // EndpointConfig is a server endpoint with its connection security.
@@ -159,7 +169,16 @@ type IMAPConfig struct {
 	EndpointConfig `mapstructure:",squash"`
 	// Mailbox the probes are delivered to; default INBOX.
 	Mailbox string `mapstructure:"mailbox"`
+	// JunkFolders are the folders a provider files spam into, watched
+	// during the delivery wait so that a probe found there counts as
+	// delivered with placement junk instead of lost. Unset: found at login
+	// (the folder marked \Junk, else one named Junk, Spam, ...); an empty
+	// list turns placement checks off.
+	JunkFolders *[]string `mapstructure:"junk_folders"`
 }
+
+// maxJunkFolders bounds imap::junk_folders: each costs a STATUS per poll.
+const maxJunkFolders = 8
 
 // RoundtripConfig is a round-trip target: the account sends to itself.
 type RoundtripConfig struct {
@@ -430,6 +449,16 @@ func (a AccountConfig) validate(path string) []error {
 	case !validAddress(a.Address):
 		add("address", "%q is not an email address (local@domain)", a.Address)
 	}
+	for i, d := range a.Domains {
+		if d == "" || strings.ContainsAny(d, " \t\r\n@/:") {
+			add(fmt.Sprintf("domains[%d]", i), "%q is not a domain name", d)
+		}
+	}
+	for i, id := range a.AuthServIDs {
+		if strings.ContainsAny(id, " \t\r\n;") {
+			add(fmt.Sprintf("authserv_ids[%d]", i), "%q is not an authserv-id", id)
+		}
+	}
 	if strings.ContainsAny(a.Username, "\r\n") {
 		add("username", "must be a single line")
 	}
@@ -464,6 +493,32 @@ func (a AccountConfig) validate(path string) []error {
 	}
 	if strings.ContainsAny(a.IMAP.Mailbox, "\r\n") {
 		add("imap::mailbox", "must be a single line")
+	}
+	if jf := a.IMAP.JunkFolders; jf != nil {
+		if a.Retrieval == retrievalPOP3 {
+			add("imap::junk_folders", "pop3 sees the maildrop only: placement is inbox or missing there")
+		}
+		if len(*jf) > maxJunkFolders {
+			add("imap::junk_folders", "%d folders, at most %d", len(*jf), maxJunkFolders)
+		}
+		mailbox := a.IMAP.Mailbox
+		if mailbox == "" {
+			mailbox = defaultMbox
+		}
+		seen := map[string]bool{}
+		for i, f := range *jf {
+			switch {
+			case strings.TrimSpace(f) == "":
+				add(fmt.Sprintf("imap::junk_folders[%d]", i), "empty folder name")
+			case strings.ContainsAny(f, "\r\n"):
+				add(fmt.Sprintf("imap::junk_folders[%d]", i), "must be a single line")
+			case f == mailbox || strings.EqualFold(f, defaultMbox) && strings.EqualFold(mailbox, defaultMbox):
+				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%q is the mailbox the probes are read from", f)
+			case seen[f]:
+				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%q listed twice", f)
+			}
+			seen[f] = true
+		}
 	}
 	return errs
 }

@@ -213,6 +213,15 @@ func TestValidateRejects(t *testing.T) {
 		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp::security", `"maybe" is not one of`}},
 		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap::security", "ambiguous", "starttls"}},
 		{"seed spelling SSL upper case", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "SSL" }) }, []string{"accounts::gmail::smtp::security", "lower case"}},
+		{"junk folder is the mailbox", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"Spam", "inbox"} })
+		}, []string{"accounts::gmail::imap::junk_folders[1]", "mailbox the probes are read from"}},
+		{"junk folder empty or twice", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{" ", "Junk", "Junk"} })
+		}, []string{"imap::junk_folders[0]: empty folder name", `imap::junk_folders[2]: "Junk" listed twice`}},
+		{"too many junk folders", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} })
+		}, []string{"imap::junk_folders: 9 folders, at most 8"}},
 		{"blank spelled out", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "blank" }) }, []string{"write none"}},
 		{"tls insecure instead of none", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.Insecure = true }) }, []string{"accounts::gmail::smtp::tls::insecure", "security: none"}},
 		{"delivery timeout shorter than poll interval", func(c *Config) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.uber.org/zap"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
@@ -319,6 +321,10 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 	if r.Err != nil {
 		fields := []zap.Field{zap.String("target", t.Name), zap.String("direction", t.Direction),
 			zap.Int("error_code", r.Code), zap.String("error.type", r.ErrorType), zap.Error(r.Err)}
+		if r.SMTPReply.Code != 0 {
+			fields = append(fields, zap.Int("smtp.reply_code", r.SMTPReply.Code),
+				zap.String("smtp.enhanced_status", r.SMTPReply.Enhanced))
+		}
 		if r.Transcript != nil {
 			fields = append(fields, zap.Strings("transcript", r.Transcript.Last(s.cfg.Transcript.Lines)))
 		}
@@ -327,7 +333,7 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 		s.logger.Debug("probe succeeded",
 			zap.String("target", t.Name), zap.String("direction", t.Direction),
 			zap.Duration("total", r.Total), zap.Duration("delivery_latency", r.DeliveryLatency),
-			zap.String("method", string(r.Method)), zap.Int("imap_commands", r.Commands))
+			zap.String("method", string(r.Method)), zap.String("placement", r.Placement), zap.Int("imap_commands", r.Commands))
 	}
 
 	if t.Kind == probe.Roundtrip {
@@ -340,6 +346,11 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 		if method, ok := metadata.MapAttributeMethod[string(r.Method)]; ok {
 			mb.RecordEmailqosDeliveryUncertaintyDataPoint(now, r.Uncertainty.Seconds(), method)
 		}
+		junk := int64(0)
+		if r.Placement == probe.PlacementJunk {
+			junk = 1
+		}
+		mb.RecordEmailqosDeliveryJunkDataPoint(now, junk)
 	}
 	if r.Commands > 0 {
 		mb.RecordEmailqosImapCommandsDataPoint(now, int64(r.Commands))
@@ -351,6 +362,22 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 			mb.RecordEmailqosStepDurationDataPoint(now, tm.Duration.Seconds(), step)
 		}
 	}
+	for _, h := range r.TLS {
+		proto, ok := metadata.MapAttributeProtocol[h.Protocol]
+		if !ok {
+			continue
+		}
+		if v := h.VersionNumber(); v > 0 {
+			mb.RecordEmailqosTLSVersionDataPoint(now, v, proto)
+		}
+		if !h.NotAfter.IsZero() {
+			mb.RecordEmailqosTLSCertificateTimeLeftDataPoint(now, h.NotAfter.Sub(now.AsTime()).Seconds(), proto)
+		}
+	}
+	if r.SMTPReply.Code != 0 {
+		mb.RecordEmailqosSMTPReplyCodeDataPoint(now, int64(r.SMTPReply.Code), r.SMTPReply.Enhanced)
+	}
+	recordMessage(mb, now, r)
 	mb.RecordEmailqosErrorCodeDataPoint(now, int64(r.Code))
 	success := int64(0)
 	if r.Err == nil {
@@ -482,6 +509,13 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 	if len(secret) == 0 && a.OAuth != nil {
 		secret = []byte(string(a.OAuth.ClientSecret) + string(a.OAuth.RefreshToken) + a.OAuth.ClientID + a.OAuth.PrivateKeyFile + a.OAuth.ServiceAccountKeyFile)
 	}
+	// Placement: the configured junk folders, else the ones found at login;
+	// an explicitly empty list turns it off. POP3 sees no other folder.
+	var junk []string
+	discoverJunk := retrieval != retrievalPOP3 && a.IMAP.JunkFolders == nil
+	if a.IMAP.JunkFolders != nil {
+		junk = *a.IMAP.JunkFolders
+	}
 	return &probe.Account{
 		Key:       key,
 		Address:   a.Address,
@@ -494,9 +528,49 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		Mailbox:   mailbox,
 		Detection: imapwatch.Method(detection),
 		MACKey:    probemsg.DeriveKey(secret, a.Address),
+		// What the delivered probe's header is read with.
+		AuthServIDs: a.AuthServIDs,
+		Domains:     providerDomains(a, smtpEP, imapEP, pop3EP),
 		// Sweeps are per mailbox: every target reading it shares the state.
 		SweepInterval: cfg.Cleanup.SweepInterval,
+		// Where else a probe may land (placement).
+		JunkFolders:  junk,
+		DiscoverJunk: discoverJunk,
 	}, nil
+}
+
+// providerDomains are the domains of an account's provider, to tell its
+// servers in a Received chain: the configured ones, the address's domain and
+// the registrable domains of its endpoints' hosts.
+func providerDomains(a AccountConfig, eps ...transport.Endpoint) []string {
+	seen := map[string]bool{}
+	var out []string
+	addDomain := func(d string) {
+		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+		if d == "" || seen[d] || net.ParseIP(d) != nil {
+			return
+		}
+		seen[d] = true
+		out = append(out, d)
+	}
+	for _, d := range a.Domains {
+		addDomain(d)
+	}
+	if at := strings.LastIndexByte(a.Address, '@'); at >= 0 {
+		addDomain(a.Address[at+1:])
+	}
+	for _, ep := range eps {
+		host, _, err := net.SplitHostPort(ep.Address)
+		if err != nil || host == "" || net.ParseIP(host) != nil {
+			continue
+		}
+		if d, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+			addDomain(d)
+		} else {
+			addDomain(host)
+		}
+	}
+	return out
 }
 
 func buildEndpoint(ctx context.Context, e EndpointConfig, ports map[string]int) (transport.Endpoint, error) {

@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -101,14 +103,21 @@ func attr(rm pmetric.ResourceMetrics, key string) pcommon.Value {
 func TestScrapeGolden(t *testing.T) {
 	// No two targets read the same mailbox, so that each sees only its own
 	// arrival announced over IDLE and the golden file is deterministic.
+	// Account c uses TLS (implicit for SMTP, STARTTLS for IMAP), so that
+	// b:c reports the IMAP handshake and c:b the SMTP one.
 	srv := startMail(t, mailtest.Options{
 		DeliveryDelay: 20 * time.Millisecond,
 		Users:         []mailtest.User{{Address: carol, Password: "carol-pw"}},
+		TLS:           true,
 	})
+	c := mailAccount(srv, carol, "carol-pw")
+	ca := configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(srv.CACertPEM())}}
+	c.SMTP = EndpointConfig{Endpoint: srv.SMTPSAddr(), Security: "tls", TLS: ca}
+	c.IMAP.EndpointConfig = EndpointConfig{Endpoint: srv.IMAPAddr(), Security: "starttls", TLS: ca}
 	cfg := testConfig(map[string]AccountConfig{
 		"a": mailAccount(srv, alice, "alice-pw"),
 		"b": mailAccount(srv, bob, "bob-pw"),
-		"c": mailAccount(srv, carol, "carol-pw"),
+		"c": c,
 	})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 	cfg.Transit.Directions = []string{"b:c", "c:b"}

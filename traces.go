@@ -60,6 +60,14 @@ func probeResource(rb *metadata.ResourceBuilder, r *probe.Result) pcommon.Resour
 	rb.SetEmailqosDirection(t.Direction)
 	rb.SetEmailqosErrorCode(int64(r.Code))
 	rb.SetErrorType(r.ErrorType)
+	switch r.Placement {
+	case probe.PlacementInbox:
+		rb.SetEmailqosPlacementInbox()
+	case probe.PlacementJunk:
+		rb.SetEmailqosPlacementJunk()
+	case probe.PlacementMissing:
+		rb.SetEmailqosPlacementMissing()
+	}
 	return rb.Emit()
 }
 

@@ -80,6 +80,8 @@ func TestExporterNamesMatchMetadata(t *testing.T) {
 			{Address: "probe@oauth.test", Password: "unused-oauth-pw"},
 		},
 		BearerCheck: func(_, tok string) bool { return tok == token },
+		// The receiving side's verdicts, for emailqos.auth.result.
+		AuthResults: "spf=pass smtp.mailfrom=pw.test; dkim=pass header.d=pw.test; dmarc=pass header.from=pw.test",
 	})
 	require.NoError(t, err)
 	defer srv.Close()
@@ -88,6 +90,14 @@ func TestExporterNamesMatchMetadata(t *testing.T) {
 		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, token)
 	}))
 	defer tokens.Close()
+	// A TLS mail system that refuses every recipient: its probes report
+	// the TLS handshakes and the SMTP reply code.
+	rej, err := mailtest.Start(mailtest.Options{TLS: true, RejectRcpt: true,
+		Users: []mailtest.User{{Address: "probe@rej.test", Password: "rej-secret"}}})
+	require.NoError(t, err)
+	defer rej.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, rej.CACertPEM(), 0o600))
 	promPort := freePort(t)
 
 	config := fmt.Sprintf(`
@@ -112,8 +122,14 @@ receivers:
           client_secret: ${env:E2E_CLIENT_SECRET}
         smtp: { endpoint: %[1]s, security: none }
         imap: { endpoint: %[2]s, security: none }
+      rej:
+        address: probe@rej.test
+        password: rej-secret
+        smtp: { endpoint: %[5]s, security: tls, tls: { ca_file: %[7]s } }
+        imap: { endpoint: %[6]s, security: starttls, tls: { ca_file: %[7]s } }
     roundtrip:
       - account: pw
+      - account: rej
     transit:
       directions: [pw:oauth]
 exporters:
@@ -129,7 +145,7 @@ service:
     metrics:
       receivers: [emailqos]
       exporters: [prometheus]
-`, srv.SMTPAddr(), srv.IMAPAddr(), tokens.URL, promPort)
+`, srv.SMTPAddr(), srv.IMAPAddr(), tokens.URL, promPort, rej.SMTPSAddr(), rej.IMAPAddr(), caFile)
 	c := startCollector(t, bin, config, "E2E_PW_PASSWORD=pw-secret", "E2E_CLIENT_SECRET=client-secret")
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)

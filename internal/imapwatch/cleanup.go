@@ -22,7 +22,22 @@ import (
 // Delete fails with code 5 type config (the mailbox needs a move-to-folder
 // cleanup, or a server with UIDPLUS). Failures are code 5.
 func (s *Session) Delete(ctx context.Context, uid imap.UID) error {
-	return s.cleanup(ctx, []imap.UID{uid}, "", true)
+	return s.cleanup(ctx, "", []imap.UID{uid}, "", true)
+}
+
+// DeleteFrom is Delete of a probe Wait found in folder (Arrival.Folder),
+// the watched mailbox or a junk folder: the same commands, sent with that
+// folder selected, touching nothing else.
+func (s *Session) DeleteFrom(ctx context.Context, folder string, uid imap.UID) error {
+	return s.cleanup(ctx, folder, []imap.UID{uid}, "", true)
+}
+
+// MoveFrom is Move of a probe Wait found in folder (Arrival.Folder).
+func (s *Session) MoveFrom(ctx context.Context, folder string, uid imap.UID, mailbox string) error {
+	if mailbox == "" {
+		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probe to"))
+	}
+	return s.cleanup(ctx, folder, []imap.UID{uid}, mailbox, true)
 }
 
 // Move moves the probe uid, which must have been found by this session's
@@ -33,7 +48,7 @@ func (s *Session) Move(ctx context.Context, uid imap.UID, mailbox string) error 
 	if mailbox == "" {
 		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probe to"))
 	}
-	return s.cleanup(ctx, []imap.UID{uid}, mailbox, true)
+	return s.cleanup(ctx, "", []imap.UID{uid}, mailbox, true)
 }
 
 // DeleteUIDs removes exactly the messages uids, each of which must have been
@@ -44,7 +59,7 @@ func (s *Session) Move(ctx context.Context, uid imap.UID, mailbox string) error 
 // after the measurement and is not timed as the imap.delete step, so that
 // the probe's own cleanup time stays its own.
 func (s *Session) DeleteUIDs(ctx context.Context, uids []imap.UID) error {
-	return s.cleanup(ctx, uids, "", false)
+	return s.cleanup(ctx, "", uids, "", false)
 }
 
 // MoveUIDs moves exactly the messages uids, found by this session's Wait or
@@ -54,16 +69,17 @@ func (s *Session) MoveUIDs(ctx context.Context, uids []imap.UID, mailbox string)
 	if mailbox == "" {
 		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probes to"))
 	}
-	return s.cleanup(ctx, uids, mailbox, false)
+	return s.cleanup(ctx, "", uids, mailbox, false)
 }
 
 func cleanupErr(typ string, err error) error {
 	return &steps.Error{Step: steps.IMAPDelete, Code: steps.CodeCleanup, Type: typ, Err: err}
 }
 
-// cleanup removes or moves the messages uids, all of which must be probes
-// this session found; timed says whether it is the probe's imap.delete step.
-func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, timed bool) (err error) {
+// cleanup removes or moves the messages uids of folder ("" is the watched
+// mailbox), all of which must be probes this session found there; timed
+// says whether it is the probe's imap.delete step.
+func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, dest string, timed bool) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -72,16 +88,31 @@ func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, tim
 	if len(uids) == 0 {
 		return nil
 	}
+	if folder == "" {
+		folder = s.opts.Mailbox
+	}
+	found, junk := s.found, (*junkFolder)(nil)
+	if folder != s.opts.Mailbox {
+		found = s.foundIn[folder]
+		for _, f := range s.junk {
+			if f.name == folder {
+				junk = f
+			}
+		}
+		if junk == nil {
+			return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: %q is not a folder this session watched", folder))
+		}
+	}
 	// Every UID is checked before anything is sent: one stranger in the set
 	// refuses the whole request.
 	var set imap.UIDSet
 	for _, uid := range uids {
-		if _, ok := s.found[uid]; !ok {
+		if _, ok := found[uid]; !ok {
 			return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: UID %d is not a probe found by this session", uid))
 		}
 		set.AddNum(uid)
 	}
-	if dest == s.opts.Mailbox {
+	if dest == folder {
 		return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: cannot move the probe to the mailbox it is in (%q)", dest))
 	}
 	if timed {
@@ -109,6 +140,15 @@ func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, tim
 	if err := s.stopIdle(ctx); err != nil {
 		return fail(err)
 	}
+	if junk != nil {
+		// Selected read-write: EXAMINE allows neither STORE nor EXPUNGE.
+		err = s.enter(ctx, junk, false)
+	} else {
+		err = s.ensureWatched(ctx)
+	}
+	if err != nil {
+		return fail(err)
+	}
 
 	switch {
 	case dest != "" && s.caps.Has(imap.CapMove), dest == "" && !s.caps.Has(imap.CapUIDPlus) && s.caps.Has(imap.CapMove):
@@ -116,7 +156,7 @@ func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, tim
 			if dest, err = s.trashMailbox(ctx); err != nil {
 				return fail(err)
 			}
-			if dest == s.opts.Mailbox {
+			if dest == folder {
 				return cleanupErr(steps.TypeConfig, fmt.Errorf("imap: no UIDPLUS, and %q is the trash folder itself", dest))
 			}
 		}
@@ -143,7 +183,7 @@ func (s *Session) cleanup(ctx context.Context, uids []imap.UID, dest string, tim
 		return fail(err)
 	}
 	for _, uid := range uids {
-		delete(s.found, uid)
+		delete(found, uid)
 	}
 	return nil
 }

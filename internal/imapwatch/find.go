@@ -77,6 +77,9 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 	if err := s.stopIdle(ctx); err != nil {
 		return fail(err)
 	}
+	if err := s.ensureWatched(ctx); err != nil {
+		return fail(err)
+	}
 
 	var searches []imap.SearchCriteria
 	if tokens == nil {

@@ -89,7 +89,16 @@ type Options struct {
 	PollInterval time.Duration
 	// PreciseInterval is the fixed interval of MethodPrecise (default 10ms).
 	PreciseInterval time.Duration
-	Logger          *zap.Logger
+	// JunkFolders are watched besides Mailbox, so that a probe filed as
+	// spam is reported as delivered there (Arrival.Placement) instead of
+	// lost: their UIDNEXT is asked for with STATUS at Open, every
+	// PollInterval (at least 1s) and once more when the wait times out, and
+	// a folder whose UIDNEXT moved is examined and searched. DiscoverJunk
+	// replaces them with the folders found at Open: those marked \Junk
+	// (RFC 6154), else those named like a junk folder (Junk, Spam, ...).
+	JunkFolders  []string
+	DiscoverJunk bool
+	Logger       *zap.Logger
 	// Transcript, when set, records every connection's conversation
 	// (redacted), reconnects included.
 	Transcript *transcript.Transcript
@@ -112,6 +121,10 @@ type Arrival struct {
 	Method Method
 	// Header is the probe's header block, for the caller to verify.
 	Header []byte
+	// Placement is where the probe was found, Folder the mailbox it is in
+	// (the one to clean it up from).
+	Placement Placement
+	Folder    string
 }
 
 // Session is an IMAP connection watching one mailbox for probes. Its methods
@@ -145,6 +158,21 @@ type Session struct {
 	trash       string
 	found       map[imap.UID]struct{}
 	closed      bool
+
+	// Placement: the junk folders watched, when they were last asked for
+	// their UIDNEXT, and the probes found in them, by folder.
+	junk     []*junkFolder
+	junkLast time.Time
+	foundIn  map[string]map[imap.UID]struct{}
+	// selected is the mailbox selected ("" none), selectedRO whether
+	// read-only; watchedNext is the watched mailbox's UIDNEXT at its last
+	// SELECT; leftCount and leftFloor are its timeline's state when a junk
+	// folder was selected instead.
+	selected    string
+	selectedRO  bool
+	watchedNext imap.UID
+	leftCount   uint32
+	leftFloor   time.Time
 }
 
 var errClosed = errors.New("imapwatch: session closed")
@@ -167,6 +195,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		tl:          newTimeline(),
 		idleRefresh: idleRefresh,
 		found:       make(map[imap.UID]struct{}),
+		foundIn:     make(map[string]map[imap.UID]struct{}),
 	}
 	s.life, s.lifeCancel = context.WithCancel(ctx)
 	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {
@@ -177,6 +206,11 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		s.dropConn()
 		s.lifeCancel()
 		return nil, err
+	}
+	if err := s.openJunk(ctx); err != nil {
+		s.dropConn()
+		s.lifeCancel()
+		return nil, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
 	}
 	if s.method == MethodIdle {
 		if err := s.startIdle(ctx); err != nil {
@@ -300,7 +334,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		// imapclient can only upgrade a connection it has just created; it
 		// sends STARTTLS before anything else, and a refusal ends the
 		// connection before any credential is sent.
-		tlsConf := ep.ClientTLSConfig()
+		tlsConf := ep.RecordingTLSConfig(rec, "imap")
 		err = s.bound(ctx, func() error {
 			c, err := imapclient.NewStartTLS(s.conn, &imapclient.Options{
 				UnilateralDataHandler: copts.UnilateralDataHandler,
@@ -371,6 +405,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	if !reconnect {
 		s.uidValidity, s.baseline = data.UIDValidity, data.UIDNext
 	}
+	s.selected, s.selectedRO, s.watchedNext = s.opts.Mailbox, false, data.UIDNext
 	s.tl.finishSelect(start, resp, data.NumMessages, reconnect, floor)
 	return nil
 }
@@ -512,6 +547,7 @@ func (s *Session) dropConn() {
 	}
 	s.conn = nil
 	s.broken = true
+	s.selected = ""
 	s.tl.setIdling(false)
 }
 

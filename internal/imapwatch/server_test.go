@@ -63,6 +63,9 @@ type testServer struct {
 	logins        atomic.Int32
 	plainExpunges atomic.Int32
 	commands      atomic.Int64 // tagged commands read on plain connections
+	statuses      atomic.Int32
+	selects       atomic.Int32
+	lists         atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -341,6 +344,21 @@ var (
 func (s *testSession) Login(username, password string) error {
 	s.ts.logins.Add(1)
 	return s.Session.Login(username, password)
+}
+
+func (s *testSession) Status(mailbox string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	s.ts.statuses.Add(1)
+	return s.Session.Status(mailbox, options)
+}
+
+func (s *testSession) Select(mailbox string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	s.ts.selects.Add(1)
+	return s.Session.Select(mailbox, options)
+}
+
+func (s *testSession) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	s.ts.lists.Add(1)
+	return s.Session.List(w, ref, patterns, options)
 }
 
 func (s *testSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {

@@ -31,6 +31,9 @@ type timeline struct {
 	// arrive between its completion and finishSelect are replayed after it.
 	selecting bool
 	queued    []update
+	// away: another mailbox (a junk folder) is selected; its updates say
+	// nothing about the watched one.
+	away bool
 
 	wake chan struct{}
 }
@@ -61,6 +64,9 @@ func (t *timeline) onExists(n uint32) {
 	at := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.away {
+		return
+	}
 	if t.selecting {
 		t.queued = append(t.queued, update{at: at, exists: n})
 		return
@@ -91,6 +97,9 @@ func (t *timeline) onExpunge(seq uint32) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.away {
+		return
+	}
 	if t.selecting {
 		t.queued = append(t.queued, update{expunge: seq})
 		return
@@ -121,6 +130,46 @@ func (t *timeline) beginSelect() {
 	t.selecting = true
 	t.queued = nil
 	t.idling = false
+	t.away = false
+}
+
+// leave mutes the timeline while another mailbox is selected, and returns
+// what resumeSelect needs: the count when leaving and the instant from
+// which every message not yet searched may have arrived.
+func (t *timeline) leave() (count uint32, floor time.Time) {
+	floor = t.reconnectFloor()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.away, t.idling = true, false
+	return t.count, floor
+}
+
+// resumeSelect continues the timeline after the watched mailbox was selected
+// again (SELECT sent at start, answered at resp with n messages). Unchanged,
+// the SELECT is one more check. Changed (messages came or went meanwhile,
+// which renumbers), it restarts like a reconnect: every message is searched
+// again, and one that is new arrived after floor.
+func (t *timeline) resumeSelect(start, resp time.Time, n uint32, changed bool, floor time.Time) {
+	t.mu.Lock()
+	t.count = n
+	if changed {
+		t.events = []event{{at: resp, count: n}}
+		t.checks = []check{{at: floor, count: 0}, {at: start, count: n}}
+		t.searched = 0
+		t.base = min(t.base, n)
+	} else {
+		t.checkpointLocked(start)
+	}
+	t.selecting = false
+	for _, u := range t.queued {
+		if u.expunge != 0 {
+			t.expungeLocked(u.expunge)
+		} else {
+			t.existsLocked(u.exists, u.at)
+		}
+	}
+	t.queued = nil
+	t.mu.Unlock()
 }
 
 // finishSelect starts a new timeline from a SELECT sent at start that
@@ -155,6 +204,10 @@ func (t *timeline) finishSelect(start, resp time.Time, n uint32, reconnect bool,
 func (t *timeline) checkpoint(at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.checkpointLocked(at)
+}
+
+func (t *timeline) checkpointLocked(at time.Time) {
 	if k := len(t.checks); k > 0 && t.checks[k-1].count == t.count {
 		// The later check of the same count is the tighter bound.
 		if at.After(t.checks[k-1].at) {

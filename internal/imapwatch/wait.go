@@ -28,6 +28,13 @@ import (
 // repeated on the poll schedule, because a server may show a message before
 // its search index has it.
 //
+// The junk folders (Options.JunkFolders) are asked for their UIDNEXT every
+// PollInterval, at least 1s apart, breaking IDLE for it; one whose UIDNEXT
+// moved is examined and searched the same way, and the watched mailbox is
+// selected again. A probe found there has Placement junk, and its arrival
+// is bounded by the STATUS before and the STATUS that showed it (method
+// poll). When ctx's deadline passes they are looked at once more.
+//
 // A lost connection is re-established once per loss, up to a few times;
 // failing that is code 3. ctx ending is code 4 not_found (canceled if it was
 // canceled); a refused SEARCH or FETCH is code 4 rejected or protocol.
@@ -63,6 +70,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 	nextPoll := time.Now() // poll at once: the probe may be there already
 	reSearchEvery := min(firstInterval, s.opts.PollInterval)
 	var reSearchAt time.Time
+	junkAt := s.junkLast.Add(s.junkEvery())
 	reconnects := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -72,6 +80,11 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			if s.dropped {
 				// The connection was lost and could not be restored in time.
 				return Arrival{}, steps.Fail(ctx, steps.IMAPConnect, steps.CodeMailboxConnect, "", errors.New("imap: connection lost"))
+			}
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				if arr, found := s.finalJunk(w); found {
+					return arr, nil
+				}
 			}
 			return Arrival{}, waitEnded(ctx)
 		}
@@ -84,6 +97,20 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			if err := s.reconnect(ctx); err != nil {
 				s.dropped = true
 				return Arrival{}, err
+			}
+			continue
+		}
+		if s.selected != s.opts.Mailbox {
+			if err := s.ensureWatched(ctx); err != nil {
+				var se *steps.Error
+				if errors.As(err, &se) {
+					s.dropConn()
+					return Arrival{}, err
+				}
+				if ctx.Err() != nil || s.failed(err) {
+					continue
+				}
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
 			}
 			continue
 		}
@@ -112,6 +139,25 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			if s.tl.foreign() {
 				reSearchAt = time.Now().Add(reSearchEvery)
 				reSearchEvery = min(2*reSearchEvery, s.opts.PollInterval)
+			}
+			continue
+		}
+		if len(s.junk) > 0 && !now.Before(junkAt) {
+			err := s.stopIdle(ctx)
+			var arr Arrival
+			var found bool
+			if err == nil {
+				arr, found, err = s.checkJunk(ctx, w, false)
+			}
+			junkAt = time.Now().Add(s.junkEvery())
+			if err != nil {
+				if ctx.Err() != nil || s.failed(err) {
+					continue
+				}
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+			}
+			if found {
+				return arr, nil
 			}
 			continue
 		}
@@ -147,6 +193,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		if !reSearchAt.IsZero() && reSearchAt.Before(due) {
 			due = reSearchAt
+		}
+		if len(s.junk) > 0 && junkAt.Before(due) {
+			due = junkAt
 		}
 
 		timer.Reset(time.Until(due))
@@ -206,13 +255,13 @@ type hit struct {
 	idle   bool
 }
 
-// search looks for the token above the baseline and fetches the headers of
-// new hits. It reports the first accepted one.
-func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
-	s.tl.markSearched()
+// searchToken runs UID SEARCH for the token among the selected mailbox's
+// messages from UID base on, timed as the search step; resp is when the
+// answer came.
+func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) (_ *imap.SearchData, resp time.Time, _ error) {
 	crit := &imap.SearchCriteria{
-		UID:    []imap.UIDSet{{imap.UIDRange{Start: s.baseline, Stop: 0}}},
-		Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: w.token}},
+		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
+		Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: token}},
 	}
 	start := time.Now()
 	var data *imap.SearchData
@@ -221,8 +270,16 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 		data, err = s.c.UIDSearch(crit, nil).Wait()
 		return err
 	})
-	resp := time.Now()
+	resp = time.Now()
 	s.rec.Add(steps.IMAPSearch, start, resp.Sub(start))
+	return data, resp, err
+}
+
+// search looks for the token above the baseline and fetches the headers of
+// new hits. It reports the first accepted one.
+func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
+	s.tl.markSearched()
+	data, resp, err := s.searchToken(ctx, s.baseline, w.token)
 	if err != nil {
 		return Arrival{}, false, err
 	}
@@ -234,7 +291,7 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 
 	var set imap.UIDSet
 	set.AddNum(uids...)
-	start = time.Now()
+	start := time.Now()
 	hits, err := s.fetchHeaders(ctx, set, func(seq uint32, h *hit) {
 		// imapclient hands a message over when its header literal starts,
 		// holding its reader inside this response: the sequence number and
@@ -257,7 +314,9 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 			continue
 		}
 		s.found[h.uid] = struct{}{}
-		return s.arrival(h), true, nil
+		a := s.arrival(h)
+		a.Placement, a.Folder = PlacementInbox, s.opts.Mailbox
+		return a, true, nil
 	}
 	return Arrival{}, false, nil
 }

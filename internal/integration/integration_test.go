@@ -240,12 +240,22 @@ func TestRealServers(t *testing.T) {
 	t.Run("precise", func(t *testing.T) {
 		a, b := account(t, "a", transport.TLS), account(t, "b", transport.TLS)
 		b.Detection = imapwatch.MethodPrecise
+		a.Domains, b.Domains = []string{"a.test"}, []string{"b.test"}
 		for i := 0; i < 3; i++ {
 			r := probe.Run(context.Background(), target(a, b), nil)
 			require.NoError(t, r.Err)
 			assert.Equal(t, imapwatch.MethodPrecise, r.Method)
 			assert.Less(t, r.DeliveryLatency, 450*time.Millisecond, "below Dovecot's IDLE delay")
 			t.Logf("precise a:b: delivery %s (±%s), %d IMAP commands", r.DeliveryLatency, r.Uncertainty, r.Commands)
+			// Postfix's Received chain (submission, a.test's MX or queue,
+			// b.test's MX, LMTP into Dovecot) splits the latency exactly.
+			require.NotNil(t, r.Path, "the Received chain was read")
+			p := r.Path
+			assert.GreaterOrEqual(t, len(p.Hops), 2, "submission and b.test's hops")
+			assert.True(t, p.Skew.Known, "the submission server's stamp was read")
+			assert.Equal(t, r.DeliveryLatency, p.Outbound+p.Relay+p.Inbound+p.Store)
+			t.Logf("precise a:b: %d hops, outbound %s, relay %s, inbound %s, store %s, skew %s",
+				len(p.Hops), p.Outbound, p.Relay, p.Inbound, p.Store, p.Skew.Offset)
 		}
 	})
 

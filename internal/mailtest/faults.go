@@ -28,6 +28,8 @@ type Faults struct {
 	Blackhole bool
 	// FailExpunge: IMAP EXPUNGE / UID EXPUNGE answer NO.
 	FailExpunge bool
+	// Junk: deliveries are filed into the recipient's junk folder.
+	Junk bool
 }
 
 var errMailDeferred = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
@@ -48,6 +50,7 @@ func (s *Server) faults() Faults {
 	f.DeferRcpt = f.DeferRcpt || o.DeferRcpt
 	f.Blackhole = f.Blackhole || o.Blackhole
 	f.FailExpunge = f.FailExpunge || o.FailExpunge
+	f.Junk = f.Junk || o.Junk
 	return f
 }
 

@@ -36,6 +36,7 @@ func (s *Server) newIMAPServer(caps imap.CapSet, startTLS *tls.Config, faults bo
 			sess := &imapSession{
 				SessionIMAP4rev2: s.mem.NewSession().(imapserver.SessionIMAP4rev2),
 				changes:          &s.changes,
+				srv:              s,
 				failExpunge:      func() bool { return faults && s.faults().FailExpunge },
 			}
 			if s.opts.BearerCheck != nil {
@@ -202,6 +203,8 @@ func (s *Server) stopInner() error {
 type imapSession struct {
 	imapserver.SessionIMAP4rev2
 	changes     *broadcast
+	srv         *Server
+	user        *account // once logged in
 	failExpunge func() bool
 }
 

@@ -82,6 +82,11 @@ type Options struct {
 	Blackhole bool
 	// FailExpunge: IMAP EXPUNGE / UID EXPUNGE answer NO (message stays).
 	FailExpunge bool
+	// AuthResults, when set, is stamped on each delivered message as an
+	// Authentication-Results field of this server (authserv-id Domain):
+	// the method results, e.g. "spf=pass smtp.mailfrom=a.test; dkim=none;
+	// dmarc=fail header.from=a.test".
+	AuthResults string
 	// DeliveryDelay is the delay between DATA accepted and the message
 	// becoming visible.
 	DeliveryDelay time.Duration
@@ -91,9 +96,18 @@ type Options struct {
 	// message.
 	OnDeliver func(rcpt string, msg []byte) error
 	// OnVisible, when set, is called right after a message was appended to
-	// the recipient's INBOX with the instant it became visible (taken
+	// the recipient's INBOX (or junk folder) with the instant it became visible (taken
 	// immediately after the append returns).
 	OnVisible func(rcpt string, at time.Time)
+	// Junk files every delivery into the recipient's junk folder instead
+	// of INBOX, the way a provider's spam filter does (Faults.Junk switches
+	// it at runtime).
+	Junk bool
+	// JunkFolder names every user's junk folder, which always exists;
+	// default "Junk". A LIST asking for special-use attributes marks it
+	// \Junk (RFC 6154) unless NoSpecialUse.
+	JunkFolder   string
+	NoSpecialUse bool
 	// Logger is optional; library chatter goes to it at debug level.
 	Logger *zap.Logger
 }
@@ -108,7 +122,8 @@ type Message struct {
 
 type account struct {
 	User
-	mem *imapmemserver.User
+	mem     *imapmemserver.User
+	folders folders
 }
 
 // Server is a running mail system. All methods are safe for concurrent use.
@@ -263,7 +278,7 @@ func (s *Server) addUsers(users []User) error {
 			return fmt.Errorf("mailtest: duplicate user %q", u.Address)
 		}
 		mu := imapmemserver.NewUser(u.Username, u.Password)
-		for _, mbox := range []string{inbox, "Trash"} {
+		for _, mbox := range []string{inbox, "Trash", s.junkFolder()} {
 			if err := mu.Create(mbox, nil); err != nil {
 				return err
 			}
@@ -375,6 +390,11 @@ func (s *Server) Append(user string, raw []byte, flags []imap.Flag) error {
 // IMAP session, so it sees exactly what clients see and keeps working after
 // StopIMAP.
 func (s *Server) Mailbox(user string) ([]Message, error) {
+	return s.Folder(user, inbox)
+}
+
+// Folder returns a snapshot of user's mailbox name, like Mailbox.
+func (s *Server) Folder(user, name string) ([]Message, error) {
 	a := s.lookup(user)
 	if a == nil {
 		return nil, fmt.Errorf("mailtest: no user %q", user)
@@ -393,7 +413,7 @@ func (s *Server) Mailbox(user string) ([]Message, error) {
 	if err := c.Login(a.Username, a.Password).Wait(); err != nil {
 		return nil, fmt.Errorf("mailtest: snapshot login: %w", err)
 	}
-	sel, err := c.Select(inbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	sel, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
 	if err != nil {
 		return nil, fmt.Errorf("mailtest: snapshot select: %w", err)
 	}

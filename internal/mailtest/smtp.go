@@ -188,6 +188,9 @@ func (ss *smtpSession) stamp(id, rcpt string, msg []byte) []byte {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Return-Path: <%s>\r\n", ss.from)
+	if ar := ss.s.opts.AuthResults; ar != "" {
+		fmt.Fprintf(&b, "Authentication-Results: %s; %s\r\n", Domain, ar)
+	}
 	fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s with %s id %s\r\n\tfor <%s>; %s\r\n",
 		ss.conn.Hostname(), remote, Domain, proto, id, rcpt, time.Now().Format(time.RFC1123Z))
 	b.Write(msg)
@@ -234,7 +237,7 @@ func (s *Server) deliver(rcpt *account, msg []byte) {
 	}
 	// Counted first, so whoever sees the message sees it counted.
 	s.deliveries.Add(1)
-	if _, err := rcpt.mem.Append(inbox, bytes.NewReader(msg), &imap.AppendOptions{}); err != nil {
+	if _, err := rcpt.mem.Append(s.folderFor(), bytes.NewReader(msg), &imap.AppendOptions{}); err != nil {
 		s.deliveries.Add(-1)
 		s.log.Warn("delivery failed", zap.String("rcpt", rcpt.Address), zap.Error(err))
 		return

@@ -9,6 +9,55 @@ import (
 	"go.opentelemetry.io/collector/filter"
 )
 
+// EmailqosAuthResultMetricAttributeKey specifies the key of an attribute for the emailqos.auth.result metric.
+type EmailqosAuthResultMetricAttributeKey string
+
+const (
+	EmailqosAuthResultMetricAttributeKeyAuthMethod EmailqosAuthResultMetricAttributeKey = "auth.method"
+	EmailqosAuthResultMetricAttributeKeyAuthResult EmailqosAuthResultMetricAttributeKey = "auth.result"
+)
+
+// EmailqosAuthResultMetricConfig provides config for the emailqos.auth.result metric.
+type EmailqosAuthResultMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                 `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosAuthResultMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosAuthResultMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosAuthResultMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosAuthResultMetricAttributeKeyAuthMethod, EmailqosAuthResultMetricAttributeKeyAuthResult:
+		default:
+			return fmt.Errorf("metric emailqos.auth.result doesn't have an attribute %v, valid attributes: [auth.method, auth.result]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EmailqosCollectionsSkippedMetricConfig provides config for the emailqos.collections.skipped metric.
 type EmailqosCollectionsSkippedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -16,6 +65,66 @@ type EmailqosCollectionsSkippedMetricConfig struct {
 }
 
 func (ms *EmailqosCollectionsSkippedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosDeliveryClockSkewMetricConfig provides config for the emailqos.delivery.clock_skew metric.
+type EmailqosDeliveryClockSkewMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosDeliveryClockSkewMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosDeliveryHopsMetricConfig provides config for the emailqos.delivery.hops metric.
+type EmailqosDeliveryHopsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosDeliveryHopsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosDeliveryJunkMetricConfig provides config for the emailqos.delivery.junk metric.
+type EmailqosDeliveryJunkMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosDeliveryJunkMetricConfig) Unmarshal(parser *confmap.Conf) error {
 	if parser == nil {
 		return nil
 	}
@@ -46,6 +155,54 @@ func (ms *EmailqosDeliveryLatencyMetricConfig) Unmarshal(parser *confmap.Conf) e
 	}
 
 	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosDeliverySegmentDurationMetricAttributeKey specifies the key of an attribute for the emailqos.delivery.segment.duration metric.
+type EmailqosDeliverySegmentDurationMetricAttributeKey string
+
+const (
+	EmailqosDeliverySegmentDurationMetricAttributeKeySegment EmailqosDeliverySegmentDurationMetricAttributeKey = "segment"
+)
+
+// EmailqosDeliverySegmentDurationMetricConfig provides config for the emailqos.delivery.segment.duration metric.
+type EmailqosDeliverySegmentDurationMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                              `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosDeliverySegmentDurationMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosDeliverySegmentDurationMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosDeliverySegmentDurationMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosDeliverySegmentDurationMetricAttributeKeySegment:
+		default:
+			return fmt.Errorf("metric emailqos.delivery.segment.duration doesn't have an attribute %v, valid attributes: [segment]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
 	return nil
 }
 
@@ -237,6 +394,54 @@ func (ms *EmailqosRoundtripDurationMetricConfig) Unmarshal(parser *confmap.Conf)
 	return nil
 }
 
+// EmailqosSMTPReplyCodeMetricAttributeKey specifies the key of an attribute for the emailqos.smtp.reply_code metric.
+type EmailqosSMTPReplyCodeMetricAttributeKey string
+
+const (
+	EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus EmailqosSMTPReplyCodeMetricAttributeKey = "smtp.enhanced_status"
+)
+
+// EmailqosSMTPReplyCodeMetricConfig provides config for the emailqos.smtp.reply_code metric.
+type EmailqosSMTPReplyCodeMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosSMTPReplyCodeMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosSMTPReplyCodeMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosSMTPReplyCodeMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus:
+		default:
+			return fmt.Errorf("metric emailqos.smtp.reply_code doesn't have an attribute %v, valid attributes: [smtp.enhanced_status]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EmailqosStepDurationMetricAttributeKey specifies the key of an attribute for the emailqos.step.duration metric.
 type EmailqosStepDurationMetricAttributeKey string
 
@@ -305,6 +510,102 @@ func (ms *EmailqosSuccessMetricConfig) Unmarshal(parser *confmap.Conf) error {
 	return nil
 }
 
+// EmailqosTLSCertificateTimeLeftMetricAttributeKey specifies the key of an attribute for the emailqos.tls.certificate.time_left metric.
+type EmailqosTLSCertificateTimeLeftMetricAttributeKey string
+
+const (
+	EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol EmailqosTLSCertificateTimeLeftMetricAttributeKey = "protocol"
+)
+
+// EmailqosTLSCertificateTimeLeftMetricConfig provides config for the emailqos.tls.certificate.time_left metric.
+type EmailqosTLSCertificateTimeLeftMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                             `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosTLSCertificateTimeLeftMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosTLSCertificateTimeLeftMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosTLSCertificateTimeLeftMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol:
+		default:
+			return fmt.Errorf("metric emailqos.tls.certificate.time_left doesn't have an attribute %v, valid attributes: [protocol]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EmailqosTLSVersionMetricAttributeKey specifies the key of an attribute for the emailqos.tls.version metric.
+type EmailqosTLSVersionMetricAttributeKey string
+
+const (
+	EmailqosTLSVersionMetricAttributeKeyProtocol EmailqosTLSVersionMetricAttributeKey = "protocol"
+)
+
+// EmailqosTLSVersionMetricConfig provides config for the emailqos.tls.version metric.
+type EmailqosTLSVersionMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                 `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EmailqosTLSVersionMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EmailqosTLSVersionMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EmailqosTLSVersionMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EmailqosTLSVersionMetricAttributeKeyProtocol:
+		default:
+			return fmt.Errorf("metric emailqos.tls.version doesn't have an attribute %v, valid attributes: [protocol]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EmailqosTransitDurationMetricConfig provides config for the emailqos.transit.duration metric.
 type EmailqosTransitDurationMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -327,28 +628,55 @@ func (ms *EmailqosTransitDurationMetricConfig) Unmarshal(parser *confmap.Conf) e
 
 // MetricsConfig provides config for emailqos metrics.
 type MetricsConfig struct {
-	EmailqosCollectionsSkipped  EmailqosCollectionsSkippedMetricConfig  `mapstructure:"emailqos.collections.skipped"`
-	EmailqosDeliveryLatency     EmailqosDeliveryLatencyMetricConfig     `mapstructure:"emailqos.delivery.latency"`
-	EmailqosDeliveryUncertainty EmailqosDeliveryUncertaintyMetricConfig `mapstructure:"emailqos.delivery.uncertainty"`
-	EmailqosErrorCode           EmailqosErrorCodeMetricConfig           `mapstructure:"emailqos.error_code"`
-	EmailqosImapCommands        EmailqosImapCommandsMetricConfig        `mapstructure:"emailqos.imap.commands"`
-	EmailqosOauthTokenExpiry    EmailqosOauthTokenExpiryMetricConfig    `mapstructure:"emailqos.oauth.token.expiry"`
-	EmailqosOauthTokenValid     EmailqosOauthTokenValidMetricConfig     `mapstructure:"emailqos.oauth.token.valid"`
-	EmailqosProbesLate          EmailqosProbesLateMetricConfig          `mapstructure:"emailqos.probes.late"`
-	EmailqosProbesSwept         EmailqosProbesSweptMetricConfig         `mapstructure:"emailqos.probes.swept"`
-	EmailqosRoundtripDuration   EmailqosRoundtripDurationMetricConfig   `mapstructure:"emailqos.roundtrip.duration"`
-	EmailqosStepDuration        EmailqosStepDurationMetricConfig        `mapstructure:"emailqos.step.duration"`
-	EmailqosSuccess             EmailqosSuccessMetricConfig             `mapstructure:"emailqos.success"`
-	EmailqosTransitDuration     EmailqosTransitDurationMetricConfig     `mapstructure:"emailqos.transit.duration"`
+	EmailqosAuthResult              EmailqosAuthResultMetricConfig              `mapstructure:"emailqos.auth.result"`
+	EmailqosCollectionsSkipped      EmailqosCollectionsSkippedMetricConfig      `mapstructure:"emailqos.collections.skipped"`
+	EmailqosDeliveryClockSkew       EmailqosDeliveryClockSkewMetricConfig       `mapstructure:"emailqos.delivery.clock_skew"`
+	EmailqosDeliveryHops            EmailqosDeliveryHopsMetricConfig            `mapstructure:"emailqos.delivery.hops"`
+	EmailqosDeliveryJunk            EmailqosDeliveryJunkMetricConfig            `mapstructure:"emailqos.delivery.junk"`
+	EmailqosDeliveryLatency         EmailqosDeliveryLatencyMetricConfig         `mapstructure:"emailqos.delivery.latency"`
+	EmailqosDeliverySegmentDuration EmailqosDeliverySegmentDurationMetricConfig `mapstructure:"emailqos.delivery.segment.duration"`
+	EmailqosDeliveryUncertainty     EmailqosDeliveryUncertaintyMetricConfig     `mapstructure:"emailqos.delivery.uncertainty"`
+	EmailqosErrorCode               EmailqosErrorCodeMetricConfig               `mapstructure:"emailqos.error_code"`
+	EmailqosImapCommands            EmailqosImapCommandsMetricConfig            `mapstructure:"emailqos.imap.commands"`
+	EmailqosOauthTokenExpiry        EmailqosOauthTokenExpiryMetricConfig        `mapstructure:"emailqos.oauth.token.expiry"`
+	EmailqosOauthTokenValid         EmailqosOauthTokenValidMetricConfig         `mapstructure:"emailqos.oauth.token.valid"`
+	EmailqosProbesLate              EmailqosProbesLateMetricConfig              `mapstructure:"emailqos.probes.late"`
+	EmailqosProbesSwept             EmailqosProbesSweptMetricConfig             `mapstructure:"emailqos.probes.swept"`
+	EmailqosRoundtripDuration       EmailqosRoundtripDurationMetricConfig       `mapstructure:"emailqos.roundtrip.duration"`
+	EmailqosSMTPReplyCode           EmailqosSMTPReplyCodeMetricConfig           `mapstructure:"emailqos.smtp.reply_code"`
+	EmailqosStepDuration            EmailqosStepDurationMetricConfig            `mapstructure:"emailqos.step.duration"`
+	EmailqosSuccess                 EmailqosSuccessMetricConfig                 `mapstructure:"emailqos.success"`
+	EmailqosTLSCertificateTimeLeft  EmailqosTLSCertificateTimeLeftMetricConfig  `mapstructure:"emailqos.tls.certificate.time_left"`
+	EmailqosTLSVersion              EmailqosTLSVersionMetricConfig              `mapstructure:"emailqos.tls.version"`
+	EmailqosTransitDuration         EmailqosTransitDurationMetricConfig         `mapstructure:"emailqos.transit.duration"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		EmailqosAuthResult: EmailqosAuthResultMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosAuthResultMetricAttributeKey{EmailqosAuthResultMetricAttributeKeyAuthMethod, EmailqosAuthResultMetricAttributeKeyAuthResult},
+		},
 		EmailqosCollectionsSkipped: EmailqosCollectionsSkippedMetricConfig{
+			Enabled: true,
+		},
+		EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
+			Enabled: true,
+		},
+		EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
+			Enabled: true,
+		},
+		EmailqosDeliveryJunk: EmailqosDeliveryJunkMetricConfig{
 			Enabled: true,
 		},
 		EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 			Enabled: true,
+		},
+		EmailqosDeliverySegmentDuration: EmailqosDeliverySegmentDurationMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosDeliverySegmentDurationMetricAttributeKey{EmailqosDeliverySegmentDurationMetricAttributeKeySegment},
 		},
 		EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
 			Enabled:             true,
@@ -376,6 +704,11 @@ func DefaultMetricsConfig() MetricsConfig {
 		EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
 			Enabled: true,
 		},
+		EmailqosSMTPReplyCode: EmailqosSMTPReplyCodeMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosSMTPReplyCodeMetricAttributeKey{EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus},
+		},
 		EmailqosStepDuration: EmailqosStepDurationMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
@@ -383,6 +716,16 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		EmailqosSuccess: EmailqosSuccessMetricConfig{
 			Enabled: true,
+		},
+		EmailqosTLSCertificateTimeLeft: EmailqosTLSCertificateTimeLeftMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosTLSCertificateTimeLeftMetricAttributeKey{EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol},
+		},
+		EmailqosTLSVersion: EmailqosTLSVersionMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []EmailqosTLSVersionMetricAttributeKey{EmailqosTLSVersionMetricAttributeKeyProtocol},
 		},
 		EmailqosTransitDuration: EmailqosTransitDurationMetricConfig{
 			Enabled: true,
@@ -421,6 +764,7 @@ type ResourceAttributesConfig struct {
 	EmailqosAccount   ResourceAttributeConfig `mapstructure:"emailqos.account"`
 	EmailqosDirection ResourceAttributeConfig `mapstructure:"emailqos.direction"`
 	EmailqosErrorCode ResourceAttributeConfig `mapstructure:"emailqos.error_code"`
+	EmailqosPlacement ResourceAttributeConfig `mapstructure:"emailqos.placement"`
 	EmailqosProbeKind ResourceAttributeConfig `mapstructure:"emailqos.probe.kind"`
 	EmailqosReceiver  ResourceAttributeConfig `mapstructure:"emailqos.receiver"`
 	EmailqosSender    ResourceAttributeConfig `mapstructure:"emailqos.sender"`
@@ -437,6 +781,9 @@ func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 			Enabled: true,
 		},
 		EmailqosErrorCode: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		EmailqosPlacement: ResourceAttributeConfig{
 			Enabled: true,
 		},
 		EmailqosProbeKind: ResourceAttributeConfig{

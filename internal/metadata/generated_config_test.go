@@ -26,11 +26,30 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "all_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EmailqosAuthResult: EmailqosAuthResultMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosAuthResultMetricAttributeKey{EmailqosAuthResultMetricAttributeKeyAuthMethod, EmailqosAuthResultMetricAttributeKeyAuthResult},
+					},
 					EmailqosCollectionsSkipped: EmailqosCollectionsSkippedMetricConfig{
+						Enabled: true,
+					},
+					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
+						Enabled: true,
+					},
+					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
+						Enabled: true,
+					},
+					EmailqosDeliveryJunk: EmailqosDeliveryJunkMetricConfig{
 						Enabled: true,
 					},
 					EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 						Enabled: true,
+					},
+					EmailqosDeliverySegmentDuration: EmailqosDeliverySegmentDurationMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosDeliverySegmentDurationMetricAttributeKey{EmailqosDeliverySegmentDurationMetricAttributeKeySegment},
 					},
 					EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
 						Enabled:             true,
@@ -58,6 +77,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
 						Enabled: true,
 					},
+					EmailqosSMTPReplyCode: EmailqosSMTPReplyCodeMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosSMTPReplyCodeMetricAttributeKey{EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus},
+					},
 					EmailqosStepDuration: EmailqosStepDurationMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -65,6 +89,16 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EmailqosSuccess: EmailqosSuccessMetricConfig{
 						Enabled: true,
+					},
+					EmailqosTLSCertificateTimeLeft: EmailqosTLSCertificateTimeLeftMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosTLSCertificateTimeLeftMetricAttributeKey{EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol},
+					},
+					EmailqosTLSVersion: EmailqosTLSVersionMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosTLSVersionMetricAttributeKey{EmailqosTLSVersionMetricAttributeKeyProtocol},
 					},
 					EmailqosTransitDuration: EmailqosTransitDurationMetricConfig{
 						Enabled: true,
@@ -74,6 +108,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosAccount:   ResourceAttributeConfig{Enabled: true},
 					EmailqosDirection: ResourceAttributeConfig{Enabled: true},
 					EmailqosErrorCode: ResourceAttributeConfig{Enabled: true},
+					EmailqosPlacement: ResourceAttributeConfig{Enabled: true},
 					EmailqosProbeKind: ResourceAttributeConfig{Enabled: true},
 					EmailqosReceiver:  ResourceAttributeConfig{Enabled: true},
 					EmailqosSender:    ResourceAttributeConfig{Enabled: true},
@@ -86,11 +121,30 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "none_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EmailqosAuthResult: EmailqosAuthResultMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosAuthResultMetricAttributeKey{EmailqosAuthResultMetricAttributeKeyAuthMethod, EmailqosAuthResultMetricAttributeKeyAuthResult},
+					},
 					EmailqosCollectionsSkipped: EmailqosCollectionsSkippedMetricConfig{
+						Enabled: false,
+					},
+					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
+						Enabled: false,
+					},
+					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
+						Enabled: false,
+					},
+					EmailqosDeliveryJunk: EmailqosDeliveryJunkMetricConfig{
 						Enabled: false,
 					},
 					EmailqosDeliveryLatency: EmailqosDeliveryLatencyMetricConfig{
 						Enabled: false,
+					},
+					EmailqosDeliverySegmentDuration: EmailqosDeliverySegmentDurationMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosDeliverySegmentDurationMetricAttributeKey{EmailqosDeliverySegmentDurationMetricAttributeKeySegment},
 					},
 					EmailqosDeliveryUncertainty: EmailqosDeliveryUncertaintyMetricConfig{
 						Enabled:             false,
@@ -118,6 +172,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
 						Enabled: false,
 					},
+					EmailqosSMTPReplyCode: EmailqosSMTPReplyCodeMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosSMTPReplyCodeMetricAttributeKey{EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus},
+					},
 					EmailqosStepDuration: EmailqosStepDurationMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -125,6 +184,16 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EmailqosSuccess: EmailqosSuccessMetricConfig{
 						Enabled: false,
+					},
+					EmailqosTLSCertificateTimeLeft: EmailqosTLSCertificateTimeLeftMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosTLSCertificateTimeLeftMetricAttributeKey{EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol},
+					},
+					EmailqosTLSVersion: EmailqosTLSVersionMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []EmailqosTLSVersionMetricAttributeKey{EmailqosTLSVersionMetricAttributeKeyProtocol},
 					},
 					EmailqosTransitDuration: EmailqosTransitDurationMetricConfig{
 						Enabled: false,
@@ -134,6 +203,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosAccount:   ResourceAttributeConfig{Enabled: false},
 					EmailqosDirection: ResourceAttributeConfig{Enabled: false},
 					EmailqosErrorCode: ResourceAttributeConfig{Enabled: false},
+					EmailqosPlacement: ResourceAttributeConfig{Enabled: false},
 					EmailqosProbeKind: ResourceAttributeConfig{Enabled: false},
 					EmailqosReceiver:  ResourceAttributeConfig{Enabled: false},
 					EmailqosSender:    ResourceAttributeConfig{Enabled: false},
@@ -146,10 +216,33 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
+}
+func TestEmailqosAuthResultMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosAuthResult
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosAuthResultMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.auth.result doesn't have an attribute invalid, valid attributes: [auth.method, auth.result]")
+
+	cfg = DefaultMetricsConfig().EmailqosAuthResult
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEmailqosDeliverySegmentDurationMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosDeliverySegmentDuration
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosDeliverySegmentDurationMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.delivery.segment.duration doesn't have an attribute invalid, valid attributes: [segment]")
+
+	cfg = DefaultMetricsConfig().EmailqosDeliverySegmentDuration
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
 func TestEmailqosDeliveryUncertaintyMetricsConfig_Validate(t *testing.T) {
@@ -164,6 +257,18 @@ func TestEmailqosDeliveryUncertaintyMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestEmailqosSMTPReplyCodeMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosSMTPReplyCode
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosSMTPReplyCodeMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.smtp.reply_code doesn't have an attribute invalid, valid attributes: [smtp.enhanced_status]")
+
+	cfg = DefaultMetricsConfig().EmailqosSMTPReplyCode
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestEmailqosStepDurationMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().EmailqosStepDuration
 	require.NoError(t, cfg.Validate())
@@ -172,6 +277,30 @@ func TestEmailqosStepDurationMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric emailqos.step.duration doesn't have an attribute invalid, valid attributes: [step]")
 
 	cfg = DefaultMetricsConfig().EmailqosStepDuration
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEmailqosTLSCertificateTimeLeftMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosTLSCertificateTimeLeft
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosTLSCertificateTimeLeftMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.tls.certificate.time_left doesn't have an attribute invalid, valid attributes: [protocol]")
+
+	cfg = DefaultMetricsConfig().EmailqosTLSCertificateTimeLeft
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEmailqosTLSVersionMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EmailqosTLSVersion
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EmailqosTLSVersionMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric emailqos.tls.version doesn't have an attribute invalid, valid attributes: [protocol]")
+
+	cfg = DefaultMetricsConfig().EmailqosTLSVersion
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
@@ -201,6 +330,7 @@ func TestResourceAttributesConfig(t *testing.T) {
 				EmailqosAccount:   ResourceAttributeConfig{Enabled: true},
 				EmailqosDirection: ResourceAttributeConfig{Enabled: true},
 				EmailqosErrorCode: ResourceAttributeConfig{Enabled: true},
+				EmailqosPlacement: ResourceAttributeConfig{Enabled: true},
 				EmailqosProbeKind: ResourceAttributeConfig{Enabled: true},
 				EmailqosReceiver:  ResourceAttributeConfig{Enabled: true},
 				EmailqosSender:    ResourceAttributeConfig{Enabled: true},
@@ -214,6 +344,7 @@ func TestResourceAttributesConfig(t *testing.T) {
 				EmailqosAccount:   ResourceAttributeConfig{Enabled: false},
 				EmailqosDirection: ResourceAttributeConfig{Enabled: false},
 				EmailqosErrorCode: ResourceAttributeConfig{Enabled: false},
+				EmailqosPlacement: ResourceAttributeConfig{Enabled: false},
 				EmailqosProbeKind: ResourceAttributeConfig{Enabled: false},
 				EmailqosReceiver:  ResourceAttributeConfig{Enabled: false},
 				EmailqosSender:    ResourceAttributeConfig{Enabled: false},

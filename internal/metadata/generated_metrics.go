@@ -19,6 +19,40 @@ const (
 	AggregationStrategyMax = "max"
 )
 
+// AttributeAuthMethod specifies the value auth.method attribute.
+type AttributeAuthMethod int
+
+const (
+	_ AttributeAuthMethod = iota
+	AttributeAuthMethodSpf
+	AttributeAuthMethodDkim
+	AttributeAuthMethodDmarc
+	AttributeAuthMethodArc
+)
+
+// String returns the string representation of the AttributeAuthMethod.
+func (av AttributeAuthMethod) String() string {
+	switch av {
+	case AttributeAuthMethodSpf:
+		return "spf"
+	case AttributeAuthMethodDkim:
+		return "dkim"
+	case AttributeAuthMethodDmarc:
+		return "dmarc"
+	case AttributeAuthMethodArc:
+		return "arc"
+	}
+	return ""
+}
+
+// MapAttributeAuthMethod is a helper map of string to AttributeAuthMethod attribute value.
+var MapAttributeAuthMethod = map[string]AttributeAuthMethod{
+	"spf":   AttributeAuthMethodSpf,
+	"dkim":  AttributeAuthMethodDkim,
+	"dmarc": AttributeAuthMethodDmarc,
+	"arc":   AttributeAuthMethodArc,
+}
+
 // AttributeMethod specifies the value method attribute.
 type AttributeMethod int
 
@@ -47,6 +81,74 @@ var MapAttributeMethod = map[string]AttributeMethod{
 	"idle":    AttributeMethodIdle,
 	"poll":    AttributeMethodPoll,
 	"precise": AttributeMethodPrecise,
+}
+
+// AttributeProtocol specifies the value protocol attribute.
+type AttributeProtocol int
+
+const (
+	_ AttributeProtocol = iota
+	AttributeProtocolSMTP
+	AttributeProtocolImap
+	AttributeProtocolPop3
+)
+
+// String returns the string representation of the AttributeProtocol.
+func (av AttributeProtocol) String() string {
+	switch av {
+	case AttributeProtocolSMTP:
+		return "smtp"
+	case AttributeProtocolImap:
+		return "imap"
+	case AttributeProtocolPop3:
+		return "pop3"
+	}
+	return ""
+}
+
+// MapAttributeProtocol is a helper map of string to AttributeProtocol attribute value.
+var MapAttributeProtocol = map[string]AttributeProtocol{
+	"smtp": AttributeProtocolSMTP,
+	"imap": AttributeProtocolImap,
+	"pop3": AttributeProtocolPop3,
+}
+
+// AttributeSegment specifies the value segment attribute.
+type AttributeSegment int
+
+const (
+	_ AttributeSegment = iota
+	AttributeSegmentSubmission
+	AttributeSegmentOutbound
+	AttributeSegmentRelay
+	AttributeSegmentInbound
+	AttributeSegmentStore
+)
+
+// String returns the string representation of the AttributeSegment.
+func (av AttributeSegment) String() string {
+	switch av {
+	case AttributeSegmentSubmission:
+		return "submission"
+	case AttributeSegmentOutbound:
+		return "outbound"
+	case AttributeSegmentRelay:
+		return "relay"
+	case AttributeSegmentInbound:
+		return "inbound"
+	case AttributeSegmentStore:
+		return "store"
+	}
+	return ""
+}
+
+// MapAttributeSegment is a helper map of string to AttributeSegment attribute value.
+var MapAttributeSegment = map[string]AttributeSegment{
+	"submission": AttributeSegmentSubmission,
+	"outbound":   AttributeSegmentOutbound,
+	"relay":      AttributeSegmentRelay,
+	"inbound":    AttributeSegmentInbound,
+	"store":      AttributeSegmentStore,
 }
 
 // AttributeStep specifies the value step attribute.
@@ -156,11 +258,28 @@ var MapAttributeStep = map[string]AttributeStep{
 }
 
 var MetricsInfo = metricsInfo{
+	EmailqosAuthResult: metricInfo{
+		Name:       "emailqos.auth.result",
+		Attributes: []string{"auth.method", "auth.result"},
+	},
 	EmailqosCollectionsSkipped: metricInfo{
 		Name: "emailqos.collections.skipped",
 	},
+	EmailqosDeliveryClockSkew: metricInfo{
+		Name: "emailqos.delivery.clock_skew",
+	},
+	EmailqosDeliveryHops: metricInfo{
+		Name: "emailqos.delivery.hops",
+	},
+	EmailqosDeliveryJunk: metricInfo{
+		Name: "emailqos.delivery.junk",
+	},
 	EmailqosDeliveryLatency: metricInfo{
 		Name: "emailqos.delivery.latency",
+	},
+	EmailqosDeliverySegmentDuration: metricInfo{
+		Name:       "emailqos.delivery.segment.duration",
+		Attributes: []string{"segment"},
 	},
 	EmailqosDeliveryUncertainty: metricInfo{
 		Name:       "emailqos.delivery.uncertainty",
@@ -187,6 +306,10 @@ var MetricsInfo = metricsInfo{
 	EmailqosRoundtripDuration: metricInfo{
 		Name: "emailqos.roundtrip.duration",
 	},
+	EmailqosSMTPReplyCode: metricInfo{
+		Name:       "emailqos.smtp.reply_code",
+		Attributes: []string{"smtp.enhanced_status"},
+	},
 	EmailqosStepDuration: metricInfo{
 		Name:       "emailqos.step.duration",
 		Attributes: []string{"step"},
@@ -194,30 +317,138 @@ var MetricsInfo = metricsInfo{
 	EmailqosSuccess: metricInfo{
 		Name: "emailqos.success",
 	},
+	EmailqosTLSCertificateTimeLeft: metricInfo{
+		Name:       "emailqos.tls.certificate.time_left",
+		Attributes: []string{"protocol"},
+	},
+	EmailqosTLSVersion: metricInfo{
+		Name:       "emailqos.tls.version",
+		Attributes: []string{"protocol"},
+	},
 	EmailqosTransitDuration: metricInfo{
 		Name: "emailqos.transit.duration",
 	},
 }
 
 type metricsInfo struct {
-	EmailqosCollectionsSkipped  metricInfo
-	EmailqosDeliveryLatency     metricInfo
-	EmailqosDeliveryUncertainty metricInfo
-	EmailqosErrorCode           metricInfo
-	EmailqosImapCommands        metricInfo
-	EmailqosOauthTokenExpiry    metricInfo
-	EmailqosOauthTokenValid     metricInfo
-	EmailqosProbesLate          metricInfo
-	EmailqosProbesSwept         metricInfo
-	EmailqosRoundtripDuration   metricInfo
-	EmailqosStepDuration        metricInfo
-	EmailqosSuccess             metricInfo
-	EmailqosTransitDuration     metricInfo
+	EmailqosAuthResult              metricInfo
+	EmailqosCollectionsSkipped      metricInfo
+	EmailqosDeliveryClockSkew       metricInfo
+	EmailqosDeliveryHops            metricInfo
+	EmailqosDeliveryJunk            metricInfo
+	EmailqosDeliveryLatency         metricInfo
+	EmailqosDeliverySegmentDuration metricInfo
+	EmailqosDeliveryUncertainty     metricInfo
+	EmailqosErrorCode               metricInfo
+	EmailqosImapCommands            metricInfo
+	EmailqosOauthTokenExpiry        metricInfo
+	EmailqosOauthTokenValid         metricInfo
+	EmailqosProbesLate              metricInfo
+	EmailqosProbesSwept             metricInfo
+	EmailqosRoundtripDuration       metricInfo
+	EmailqosSMTPReplyCode           metricInfo
+	EmailqosStepDuration            metricInfo
+	EmailqosSuccess                 metricInfo
+	EmailqosTLSCertificateTimeLeft  metricInfo
+	EmailqosTLSVersion              metricInfo
+	EmailqosTransitDuration         metricInfo
 }
 
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricEmailqosAuthResult struct {
+	data          pmetric.Metric                 // data buffer for generated metric.
+	config        EmailqosAuthResultMetricConfig // metric config provided by user.
+	capacity      int                            // max observed number of data points added to the metric.
+	aggDataPoints []int64                        // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.auth.result metric with initial data.
+func (m *metricEmailqosAuthResult) init() {
+	m.data.SetName("emailqos.auth.result")
+	m.data.SetDescription("1 for each authentication method (SPF, DKIM, DMARC, ARC) the receiving side reported on the delivered probe, with its verdict in attribute auth.result; only Authentication-Results of trusted authserv-ids count (the account's authserv_ids, else the topmost field's). For DKIM, pass when any signature passed.")
+	m.data.SetUnit("{verdict}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosAuthResult) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, authMethodAttributeValue string, authResultAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosAuthResultMetricAttributeKeyAuthMethod) {
+		dp.Attributes().PutStr("auth.method", authMethodAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EmailqosAuthResultMetricAttributeKeyAuthResult) {
+		dp.Attributes().PutStr("auth.result", authResultAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosAuthResult) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosAuthResult) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosAuthResult(cfg EmailqosAuthResultMetricConfig) metricEmailqosAuthResult {
+	m := metricEmailqosAuthResult{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricEmailqosCollectionsSkipped struct {
@@ -270,6 +501,156 @@ func newMetricEmailqosCollectionsSkipped(cfg EmailqosCollectionsSkippedMetricCon
 	return m
 }
 
+type metricEmailqosDeliveryClockSkew struct {
+	data     pmetric.Metric                        // data buffer for generated metric.
+	config   EmailqosDeliveryClockSkewMetricConfig // metric config provided by user.
+	capacity int                                   // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.delivery.clock_skew metric with initial data.
+func (m *metricEmailqosDeliveryClockSkew) init() {
+	m.data.SetName("emailqos.delivery.clock_skew")
+	m.data.SetDescription("Estimated clock offset of the submission server against this collector (server minus collector), from its Received timestamp, which must lie between the start of the submission and the server's reply; 0 when the timestamp is consistent with no offset. Applied before the delivery is split.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosDeliveryClockSkew) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryClockSkew) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryClockSkew) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryClockSkew(cfg EmailqosDeliveryClockSkewMetricConfig) metricEmailqosDeliveryClockSkew {
+	m := metricEmailqosDeliveryClockSkew{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosDeliveryHops struct {
+	data     pmetric.Metric                   // data buffer for generated metric.
+	config   EmailqosDeliveryHopsMetricConfig // metric config provided by user.
+	capacity int                              // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.delivery.hops metric with initial data.
+func (m *metricEmailqosDeliveryHops) init() {
+	m.data.SetName("emailqos.delivery.hops")
+	m.data.SetDescription("Number of Received header fields (hops) of the delivered probe.")
+	m.data.SetUnit("{hop}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosDeliveryHops) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryHops) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryHops) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryHops(cfg EmailqosDeliveryHopsMetricConfig) metricEmailqosDeliveryHops {
+	m := metricEmailqosDeliveryHops{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosDeliveryJunk struct {
+	data     pmetric.Metric                   // data buffer for generated metric.
+	config   EmailqosDeliveryJunkMetricConfig // metric config provided by user.
+	capacity int                              // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.delivery.junk metric with initial data.
+func (m *metricEmailqosDeliveryJunk) init() {
+	m.data.SetName("emailqos.delivery.junk")
+	m.data.SetDescription("1 when the delivered probe was found in a junk/spam folder (placement junk), 0 when in the configured mailbox; reported only for delivered probes, so that `== 1` alerts on spam filing and its average over time is the share of probes filed as spam.")
+	m.data.SetUnit("{probe}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosDeliveryJunk) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryJunk) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryJunk) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryJunk(cfg EmailqosDeliveryJunkMetricConfig) metricEmailqosDeliveryJunk {
+	m := metricEmailqosDeliveryJunk{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosDeliveryLatency struct {
 	data     pmetric.Metric                      // data buffer for generated metric.
 	config   EmailqosDeliveryLatencyMetricConfig // metric config provided by user.
@@ -312,6 +693,95 @@ func (m *metricEmailqosDeliveryLatency) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosDeliveryLatency(cfg EmailqosDeliveryLatencyMetricConfig) metricEmailqosDeliveryLatency {
 	m := metricEmailqosDeliveryLatency{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosDeliverySegmentDuration struct {
+	data          pmetric.Metric                              // data buffer for generated metric.
+	config        EmailqosDeliverySegmentDurationMetricConfig // metric config provided by user.
+	capacity      int                                         // max observed number of data points added to the metric.
+	aggDataPoints []float64                                   // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.delivery.segment.duration metric with initial data.
+func (m *metricEmailqosDeliverySegmentDuration) init() {
+	m.data.SetName("emailqos.delivery.segment.duration")
+	m.data.SetDescription("The delivery split along the Received chain - submission (to the sending server's reply to DATA, measured here), outbound (the sending provider's hops), relay (hops of neither provider), inbound (the receiving provider's hops) and store (the last Received timestamp to the message seen by the reader). outbound, relay, inbound and store add up to emailqos.delivery.latency exactly; Received timestamps have one-second resolution.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosDeliverySegmentDuration) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, segmentAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosDeliverySegmentDurationMetricAttributeKeySegment) {
+		dp.Attributes().PutStr("segment", segmentAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetDoubleValue(dpi.DoubleValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.DoubleValue() > val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.DoubleValue() < val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetDoubleValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliverySegmentDuration) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliverySegmentDuration) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetDoubleValue(m.data.Gauge().DataPoints().At(i).DoubleValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliverySegmentDuration(cfg EmailqosDeliverySegmentDurationMetricConfig) metricEmailqosDeliverySegmentDuration {
+	m := metricEmailqosDeliverySegmentDuration{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -759,6 +1229,95 @@ func newMetricEmailqosRoundtripDuration(cfg EmailqosRoundtripDurationMetricConfi
 	return m
 }
 
+type metricEmailqosSMTPReplyCode struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        EmailqosSMTPReplyCodeMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.smtp.reply_code metric with initial data.
+func (m *metricEmailqosSMTPReplyCode) init() {
+	m.data.SetName("emailqos.smtp.reply_code")
+	m.data.SetDescription("The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.")
+	m.data.SetUnit("{code}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosSMTPReplyCode) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, smtpEnhancedStatusAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosSMTPReplyCodeMetricAttributeKeySMTPEnhancedStatus) {
+		dp.Attributes().PutStr("smtp.enhanced_status", smtpEnhancedStatusAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosSMTPReplyCode) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosSMTPReplyCode) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosSMTPReplyCode(cfg EmailqosSMTPReplyCodeMetricConfig) metricEmailqosSMTPReplyCode {
+	m := metricEmailqosSMTPReplyCode{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosStepDuration struct {
 	data          pmetric.Metric                   // data buffer for generated metric.
 	config        EmailqosStepDurationMetricConfig // metric config provided by user.
@@ -898,6 +1457,184 @@ func newMetricEmailqosSuccess(cfg EmailqosSuccessMetricConfig) metricEmailqosSuc
 	return m
 }
 
+type metricEmailqosTLSCertificateTimeLeft struct {
+	data          pmetric.Metric                             // data buffer for generated metric.
+	config        EmailqosTLSCertificateTimeLeftMetricConfig // metric config provided by user.
+	capacity      int                                        // max observed number of data points added to the metric.
+	aggDataPoints []float64                                  // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.tls.certificate.time_left metric with initial data.
+func (m *metricEmailqosTLSCertificateTimeLeft) init() {
+	m.data.SetName("emailqos.tls.certificate.time_left")
+	m.data.SetDescription("Seconds until the server's leaf certificate expires (its notAfter), per protocol that used TLS in this probe. An expired certificate fails verification and the probe, so a negative value is only seen with insecure_skip_verify.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosTLSCertificateTimeLeft) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, protocolAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosTLSCertificateTimeLeftMetricAttributeKeyProtocol) {
+		dp.Attributes().PutStr("protocol", protocolAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetDoubleValue(dpi.DoubleValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.DoubleValue() > val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.DoubleValue() < val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetDoubleValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosTLSCertificateTimeLeft) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosTLSCertificateTimeLeft) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetDoubleValue(m.data.Gauge().DataPoints().At(i).DoubleValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosTLSCertificateTimeLeft(cfg EmailqosTLSCertificateTimeLeftMetricConfig) metricEmailqosTLSCertificateTimeLeft {
+	m := metricEmailqosTLSCertificateTimeLeft{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosTLSVersion struct {
+	data          pmetric.Metric                 // data buffer for generated metric.
+	config        EmailqosTLSVersionMetricConfig // metric config provided by user.
+	capacity      int                            // max observed number of data points added to the metric.
+	aggDataPoints []float64                      // slice containing number of aggregated datapoints at each index
+}
+
+// init fills emailqos.tls.version metric with initial data.
+func (m *metricEmailqosTLSVersion) init() {
+	m.data.SetName("emailqos.tls.version")
+	m.data.SetDescription("The negotiated TLS version as a number (1.0, 1.1, 1.2, 1.3), per protocol that used TLS in this probe, so that a threshold such as `< 1.2` or a drop from the usual value alerts on a downgrade.")
+	m.data.SetUnit("{version}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEmailqosTLSVersion) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, protocolAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EmailqosTLSVersionMetricAttributeKeyProtocol) {
+		dp.Attributes().PutStr("protocol", protocolAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetDoubleValue(dpi.DoubleValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.DoubleValue() > val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.DoubleValue() < val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetDoubleValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosTLSVersion) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosTLSVersion) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetDoubleValue(m.data.Gauge().DataPoints().At(i).DoubleValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosTLSVersion(cfg EmailqosTLSVersionMetricConfig) metricEmailqosTLSVersion {
+	m := metricEmailqosTLSVersion{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosTransitDuration struct {
 	data     pmetric.Metric                      // data buffer for generated metric.
 	config   EmailqosTransitDurationMetricConfig // metric config provided by user.
@@ -951,26 +1688,34 @@ func newMetricEmailqosTransitDuration(cfg EmailqosTransitDurationMetricConfig) m
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                            MetricsBuilderConfig // config of the metrics builder.
-	startTime                         pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                   int                  // maximum observed number of metrics per resource.
-	metricsBuffer                     pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                         component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter    map[string]filter.Filter
-	resourceAttributeExcludeFilter    map[string]filter.Filter
-	metricEmailqosCollectionsSkipped  metricEmailqosCollectionsSkipped
-	metricEmailqosDeliveryLatency     metricEmailqosDeliveryLatency
-	metricEmailqosDeliveryUncertainty metricEmailqosDeliveryUncertainty
-	metricEmailqosErrorCode           metricEmailqosErrorCode
-	metricEmailqosImapCommands        metricEmailqosImapCommands
-	metricEmailqosOauthTokenExpiry    metricEmailqosOauthTokenExpiry
-	metricEmailqosOauthTokenValid     metricEmailqosOauthTokenValid
-	metricEmailqosProbesLate          metricEmailqosProbesLate
-	metricEmailqosProbesSwept         metricEmailqosProbesSwept
-	metricEmailqosRoundtripDuration   metricEmailqosRoundtripDuration
-	metricEmailqosStepDuration        metricEmailqosStepDuration
-	metricEmailqosSuccess             metricEmailqosSuccess
-	metricEmailqosTransitDuration     metricEmailqosTransitDuration
+	config                                MetricsBuilderConfig // config of the metrics builder.
+	startTime                             pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                       int                  // maximum observed number of metrics per resource.
+	metricsBuffer                         pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                             component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter        map[string]filter.Filter
+	resourceAttributeExcludeFilter        map[string]filter.Filter
+	metricEmailqosAuthResult              metricEmailqosAuthResult
+	metricEmailqosCollectionsSkipped      metricEmailqosCollectionsSkipped
+	metricEmailqosDeliveryClockSkew       metricEmailqosDeliveryClockSkew
+	metricEmailqosDeliveryHops            metricEmailqosDeliveryHops
+	metricEmailqosDeliveryJunk            metricEmailqosDeliveryJunk
+	metricEmailqosDeliveryLatency         metricEmailqosDeliveryLatency
+	metricEmailqosDeliverySegmentDuration metricEmailqosDeliverySegmentDuration
+	metricEmailqosDeliveryUncertainty     metricEmailqosDeliveryUncertainty
+	metricEmailqosErrorCode               metricEmailqosErrorCode
+	metricEmailqosImapCommands            metricEmailqosImapCommands
+	metricEmailqosOauthTokenExpiry        metricEmailqosOauthTokenExpiry
+	metricEmailqosOauthTokenValid         metricEmailqosOauthTokenValid
+	metricEmailqosProbesLate              metricEmailqosProbesLate
+	metricEmailqosProbesSwept             metricEmailqosProbesSwept
+	metricEmailqosRoundtripDuration       metricEmailqosRoundtripDuration
+	metricEmailqosSMTPReplyCode           metricEmailqosSMTPReplyCode
+	metricEmailqosStepDuration            metricEmailqosStepDuration
+	metricEmailqosSuccess                 metricEmailqosSuccess
+	metricEmailqosTLSCertificateTimeLeft  metricEmailqosTLSCertificateTimeLeft
+	metricEmailqosTLSVersion              metricEmailqosTLSVersion
+	metricEmailqosTransitDuration         metricEmailqosTransitDuration
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -992,25 +1737,33 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                            mbc,
-		startTime:                         pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                     pmetric.NewMetrics(),
-		buildInfo:                         settings.BuildInfo,
-		metricEmailqosCollectionsSkipped:  newMetricEmailqosCollectionsSkipped(mbc.Metrics.EmailqosCollectionsSkipped),
-		metricEmailqosDeliveryLatency:     newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
-		metricEmailqosDeliveryUncertainty: newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
-		metricEmailqosErrorCode:           newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
-		metricEmailqosImapCommands:        newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
-		metricEmailqosOauthTokenExpiry:    newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
-		metricEmailqosOauthTokenValid:     newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
-		metricEmailqosProbesLate:          newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
-		metricEmailqosProbesSwept:         newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
-		metricEmailqosRoundtripDuration:   newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
-		metricEmailqosStepDuration:        newMetricEmailqosStepDuration(mbc.Metrics.EmailqosStepDuration),
-		metricEmailqosSuccess:             newMetricEmailqosSuccess(mbc.Metrics.EmailqosSuccess),
-		metricEmailqosTransitDuration:     newMetricEmailqosTransitDuration(mbc.Metrics.EmailqosTransitDuration),
-		resourceAttributeIncludeFilter:    make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:    make(map[string]filter.Filter),
+		config:                                mbc,
+		startTime:                             pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                         pmetric.NewMetrics(),
+		buildInfo:                             settings.BuildInfo,
+		metricEmailqosAuthResult:              newMetricEmailqosAuthResult(mbc.Metrics.EmailqosAuthResult),
+		metricEmailqosCollectionsSkipped:      newMetricEmailqosCollectionsSkipped(mbc.Metrics.EmailqosCollectionsSkipped),
+		metricEmailqosDeliveryClockSkew:       newMetricEmailqosDeliveryClockSkew(mbc.Metrics.EmailqosDeliveryClockSkew),
+		metricEmailqosDeliveryHops:            newMetricEmailqosDeliveryHops(mbc.Metrics.EmailqosDeliveryHops),
+		metricEmailqosDeliveryJunk:            newMetricEmailqosDeliveryJunk(mbc.Metrics.EmailqosDeliveryJunk),
+		metricEmailqosDeliveryLatency:         newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
+		metricEmailqosDeliverySegmentDuration: newMetricEmailqosDeliverySegmentDuration(mbc.Metrics.EmailqosDeliverySegmentDuration),
+		metricEmailqosDeliveryUncertainty:     newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
+		metricEmailqosErrorCode:               newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
+		metricEmailqosImapCommands:            newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
+		metricEmailqosOauthTokenExpiry:        newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
+		metricEmailqosOauthTokenValid:         newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
+		metricEmailqosProbesLate:              newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
+		metricEmailqosProbesSwept:             newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
+		metricEmailqosRoundtripDuration:       newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
+		metricEmailqosSMTPReplyCode:           newMetricEmailqosSMTPReplyCode(mbc.Metrics.EmailqosSMTPReplyCode),
+		metricEmailqosStepDuration:            newMetricEmailqosStepDuration(mbc.Metrics.EmailqosStepDuration),
+		metricEmailqosSuccess:                 newMetricEmailqosSuccess(mbc.Metrics.EmailqosSuccess),
+		metricEmailqosTLSCertificateTimeLeft:  newMetricEmailqosTLSCertificateTimeLeft(mbc.Metrics.EmailqosTLSCertificateTimeLeft),
+		metricEmailqosTLSVersion:              newMetricEmailqosTLSVersion(mbc.Metrics.EmailqosTLSVersion),
+		metricEmailqosTransitDuration:         newMetricEmailqosTransitDuration(mbc.Metrics.EmailqosTransitDuration),
+		resourceAttributeIncludeFilter:        make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:        make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.EmailqosAccount.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["emailqos.account"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosAccount.MetricsInclude)
@@ -1029,6 +1782,12 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	}
 	if mbc.ResourceAttributes.EmailqosErrorCode.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["emailqos.error_code"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosErrorCode.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.EmailqosPlacement.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["emailqos.placement"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosPlacement.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.EmailqosPlacement.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["emailqos.placement"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosPlacement.MetricsExclude)
 	}
 	if mbc.ResourceAttributes.EmailqosProbeKind.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["emailqos.probe.kind"] = filter.CreateFilter(mbc.ResourceAttributes.EmailqosProbeKind.MetricsInclude)
@@ -1129,8 +1888,13 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricEmailqosAuthResult.emit(ils.Metrics())
 	mb.metricEmailqosCollectionsSkipped.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryClockSkew.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryHops.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryJunk.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryLatency.emit(ils.Metrics())
+	mb.metricEmailqosDeliverySegmentDuration.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryUncertainty.emit(ils.Metrics())
 	mb.metricEmailqosErrorCode.emit(ils.Metrics())
 	mb.metricEmailqosImapCommands.emit(ils.Metrics())
@@ -1139,8 +1903,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosProbesLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
+	mb.metricEmailqosSMTPReplyCode.emit(ils.Metrics())
 	mb.metricEmailqosStepDuration.emit(ils.Metrics())
 	mb.metricEmailqosSuccess.emit(ils.Metrics())
+	mb.metricEmailqosTLSCertificateTimeLeft.emit(ils.Metrics())
+	mb.metricEmailqosTLSVersion.emit(ils.Metrics())
 	mb.metricEmailqosTransitDuration.emit(ils.Metrics())
 
 	for _, op := range options {
@@ -1173,14 +1940,39 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	return metrics
 }
 
+// RecordEmailqosAuthResultDataPoint adds a data point to emailqos.auth.result metric.
+func (mb *MetricsBuilder) RecordEmailqosAuthResultDataPoint(ts pcommon.Timestamp, val int64, authMethodAttributeValue AttributeAuthMethod, authResultAttributeValue string) {
+	mb.metricEmailqosAuthResult.recordDataPoint(mb.startTime, ts, val, authMethodAttributeValue.String(), authResultAttributeValue)
+}
+
 // RecordEmailqosCollectionsSkippedDataPoint adds a data point to emailqos.collections.skipped metric.
 func (mb *MetricsBuilder) RecordEmailqosCollectionsSkippedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosCollectionsSkipped.recordDataPoint(mb.startTime, ts, val)
 }
 
+// RecordEmailqosDeliveryClockSkewDataPoint adds a data point to emailqos.delivery.clock_skew metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryClockSkewDataPoint(ts pcommon.Timestamp, val float64) {
+	mb.metricEmailqosDeliveryClockSkew.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosDeliveryHopsDataPoint adds a data point to emailqos.delivery.hops metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryHopsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosDeliveryHops.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosDeliveryJunkDataPoint adds a data point to emailqos.delivery.junk metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryJunkDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosDeliveryJunk.recordDataPoint(mb.startTime, ts, val)
+}
+
 // RecordEmailqosDeliveryLatencyDataPoint adds a data point to emailqos.delivery.latency metric.
 func (mb *MetricsBuilder) RecordEmailqosDeliveryLatencyDataPoint(ts pcommon.Timestamp, val float64) {
 	mb.metricEmailqosDeliveryLatency.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosDeliverySegmentDurationDataPoint adds a data point to emailqos.delivery.segment.duration metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliverySegmentDurationDataPoint(ts pcommon.Timestamp, val float64, segmentAttributeValue AttributeSegment) {
+	mb.metricEmailqosDeliverySegmentDuration.recordDataPoint(mb.startTime, ts, val, segmentAttributeValue.String())
 }
 
 // RecordEmailqosDeliveryUncertaintyDataPoint adds a data point to emailqos.delivery.uncertainty metric.
@@ -1223,6 +2015,11 @@ func (mb *MetricsBuilder) RecordEmailqosRoundtripDurationDataPoint(ts pcommon.Ti
 	mb.metricEmailqosRoundtripDuration.recordDataPoint(mb.startTime, ts, val)
 }
 
+// RecordEmailqosSMTPReplyCodeDataPoint adds a data point to emailqos.smtp.reply_code metric.
+func (mb *MetricsBuilder) RecordEmailqosSMTPReplyCodeDataPoint(ts pcommon.Timestamp, val int64, smtpEnhancedStatusAttributeValue string) {
+	mb.metricEmailqosSMTPReplyCode.recordDataPoint(mb.startTime, ts, val, smtpEnhancedStatusAttributeValue)
+}
+
 // RecordEmailqosStepDurationDataPoint adds a data point to emailqos.step.duration metric.
 func (mb *MetricsBuilder) RecordEmailqosStepDurationDataPoint(ts pcommon.Timestamp, val float64, stepAttributeValue AttributeStep) {
 	mb.metricEmailqosStepDuration.recordDataPoint(mb.startTime, ts, val, stepAttributeValue.String())
@@ -1231,6 +2028,16 @@ func (mb *MetricsBuilder) RecordEmailqosStepDurationDataPoint(ts pcommon.Timesta
 // RecordEmailqosSuccessDataPoint adds a data point to emailqos.success metric.
 func (mb *MetricsBuilder) RecordEmailqosSuccessDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosSuccess.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosTLSCertificateTimeLeftDataPoint adds a data point to emailqos.tls.certificate.time_left metric.
+func (mb *MetricsBuilder) RecordEmailqosTLSCertificateTimeLeftDataPoint(ts pcommon.Timestamp, val float64, protocolAttributeValue AttributeProtocol) {
+	mb.metricEmailqosTLSCertificateTimeLeft.recordDataPoint(mb.startTime, ts, val, protocolAttributeValue.String())
+}
+
+// RecordEmailqosTLSVersionDataPoint adds a data point to emailqos.tls.version metric.
+func (mb *MetricsBuilder) RecordEmailqosTLSVersionDataPoint(ts pcommon.Timestamp, val float64, protocolAttributeValue AttributeProtocol) {
+	mb.metricEmailqosTLSVersion.recordDataPoint(mb.startTime, ts, val, protocolAttributeValue.String())
 }
 
 // RecordEmailqosTransitDurationDataPoint adds a data point to emailqos.transit.duration metric.

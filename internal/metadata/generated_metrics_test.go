@@ -67,8 +67,13 @@ func TestMetricsBuilder(t *testing.T) {
 			settings.Logger = zap.New(observedZapCore)
 			mb := NewMetricsBuilder(loadMetricsBuilderConfig(t, tt.name), settings, WithStartTime(start))
 			aggMap := make(map[string]string) // contains the aggregation strategies for each metric name
+			aggMap["emailqos.auth.result"] = mb.metricEmailqosAuthResult.config.AggregationStrategy
+			aggMap["emailqos.delivery.segment.duration"] = mb.metricEmailqosDeliverySegmentDuration.config.AggregationStrategy
 			aggMap["emailqos.delivery.uncertainty"] = mb.metricEmailqosDeliveryUncertainty.config.AggregationStrategy
+			aggMap["emailqos.smtp.reply_code"] = mb.metricEmailqosSMTPReplyCode.config.AggregationStrategy
 			aggMap["emailqos.step.duration"] = mb.metricEmailqosStepDuration.config.AggregationStrategy
+			aggMap["emailqos.tls.certificate.time_left"] = mb.metricEmailqosTLSCertificateTimeLeft.config.AggregationStrategy
+			aggMap["emailqos.tls.version"] = mb.metricEmailqosTLSVersion.config.AggregationStrategy
 
 			expectedWarnings := 0
 			if tt.metricsSet != testDataSetReag {
@@ -79,10 +84,31 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosAuthResultDataPoint(ts, 1, AttributeAuthMethodSpf, "auth.result-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosAuthResultDataPoint(ts, 3, AttributeAuthMethodDkim, "auth.result-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosCollectionsSkippedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosDeliveryClockSkewDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosDeliveryHopsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosDeliveryJunkDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosDeliveryLatencyDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosDeliverySegmentDurationDataPoint(ts, 1, AttributeSegmentSubmission)
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosDeliverySegmentDurationDataPoint(ts, 3, AttributeSegmentOutbound)
+			}
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEmailqosDeliveryUncertaintyDataPoint(ts, 1, AttributeMethodIdle)
@@ -112,6 +138,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosRoundtripDurationDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosSMTPReplyCodeDataPoint(ts, 1, "smtp.enhanced_status-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosSMTPReplyCodeDataPoint(ts, 3, "smtp.enhanced_status-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosStepDurationDataPoint(ts, 1, AttributeStepSMTPConnect)
 			if tt.name == "reaggregate_set" {
 				mb.RecordEmailqosStepDurationDataPoint(ts, 3, AttributeStepSMTPTLS)
@@ -121,12 +153,25 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosSuccessDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosTLSCertificateTimeLeftDataPoint(ts, 1, AttributeProtocolSMTP)
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosTLSCertificateTimeLeftDataPoint(ts, 3, AttributeProtocolImap)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosTLSVersionDataPoint(ts, 1, AttributeProtocolSMTP)
+			if tt.name == "reaggregate_set" {
+				mb.RecordEmailqosTLSVersionDataPoint(ts, 3, AttributeProtocolImap)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosTransitDurationDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
 			rb.SetEmailqosAccount("emailqos.account-val")
 			rb.SetEmailqosDirection("emailqos.direction-val")
 			rb.SetEmailqosErrorCode(19)
+			rb.SetEmailqosPlacementInbox()
 			rb.SetEmailqosProbeKindRoundtrip()
 			rb.SetEmailqosReceiver("emailqos.receiver-val")
 			rb.SetEmailqosSender("emailqos.sender-val")
@@ -135,8 +180,13 @@ func TestMetricsBuilder(t *testing.T) {
 			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {
+				assert.Empty(t, mb.metricEmailqosAuthResult.aggDataPoints)
+				assert.Empty(t, mb.metricEmailqosDeliverySegmentDuration.aggDataPoints)
 				assert.Empty(t, mb.metricEmailqosDeliveryUncertainty.aggDataPoints)
+				assert.Empty(t, mb.metricEmailqosSMTPReplyCode.aggDataPoints)
 				assert.Empty(t, mb.metricEmailqosStepDuration.aggDataPoints)
+				assert.Empty(t, mb.metricEmailqosTLSCertificateTimeLeft.aggDataPoints)
+				assert.Empty(t, mb.metricEmailqosTLSVersion.aggDataPoints)
 			}
 
 			if tt.expectEmpty {
@@ -164,6 +214,51 @@ func TestMetricsBuilder(t *testing.T) {
 			validatedMetrics := make(map[string]bool)
 			for _, mi := range allMetricsList {
 				switch mi.Name() {
+				case "emailqos.auth.result":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.auth.result"], "Found a duplicate in the metrics slice: emailqos.auth.result")
+						validatedMetrics["emailqos.auth.result"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "1 for each authentication method (SPF, DKIM, DMARC, ARC) the receiving side reported on the delivered probe, with its verdict in attribute auth.result; only Authentication-Results of trusted authserv-ids count (the account's authserv_ids, else the topmost field's). For DKIM, pass when any signature passed.", mi.Description())
+						assert.Equal(t, "{verdict}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						authMethodAttrVal, ok := dp.Attributes().Get("auth.method")
+						assert.True(t, ok)
+						assert.Equal(t, "spf", authMethodAttrVal.Str())
+						authResultAttrVal, ok := dp.Attributes().Get("auth.result")
+						assert.True(t, ok)
+						assert.Equal(t, "auth.result-val", authResultAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.auth.result"], "Found a duplicate in the metrics slice: emailqos.auth.result")
+						validatedMetrics["emailqos.auth.result"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "1 for each authentication method (SPF, DKIM, DMARC, ARC) the receiving side reported on the delivered probe, with its verdict in attribute auth.result; only Authentication-Results of trusted authserv-ids count (the account's authserv_ids, else the topmost field's). For DKIM, pass when any signature passed.", mi.Description())
+						assert.Equal(t, "{verdict}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["emailqos.auth.result"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("auth.method")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("auth.result")
+						assert.False(t, ok)
+					}
 				case "emailqos.collections.skipped":
 					assert.False(t, validatedMetrics["emailqos.collections.skipped"], "Found a duplicate in the metrics slice: emailqos.collections.skipped")
 					validatedMetrics["emailqos.collections.skipped"] = true
@@ -171,6 +266,42 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
 					assert.Equal(t, "Collections since this target's previous probe that started no probe of it because that probe was still running (it outlasted collection_interval); reported with the probe's result, 0 when none was skipped.", mi.Description())
 					assert.Equal(t, "{collection}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.delivery.clock_skew":
+					assert.False(t, validatedMetrics["emailqos.delivery.clock_skew"], "Found a duplicate in the metrics slice: emailqos.delivery.clock_skew")
+					validatedMetrics["emailqos.delivery.clock_skew"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Estimated clock offset of the submission server against this collector (server minus collector), from its Received timestamp, which must lie between the start of the submission and the server's reply; 0 when the timestamp is consistent with no offset. Applied before the delivery is split.", mi.Description())
+					assert.Equal(t, "s", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.delivery.hops":
+					assert.False(t, validatedMetrics["emailqos.delivery.hops"], "Found a duplicate in the metrics slice: emailqos.delivery.hops")
+					validatedMetrics["emailqos.delivery.hops"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Number of Received header fields (hops) of the delivered probe.", mi.Description())
+					assert.Equal(t, "{hop}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.delivery.junk":
+					assert.False(t, validatedMetrics["emailqos.delivery.junk"], "Found a duplicate in the metrics slice: emailqos.delivery.junk")
+					validatedMetrics["emailqos.delivery.junk"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "1 when the delivered probe was found in a junk/spam folder (placement junk), 0 when in the configured mailbox; reported only for delivered probes, so that `== 1` alerts on spam filing and its average over time is the share of probes filed as spam.", mi.Description())
+					assert.Equal(t, "{probe}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
 					assert.Equal(t, ts, dp.Timestamp())
@@ -188,6 +319,46 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.delivery.segment.duration":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.delivery.segment.duration"], "Found a duplicate in the metrics slice: emailqos.delivery.segment.duration")
+						validatedMetrics["emailqos.delivery.segment.duration"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The delivery split along the Received chain - submission (to the sending server's reply to DATA, measured here), outbound (the sending provider's hops), relay (hops of neither provider), inbound (the receiving provider's hops) and store (the last Received timestamp to the message seen by the reader). outbound, relay, inbound and store add up to emailqos.delivery.latency exactly; Received timestamps have one-second resolution.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						segmentAttrVal, ok := dp.Attributes().Get("segment")
+						assert.True(t, ok)
+						assert.Equal(t, "submission", segmentAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.delivery.segment.duration"], "Found a duplicate in the metrics slice: emailqos.delivery.segment.duration")
+						validatedMetrics["emailqos.delivery.segment.duration"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The delivery split along the Received chain - submission (to the sending server's reply to DATA, measured here), outbound (the sending provider's hops), relay (hops of neither provider), inbound (the receiving provider's hops) and store (the last Received timestamp to the message seen by the reader). outbound, relay, inbound and store add up to emailqos.delivery.latency exactly; Received timestamps have one-second resolution.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						switch aggMap["emailqos.delivery.segment.duration"] {
+						case "sum":
+							assert.InDelta(t, float64(4), dp.DoubleValue(), 0.01)
+						case "avg":
+							assert.InDelta(t, float64(2), dp.DoubleValue(), 0.01)
+						case "min":
+							assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						case "max":
+							assert.InDelta(t, float64(3), dp.DoubleValue(), 0.01)
+						}
+						_, ok := dp.Attributes().Get("segment")
+						assert.False(t, ok)
+					}
 				case "emailqos.delivery.uncertainty":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["emailqos.delivery.uncertainty"], "Found a duplicate in the metrics slice: emailqos.delivery.uncertainty")
@@ -312,6 +483,46 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.smtp.reply_code":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.smtp.reply_code"], "Found a duplicate in the metrics slice: emailqos.smtp.reply_code")
+						validatedMetrics["emailqos.smtp.reply_code"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "{code}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						smtpEnhancedStatusAttrVal, ok := dp.Attributes().Get("smtp.enhanced_status")
+						assert.True(t, ok)
+						assert.Equal(t, "smtp.enhanced_status-val", smtpEnhancedStatusAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.smtp.reply_code"], "Found a duplicate in the metrics slice: emailqos.smtp.reply_code")
+						validatedMetrics["emailqos.smtp.reply_code"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "{code}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["emailqos.smtp.reply_code"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("smtp.enhanced_status")
+						assert.False(t, ok)
+					}
 				case "emailqos.step.duration":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["emailqos.step.duration"], "Found a duplicate in the metrics slice: emailqos.step.duration")
@@ -364,6 +575,86 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.tls.certificate.time_left":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.tls.certificate.time_left"], "Found a duplicate in the metrics slice: emailqos.tls.certificate.time_left")
+						validatedMetrics["emailqos.tls.certificate.time_left"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Seconds until the server's leaf certificate expires (its notAfter), per protocol that used TLS in this probe. An expired certificate fails verification and the probe, so a negative value is only seen with insecure_skip_verify.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						protocolAttrVal, ok := dp.Attributes().Get("protocol")
+						assert.True(t, ok)
+						assert.Equal(t, "smtp", protocolAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.tls.certificate.time_left"], "Found a duplicate in the metrics slice: emailqos.tls.certificate.time_left")
+						validatedMetrics["emailqos.tls.certificate.time_left"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Seconds until the server's leaf certificate expires (its notAfter), per protocol that used TLS in this probe. An expired certificate fails verification and the probe, so a negative value is only seen with insecure_skip_verify.", mi.Description())
+						assert.Equal(t, "s", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						switch aggMap["emailqos.tls.certificate.time_left"] {
+						case "sum":
+							assert.InDelta(t, float64(4), dp.DoubleValue(), 0.01)
+						case "avg":
+							assert.InDelta(t, float64(2), dp.DoubleValue(), 0.01)
+						case "min":
+							assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						case "max":
+							assert.InDelta(t, float64(3), dp.DoubleValue(), 0.01)
+						}
+						_, ok := dp.Attributes().Get("protocol")
+						assert.False(t, ok)
+					}
+				case "emailqos.tls.version":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["emailqos.tls.version"], "Found a duplicate in the metrics slice: emailqos.tls.version")
+						validatedMetrics["emailqos.tls.version"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The negotiated TLS version as a number (1.0, 1.1, 1.2, 1.3), per protocol that used TLS in this probe, so that a threshold such as `< 1.2` or a drop from the usual value alerts on a downgrade.", mi.Description())
+						assert.Equal(t, "{version}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						protocolAttrVal, ok := dp.Attributes().Get("protocol")
+						assert.True(t, ok)
+						assert.Equal(t, "smtp", protocolAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["emailqos.tls.version"], "Found a duplicate in the metrics slice: emailqos.tls.version")
+						validatedMetrics["emailqos.tls.version"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "The negotiated TLS version as a number (1.0, 1.1, 1.2, 1.3), per protocol that used TLS in this probe, so that a threshold such as `< 1.2` or a drop from the usual value alerts on a downgrade.", mi.Description())
+						assert.Equal(t, "{version}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						switch aggMap["emailqos.tls.version"] {
+						case "sum":
+							assert.InDelta(t, float64(4), dp.DoubleValue(), 0.01)
+						case "avg":
+							assert.InDelta(t, float64(2), dp.DoubleValue(), 0.01)
+						case "min":
+							assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						case "max":
+							assert.InDelta(t, float64(3), dp.DoubleValue(), 0.01)
+						}
+						_, ok := dp.Attributes().Get("protocol")
+						assert.False(t, ok)
+					}
 				case "emailqos.transit.duration":
 					assert.False(t, validatedMetrics["emailqos.transit.duration"], "Found a duplicate in the metrics slice: emailqos.transit.duration")
 					validatedMetrics["emailqos.transit.duration"] = true

@@ -42,6 +42,27 @@ func (rb *ResourceBuilder) SetEmailqosErrorCode(val int64) {
 	}
 }
 
+// SetEmailqosPlacementInbox sets "emailqos.placement=inbox" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementInbox() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "inbox")
+	}
+}
+
+// SetEmailqosPlacementJunk sets "emailqos.placement=junk" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementJunk() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "junk")
+	}
+}
+
+// SetEmailqosPlacementMissing sets "emailqos.placement=missing" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementMissing() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "missing")
+	}
+}
+
 // SetEmailqosProbeKindRoundtrip sets "emailqos.probe.kind=roundtrip" attribute.
 func (rb *ResourceBuilder) SetEmailqosProbeKindRoundtrip() {
 	if rb.config.EmailqosProbeKind.Enabled {

@@ -16,6 +16,7 @@ func TestResourceBuilder(t *testing.T) {
 			rb.SetEmailqosAccount("emailqos.account-val")
 			rb.SetEmailqosDirection("emailqos.direction-val")
 			rb.SetEmailqosErrorCode(19)
+			rb.SetEmailqosPlacementInbox()
 			rb.SetEmailqosProbeKindRoundtrip()
 			rb.SetEmailqosReceiver("emailqos.receiver-val")
 			rb.SetEmailqosSender("emailqos.sender-val")
@@ -27,9 +28,9 @@ func TestResourceBuilder(t *testing.T) {
 
 			switch tt {
 			case "default":
-				assert.Equal(t, 8, res.Attributes().Len())
+				assert.Equal(t, 9, res.Attributes().Len())
 			case "all_set":
-				assert.Equal(t, 8, res.Attributes().Len())
+				assert.Equal(t, 9, res.Attributes().Len())
 			case "none_set":
 				assert.Equal(t, 0, res.Attributes().Len())
 				return
@@ -50,6 +51,11 @@ func TestResourceBuilder(t *testing.T) {
 			assert.True(t, ok)
 			if ok {
 				assert.EqualValues(t, 19, emailqosErrorCodeAttrVal.Int())
+			}
+			emailqosPlacementAttrVal, ok := res.Attributes().Get("emailqos.placement")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "inbox", emailqosPlacementAttrVal.Str())
 			}
 			emailqosProbeKindAttrVal, ok := res.Attributes().Get("emailqos.probe.kind")
 			assert.True(t, ok)

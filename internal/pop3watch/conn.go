@@ -145,7 +145,7 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 
 	if ep.Security == transport.STARTTLS {
 		start := time.Now()
-		err := s.bound(ctx, pc, func() error { return pc.c.StartTLS(ep.ClientTLSConfig()) })
+		err := s.bound(ctx, pc, func() error { return pc.c.StartTLS(ep.RecordingTLSConfig(rec, "pop3")) })
 		rec.Add(POP3TLS, start, time.Since(start))
 		if err != nil {
 			typ := pop3.ErrorType(err)

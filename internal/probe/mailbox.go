@@ -26,9 +26,10 @@ const (
 type mailbox interface {
 	// Wait blocks until this probe is visible and accepted, or ctx ends.
 	Wait(ctx context.Context, token string, accept func(header []byte) bool) (arrival, error)
-	// Delete and Move clean up the measured probe (a timed step).
-	Delete(ctx context.Context, id string) error
-	Move(ctx context.Context, id, folder string) error
+	// Delete and Move clean up the measured probe (a timed step), in the
+	// folder it was found in.
+	Delete(ctx context.Context, a arrival) error
+	Move(ctx context.Context, a arrival, folder string) error
 	// FindProbes, DeleteIDs and MoveIDs serve the housekeeping of late and
 	// orphaned probes; only ids the session found itself can be removed.
 	FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]string, error)
@@ -44,7 +45,19 @@ type arrival struct {
 	Uncertainty time.Duration
 	Method      imapwatch.Method
 	Header      []byte
+	// Placement is where it was found; Folder the IMAP folder ("" over
+	// POP3, whose only folder is the maildrop).
+	Placement imapwatch.Placement
+	Folder    string
 }
+
+// Placements of a probe (Result.Placement). POP3 sees the maildrop only, so
+// its probes are inbox or missing.
+const (
+	PlacementInbox   = string(imapwatch.PlacementInbox)
+	PlacementJunk    = string(imapwatch.PlacementJunk)
+	PlacementMissing = "missing"
+)
 
 // openMailbox logs in to the receiver's mailbox and, for IMAP, starts
 // listening for the arrival before anything is sent.
@@ -65,6 +78,8 @@ func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.
 		Method:             r.Detection,
 		PollInterval:       t.PollInterval,
 		PreciseInterval:    t.PreciseInterval,
+		JunkFolders:        r.JunkFolders,
+		DiscoverJunk:       r.DiscoverJunk,
 		Logger:             logger,
 		Transcript:         tr,
 	}, rec)
@@ -78,23 +93,24 @@ type imapMailbox struct{ s *imapwatch.Session }
 
 func (m imapMailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
 	a, err := m.s.Wait(ctx, token, accept)
-	return arrival{ID: uidString(a.UID), SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: a.Method, Header: a.Header}, err
+	return arrival{ID: uidString(a.UID), SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: a.Method, Header: a.Header,
+		Placement: a.Placement, Folder: a.Folder}, err
 }
 
-func (m imapMailbox) Delete(ctx context.Context, id string) error {
-	uid, err := parseUID(id)
+func (m imapMailbox) Delete(ctx context.Context, a arrival) error {
+	uid, err := parseUID(a.ID)
 	if err != nil {
 		return err
 	}
-	return m.s.Delete(ctx, uid)
+	return m.s.DeleteFrom(ctx, a.Folder, uid)
 }
 
-func (m imapMailbox) Move(ctx context.Context, id, folder string) error {
-	uid, err := parseUID(id)
+func (m imapMailbox) Move(ctx context.Context, a arrival, folder string) error {
+	uid, err := parseUID(a.ID)
 	if err != nil {
 		return err
 	}
-	return m.s.Move(ctx, uid, folder)
+	return m.s.MoveFrom(ctx, a.Folder, uid, folder)
 }
 
 func (m imapMailbox) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {

@@ -53,12 +53,13 @@ type pop3Mailbox struct{ s *pop3watch.Session }
 
 func (m pop3Mailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
 	a, err := m.s.Wait(ctx, token, accept)
-	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: imapwatch.MethodPoll, Header: a.Header}, err
+	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: imapwatch.MethodPoll, Header: a.Header,
+		Placement: imapwatch.PlacementInbox}, err
 }
 
-func (m pop3Mailbox) Delete(ctx context.Context, id string) error { return m.s.Delete(ctx, id) }
+func (m pop3Mailbox) Delete(ctx context.Context, a arrival) error { return m.s.Delete(ctx, a.ID) }
 
-func (m pop3Mailbox) Move(context.Context, string, string) error { return errNoFolders }
+func (m pop3Mailbox) Move(context.Context, arrival, string) error { return errNoFolders }
 
 func (m pop3Mailbox) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {
 	return m.s.FindProbes(ctx, tokens, limit, accept)

@@ -17,8 +17,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/authres"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/received"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -63,8 +65,19 @@ type Account struct {
 	POP3      transport.Endpoint
 	// Detection is how arrivals in this account's mailbox are seen.
 	Detection imapwatch.Method
+	// JunkFolders are also watched for probes to this account, so that one
+	// filed as spam has Placement junk instead of being lost; DiscoverJunk
+	// finds them at login instead (\Junk, else usual names). IMAP only.
+	JunkFolders  []string
+	DiscoverJunk bool
 	// Key material for the probe HMAC of messages received by this account.
 	MACKey []byte
+	// AuthServIDs are the authserv-ids whose Authentication-Results are
+	// believed for messages this account receives; empty: the topmost
+	// field's.
+	AuthServIDs []string
+	// Domains are the provider's domains, to classify Received hops.
+	Domains []string
 	// SweepInterval is the least time between two orphan sweeps of this
 	// account's mailbox; 0 disables the sweep.
 	SweepInterval time.Duration
@@ -115,6 +128,11 @@ type Result struct {
 	// runs from the sending server's acceptance of DATA to the arrival.
 	Delivered       bool
 	DeliveryLatency time.Duration
+	// Placement is where the probe was found: PlacementInbox,
+	// PlacementJunk (delivered, filed as spam), or PlacementMissing (not
+	// found anywhere by the delivery timeout); empty when the probe failed
+	// before or otherwise than by not being found.
+	Placement string
 	// Method is what saw the arrival (idle, poll, precise) and Uncertainty
 	// the half-width of the window the arrival is known to lie in.
 	Method      imapwatch.Method
@@ -134,9 +152,22 @@ type Result struct {
 	Swept   int
 	Timings []steps.Timing
 
+	// Auth holds the receiving side's authentication verdicts on the
+	// delivered probe (its Authentication-Results), and Path the delivery
+	// latency split along its Received chain; nil when the probe was not
+	// delivered or its header said nothing usable (message.go).
+	Auth *authres.Report
+	Path *received.Breakdown
+
 	Code      int
 	ErrorType string
 	Err       error
+	// SMTPReply is the SMTP server's refusal that failed the probe; zero
+	// when the failure was no SMTP reply.
+	SMTPReply steps.Reply
+	// TLS is what the probe's TLS handshakes showed, one per protocol that
+	// used TLS (the last, after a reconnect).
+	TLS []steps.TLS
 	// Transcript is the probe's redacted conversation when the target
 	// keeps one, else nil.
 	Transcript *transcript.Transcript
@@ -156,6 +187,11 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	}
 	res := run(ctx, t, logger, rec, start, tr)
 	res.Timings = rec.Timings()
+	res.TLS = rec.TLS()
+	var se *steps.Error
+	if errors.As(res.Err, &se) && steps.Protocol(se.Step) == "smtp" {
+		res.SMTPReply = se.Reply
+	}
 	res.Transcript = tr
 	return res
 }
@@ -172,6 +208,7 @@ func (a *Account) withTranscript(tr *transcript.Transcript) *Account {
 		Key: a.Key, Address: a.Address, Username: a.Username, Password: a.Password,
 		SMTP: a.SMTP, IMAP: a.IMAP, Mailbox: a.Mailbox, TokenType: a.TokenType, Mechanism: a.Mechanism,
 		Retrieval: a.Retrieval, POP3: a.POP3, Detection: a.Detection,
+		JunkFolders: a.JunkFolders, DiscoverJunk: a.DiscoverJunk,
 	}
 	if src := a.Token; src != nil {
 		c.Token = func(ctx context.Context) (string, error) {
@@ -282,8 +319,15 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		var se *steps.Error
 		if errors.As(err, &se) && se.Code == steps.CodeSearch {
 			missed = &lateProbe{token: p.Token, sentAt: p.SentAt}
+			if se.Type == steps.TypeNotFound {
+				res.Placement = PlacementMissing
+			}
 		}
 		return missed, err
+	}
+	res.Placement = string(arrival.Placement)
+	if arrival.Placement == imapwatch.PlacementJunk {
+		logger.Info("probe found in a junk folder", zap.String("target", t.Name), zap.String("folder", arrival.Folder))
 	}
 	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
 	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
@@ -303,6 +347,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		latency = 0
 	}
 	res.Delivered, res.DeliveryLatency = true, latency
+	readMessage(res, t, arrival.Header, submitStart(rec, p.SentAt), logger)
 	if err := crossCheck(arrival.Header, p, t.Receiver.MACKey); err != nil {
 		logger.Warn("probe header cross-check failed", zap.String("target", t.Name), zap.Error(err))
 	}
@@ -311,9 +356,9 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	switch t.Cleanup {
 	case CleanupKeep:
 	case CleanupMove:
-		cleanupErr = sess.Move(ctx, arrival.ID, t.CleanupFolder)
+		cleanupErr = sess.Move(ctx, arrival, t.CleanupFolder)
 	default:
-		cleanupErr = sess.Delete(ctx, arrival.ID)
+		cleanupErr = sess.Delete(ctx, arrival)
 	}
 	if cleanupErr != nil {
 		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", cleanupErr)

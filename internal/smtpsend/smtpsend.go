@@ -236,7 +236,7 @@ func (s *sender) startTLS(conn, plain net.Conn, br *bufio.Reader, tp *textproto.
 			typ = steps.TypeTLS
 			return errors.New("server sent data after its STARTTLS reply")
 		}
-		tlsConn = tls.Client(conn, s.opts.Endpoint.ClientTLSConfig())
+		tlsConn = tls.Client(conn, s.opts.Endpoint.RecordingTLSConfig(s.rec, steps.Protocol(steps.SMTPTLS)))
 		return tlsConn.HandshakeContext(s.ctx)
 	})
 	if err != nil {
@@ -353,8 +353,50 @@ func (s *sender) fail(step string, code int, typ string, err error) *steps.Error
 		typ = replyType(err, "")
 	}
 	se := steps.Fail(s.ctx, step, code, typ, err)
+	// Taken before redaction, which may drop the original error.
+	if se.Reply.Code == 0 {
+		se.Reply = reply(se.Err)
+	}
 	se.Err = redact(se.Err, s.opts.Auth, s.token)
 	return se
+}
+
+// reply extracts the codes of the server's refusal behind err, if any.
+// go-smtp parses the enhanced code of the replies it reads; the replies
+// read here directly (greeting, STARTTLS) are parsed alike.
+func reply(err error) steps.Reply {
+	var se *smtp.SMTPError
+	var te *textproto.Error
+	switch {
+	case errors.As(err, &se):
+		r := steps.Reply{Code: se.Code}
+		if c := se.EnhancedCode; c[0] > 0 {
+			r.Enhanced = fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+		}
+		return r
+	case errors.As(err, &te):
+		r := steps.Reply{Code: te.Code}
+		if first, _, _ := strings.Cut(te.Msg, " "); enhancedStatus(first) {
+			r.Enhanced = first
+		}
+		return r
+	}
+	return steps.Reply{}
+}
+
+// enhancedStatus tells whether s is an RFC 3463 status code: class 2, 4
+// or 5, a subject of 1 to 3 digits and a detail of 1 to 3 digits.
+func enhancedStatus(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.ContainsAny(parts[0], "245") {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // replyType maps a reply code to an error type: 4xx is temporary, 5xx

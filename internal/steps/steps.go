@@ -90,6 +90,19 @@ type Error struct {
 	Code int
 	Type string
 	Err  error
+	// Reply is the SMTP server's refusal behind the failure; zero when the
+	// failure was not an SMTP reply.
+	Reply Reply
+}
+
+// Reply is an SMTP reply's codes, without its free text (which may echo
+// anything, addresses included).
+type Reply struct {
+	// Code is the basic reply code, such as 550.
+	Code int
+	// Enhanced is the RFC 3463 enhanced status code, such as "5.1.1";
+	// empty when the server gave none.
+	Enhanced string
 }
 
 func (e *Error) Error() string {
@@ -186,6 +199,42 @@ func classifyText(msg string) string {
 	return TypeProtocol
 }
 
+// TLS is what one TLS handshake of a probe showed.
+type TLS struct {
+	// Protocol is smtp, imap or pop3.
+	Protocol string
+	// Version is the negotiated version (tls.VersionTLS12, ...).
+	Version uint16
+	// NotAfter is the end of the server's leaf certificate's validity.
+	NotAfter time.Time
+	// Unverified is true when certificate verification was skipped
+	// (insecure_skip_verify): an expired certificate is then still seen.
+	Unverified bool
+}
+
+// VersionNumber is Version as the number a metric carries: 1.0, 1.1, 1.2
+// or 1.3; 0 for anything else.
+func (t TLS) VersionNumber() float64 {
+	switch t.Version {
+	case tls.VersionTLS10:
+		return 1.0
+	case tls.VersionTLS11:
+		return 1.1
+	case tls.VersionTLS12:
+		return 1.2
+	case tls.VersionTLS13:
+		return 1.3
+	}
+	return 0
+}
+
+// Protocol is the protocol a step belongs to: the part of its name before
+// the first dot (smtp, imap, pop3).
+func Protocol(step string) string {
+	p, _, _ := strings.Cut(step, ".")
+	return p
+}
+
 // Timing is the measured duration of one step.
 type Timing struct {
 	Step     string
@@ -198,6 +247,35 @@ type Timing struct {
 type Recorder struct {
 	mu      sync.Mutex
 	timings []Timing
+	tls     []TLS
+}
+
+// AddTLS records a TLS handshake. A protocol's later handshake (a
+// reconnect) replaces its earlier one.
+func (r *Recorder) AddTLS(t TLS) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.tls {
+		if r.tls[i].Protocol == t.Protocol {
+			r.tls[i] = t
+			return
+		}
+	}
+	r.tls = append(r.tls, t)
+}
+
+// TLS returns a copy of the recorded handshakes, one per protocol, in the
+// order the protocols were first seen.
+func (r *Recorder) TLS() []TLS {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]TLS(nil), r.tls...)
 }
 
 // Do runs fn and records its duration under step, whether it failed or not.

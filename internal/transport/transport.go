@@ -57,8 +57,38 @@ func (ep Endpoint) ClientTLSConfig() *tls.Config {
 	return cfg
 }
 
+// RecordingTLSConfig is ClientTLSConfig with an observer that records each
+// handshake's version and the server's leaf certificate validity into rec
+// under protocol (smtp, imap, pop3). Every handshake of a probe, implicit
+// TLS and STARTTLS alike, goes through it. The observer is
+// VerifyConnection, which runs after the normal verification and also
+// when verification is skipped, so a certificate that failed verification
+// is never recorded, and an unverified one is marked as such.
+func (ep Endpoint) RecordingTLSConfig(rec *steps.Recorder, protocol string) *tls.Config {
+	cfg := ep.ClientTLSConfig()
+	if rec == nil {
+		return cfg
+	}
+	next, unverified := cfg.VerifyConnection, cfg.InsecureSkipVerify
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if next != nil {
+			if err := next(cs); err != nil {
+				return err
+			}
+		}
+		t := steps.TLS{Protocol: protocol, Version: cs.Version, Unverified: unverified}
+		if len(cs.PeerCertificates) > 0 {
+			t.NotAfter = cs.PeerCertificates[0].NotAfter
+		}
+		rec.AddTLS(t)
+		return nil
+	}
+	return cfg
+}
+
 // Dial connects to ep and, for implicit TLS, completes the handshake. The
-// connect and TLS steps are recorded under connectStep and tlsStep. The
+// connect and TLS steps are recorded under connectStep and tlsStep, and the
+// handshake under tlsStep's protocol (see RecordingTLSConfig). The
 // returned connection is closed as soon as ctx is done, which unblocks any
 // read or write the protocol libraries are waiting in; closing it stops that
 // watch.
@@ -77,7 +107,7 @@ func Dial(ctx context.Context, ep Endpoint, connectStep, tlsStep string, rec *st
 	if ep.Security != TLS {
 		return conn, nil
 	}
-	tlsConn := tls.Client(conn, ep.ClientTLSConfig())
+	tlsConn := tls.Client(conn, ep.RecordingTLSConfig(rec, steps.Protocol(tlsStep)))
 	err = rec.Do(tlsStep, func() error { return tlsConn.HandshakeContext(ctx) })
 	if err != nil {
 		conn.Close()
