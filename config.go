@@ -86,6 +86,12 @@ type Config struct {
 	// probes do not contend for the CPU at the same instant (which would
 	// blur what they measure). 0 starts them together.
 	StartSpread time.Duration `mapstructure:"start_spread"`
+	// RetryDeferred resubmits a probe the sending server deferred (SMTP
+	// 4xx, e.g. greylisting), as a mail client would, for up to half of
+	// delivery_timeout; the probe then reports the deferrals and the time
+	// from the first one until the message arrived. Off: a deferral fails
+	// the probe (code 2, deferred), as LogicMonitor's probe does.
+	RetryDeferred bool `mapstructure:"retry_deferred"`
 	// Cleanup is what happens to a measured probe: delete, move or keep.
 	Cleanup CleanupConfig `mapstructure:"cleanup"`
 	// ProbeSecret keys the HMAC that proves a message is this receiver's own

@@ -378,6 +378,12 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 		mb.RecordEmailqosSMTPReplyCodeDataPoint(now, int64(r.SMTPReply.Code), r.SMTPReply.Enhanced)
 	}
 	recordMessage(mb, now, r)
+	if r.Err == nil || r.Deferrals > 0 {
+		mb.RecordEmailqosSMTPDeferralsDataPoint(now, int64(r.Deferrals))
+	}
+	if r.Delivered && r.Deferrals > 0 {
+		mb.RecordEmailqosSMTPDeferredDurationDataPoint(now, r.DeferredFor.Seconds())
+	}
 	mb.RecordEmailqosErrorCodeDataPoint(now, int64(r.Code))
 	success := int64(0)
 	if r.Err == nil {
@@ -440,6 +446,7 @@ func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Sou
 			Cleanup:         probe.Cleanup(cfg.Cleanup.Mode),
 			CleanupFolder:   cfg.Cleanup.Folder,
 			OrphanAge:       cfg.Cleanup.OrphanAge,
+			RetryDeferred:   cfg.RetryDeferred,
 			Transcript:      cfg.Transcript.enabled(name),
 		}
 	}

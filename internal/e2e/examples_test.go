@@ -98,6 +98,12 @@ func TestExporterNamesMatchMetadata(t *testing.T) {
 	defer rej.Close()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(caFile, rej.CACertPEM(), 0o600))
+	// A greylisting mail system: its first recipient is deferred, the
+	// retried submission accepted (retry_deferred).
+	grey, err := mailtest.Start(mailtest.Options{GreylistRcpts: 1,
+		Users: []mailtest.User{{Address: "probe@grey.test", Password: "grey-secret"}}})
+	require.NoError(t, err)
+	defer grey.Close()
 	promPort := freePort(t)
 
 	config := fmt.Sprintf(`
@@ -107,6 +113,7 @@ receivers:
     initial_delay: 0s
     delivery_timeout: 5s
     poll_interval: 500ms
+    retry_deferred: true
     accounts:
       pw:
         address: probe@pw.test
@@ -127,9 +134,15 @@ receivers:
         password: rej-secret
         smtp: { endpoint: %[5]s, security: tls, tls: { ca_file: %[7]s } }
         imap: { endpoint: %[6]s, security: starttls, tls: { ca_file: %[7]s } }
+      grey:
+        address: probe@grey.test
+        password: grey-secret
+        smtp: { endpoint: %[8]s, security: none }
+        imap: { endpoint: %[9]s, security: none }
     roundtrip:
       - account: pw
       - account: rej
+      - account: grey
     transit:
       directions: [pw:oauth]
 exporters:
@@ -145,7 +158,7 @@ service:
     metrics:
       receivers: [emailqos]
       exporters: [prometheus]
-`, srv.SMTPAddr(), srv.IMAPAddr(), tokens.URL, promPort, rej.SMTPSAddr(), rej.IMAPAddr(), caFile)
+`, srv.SMTPAddr(), srv.IMAPAddr(), tokens.URL, promPort, rej.SMTPSAddr(), rej.IMAPAddr(), caFile, grey.SMTPAddr(), grey.IMAPAddr())
 	c := startCollector(t, bin, config, "E2E_PW_PASSWORD=pw-secret", "E2E_CLIENT_SECRET=client-secret")
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)

@@ -82,6 +82,10 @@ type Options struct {
 	Blackhole bool
 	// FailExpunge: IMAP EXPUNGE / UID EXPUNGE answer NO (message stays).
 	FailExpunge bool
+	// GreylistRcpts defers the first this many RCPT TO commands of the
+	// server's life with 450 4.2.0, then accepts as usual: greylisting, for
+	// tests of retried submissions.
+	GreylistRcpts int
 	// AuthResults, when set, is stamped on each delivered message as an
 	// Authentication-Results field of this server (authserv-id Domain):
 	// the method results, e.g. "spf=pass smtp.mailfrom=a.test; dkim=none;
@@ -152,6 +156,7 @@ type Server struct {
 	deliverWG  sync.WaitGroup
 	changes    broadcast // wakes IDLE sessions
 	deliveries atomic.Int64
+	greylisted atomic.Int64 // RCPTs seen while GreylistRcpts lasts
 	queueID    atomic.Uint64
 	runtime    atomic.Pointer[Faults] // SetFaults
 }

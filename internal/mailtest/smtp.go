@@ -153,6 +153,9 @@ func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	case f.DeferRcpt:
 		return errRcptDeferred
 	}
+	if n := ss.s.opts.GreylistRcpts; n > 0 && ss.s.greylisted.Add(1) <= int64(n) {
+		return errRcptDeferred
+	}
 	a := ss.s.byAddress[strings.ToLower(to)]
 	if a == nil {
 		return errNoSuchUser

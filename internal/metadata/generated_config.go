@@ -394,6 +394,46 @@ func (ms *EmailqosRoundtripDurationMetricConfig) Unmarshal(parser *confmap.Conf)
 	return nil
 }
 
+// EmailqosSMTPDeferralsMetricConfig provides config for the emailqos.smtp.deferrals metric.
+type EmailqosSMTPDeferralsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosSMTPDeferralsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosSMTPDeferredDurationMetricConfig provides config for the emailqos.smtp.deferred.duration metric.
+type EmailqosSMTPDeferredDurationMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosSMTPDeferredDurationMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosSMTPReplyCodeMetricAttributeKey specifies the key of an attribute for the emailqos.smtp.reply_code metric.
 type EmailqosSMTPReplyCodeMetricAttributeKey string
 
@@ -643,6 +683,8 @@ type MetricsConfig struct {
 	EmailqosProbesLate              EmailqosProbesLateMetricConfig              `mapstructure:"emailqos.probes.late"`
 	EmailqosProbesSwept             EmailqosProbesSweptMetricConfig             `mapstructure:"emailqos.probes.swept"`
 	EmailqosRoundtripDuration       EmailqosRoundtripDurationMetricConfig       `mapstructure:"emailqos.roundtrip.duration"`
+	EmailqosSMTPDeferrals           EmailqosSMTPDeferralsMetricConfig           `mapstructure:"emailqos.smtp.deferrals"`
+	EmailqosSMTPDeferredDuration    EmailqosSMTPDeferredDurationMetricConfig    `mapstructure:"emailqos.smtp.deferred.duration"`
 	EmailqosSMTPReplyCode           EmailqosSMTPReplyCodeMetricConfig           `mapstructure:"emailqos.smtp.reply_code"`
 	EmailqosStepDuration            EmailqosStepDurationMetricConfig            `mapstructure:"emailqos.step.duration"`
 	EmailqosSuccess                 EmailqosSuccessMetricConfig                 `mapstructure:"emailqos.success"`
@@ -702,6 +744,12 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosRoundtripDuration: EmailqosRoundtripDurationMetricConfig{
+			Enabled: true,
+		},
+		EmailqosSMTPDeferrals: EmailqosSMTPDeferralsMetricConfig{
+			Enabled: true,
+		},
+		EmailqosSMTPDeferredDuration: EmailqosSMTPDeferredDurationMetricConfig{
 			Enabled: true,
 		},
 		EmailqosSMTPReplyCode: EmailqosSMTPReplyCodeMetricConfig{

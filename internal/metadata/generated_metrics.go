@@ -306,6 +306,12 @@ var MetricsInfo = metricsInfo{
 	EmailqosRoundtripDuration: metricInfo{
 		Name: "emailqos.roundtrip.duration",
 	},
+	EmailqosSMTPDeferrals: metricInfo{
+		Name: "emailqos.smtp.deferrals",
+	},
+	EmailqosSMTPDeferredDuration: metricInfo{
+		Name: "emailqos.smtp.deferred.duration",
+	},
 	EmailqosSMTPReplyCode: metricInfo{
 		Name:       "emailqos.smtp.reply_code",
 		Attributes: []string{"smtp.enhanced_status"},
@@ -346,6 +352,8 @@ type metricsInfo struct {
 	EmailqosProbesLate              metricInfo
 	EmailqosProbesSwept             metricInfo
 	EmailqosRoundtripDuration       metricInfo
+	EmailqosSMTPDeferrals           metricInfo
+	EmailqosSMTPDeferredDuration    metricInfo
 	EmailqosSMTPReplyCode           metricInfo
 	EmailqosStepDuration            metricInfo
 	EmailqosSuccess                 metricInfo
@@ -1229,6 +1237,106 @@ func newMetricEmailqosRoundtripDuration(cfg EmailqosRoundtripDurationMetricConfi
 	return m
 }
 
+type metricEmailqosSMTPDeferrals struct {
+	data     pmetric.Metric                    // data buffer for generated metric.
+	config   EmailqosSMTPDeferralsMetricConfig // metric config provided by user.
+	capacity int                               // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.smtp.deferrals metric with initial data.
+func (m *metricEmailqosSMTPDeferrals) init() {
+	m.data.SetName("emailqos.smtp.deferrals")
+	m.data.SetDescription("Submissions of the probe the sending server deferred (SMTP 4xx, e.g. greylisting) before it accepted it or the retries ran out; 0 normally. More than 0 only with retry_deferred (without it the first deferral fails the probe, error.type deferred).")
+	m.data.SetUnit("{deferral}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosSMTPDeferrals) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosSMTPDeferrals) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosSMTPDeferrals) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosSMTPDeferrals(cfg EmailqosSMTPDeferralsMetricConfig) metricEmailqosSMTPDeferrals {
+	m := metricEmailqosSMTPDeferrals{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosSMTPDeferredDuration struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   EmailqosSMTPDeferredDurationMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.smtp.deferred.duration metric with initial data.
+func (m *metricEmailqosSMTPDeferredDuration) init() {
+	m.data.SetName("emailqos.smtp.deferred.duration")
+	m.data.SetDescription("For a probe the sending server deferred and then accepted (retry_deferred), the time from the first deferral until the message arrived in the mailbox.")
+	m.data.SetUnit("s")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosSMTPDeferredDuration) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosSMTPDeferredDuration) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosSMTPDeferredDuration) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosSMTPDeferredDuration(cfg EmailqosSMTPDeferredDurationMetricConfig) metricEmailqosSMTPDeferredDuration {
+	m := metricEmailqosSMTPDeferredDuration{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosSMTPReplyCode struct {
 	data          pmetric.Metric                    // data buffer for generated metric.
 	config        EmailqosSMTPReplyCodeMetricConfig // metric config provided by user.
@@ -1710,6 +1818,8 @@ type MetricsBuilder struct {
 	metricEmailqosProbesLate              metricEmailqosProbesLate
 	metricEmailqosProbesSwept             metricEmailqosProbesSwept
 	metricEmailqosRoundtripDuration       metricEmailqosRoundtripDuration
+	metricEmailqosSMTPDeferrals           metricEmailqosSMTPDeferrals
+	metricEmailqosSMTPDeferredDuration    metricEmailqosSMTPDeferredDuration
 	metricEmailqosSMTPReplyCode           metricEmailqosSMTPReplyCode
 	metricEmailqosStepDuration            metricEmailqosStepDuration
 	metricEmailqosSuccess                 metricEmailqosSuccess
@@ -1756,6 +1866,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosProbesLate:              newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
 		metricEmailqosProbesSwept:             newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
 		metricEmailqosRoundtripDuration:       newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
+		metricEmailqosSMTPDeferrals:           newMetricEmailqosSMTPDeferrals(mbc.Metrics.EmailqosSMTPDeferrals),
+		metricEmailqosSMTPDeferredDuration:    newMetricEmailqosSMTPDeferredDuration(mbc.Metrics.EmailqosSMTPDeferredDuration),
 		metricEmailqosSMTPReplyCode:           newMetricEmailqosSMTPReplyCode(mbc.Metrics.EmailqosSMTPReplyCode),
 		metricEmailqosStepDuration:            newMetricEmailqosStepDuration(mbc.Metrics.EmailqosStepDuration),
 		metricEmailqosSuccess:                 newMetricEmailqosSuccess(mbc.Metrics.EmailqosSuccess),
@@ -1903,6 +2015,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosProbesLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
+	mb.metricEmailqosSMTPDeferrals.emit(ils.Metrics())
+	mb.metricEmailqosSMTPDeferredDuration.emit(ils.Metrics())
 	mb.metricEmailqosSMTPReplyCode.emit(ils.Metrics())
 	mb.metricEmailqosStepDuration.emit(ils.Metrics())
 	mb.metricEmailqosSuccess.emit(ils.Metrics())
@@ -2013,6 +2127,16 @@ func (mb *MetricsBuilder) RecordEmailqosProbesSweptDataPoint(ts pcommon.Timestam
 // RecordEmailqosRoundtripDurationDataPoint adds a data point to emailqos.roundtrip.duration metric.
 func (mb *MetricsBuilder) RecordEmailqosRoundtripDurationDataPoint(ts pcommon.Timestamp, val float64) {
 	mb.metricEmailqosRoundtripDuration.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosSMTPDeferralsDataPoint adds a data point to emailqos.smtp.deferrals metric.
+func (mb *MetricsBuilder) RecordEmailqosSMTPDeferralsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosSMTPDeferrals.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosSMTPDeferredDurationDataPoint adds a data point to emailqos.smtp.deferred.duration metric.
+func (mb *MetricsBuilder) RecordEmailqosSMTPDeferredDurationDataPoint(ts pcommon.Timestamp, val float64) {
+	mb.metricEmailqosSMTPDeferredDuration.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosSMTPReplyCodeDataPoint adds a data point to emailqos.smtp.reply_code metric.

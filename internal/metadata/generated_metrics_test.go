@@ -138,6 +138,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosRoundtripDurationDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosSMTPDeferralsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosSMTPDeferredDurationDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosSMTPReplyCodeDataPoint(ts, 1, "smtp.enhanced_status-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordEmailqosSMTPReplyCodeDataPoint(ts, 3, "smtp.enhanced_status-val-2")
@@ -477,6 +483,30 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
 					assert.Equal(t, "Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (LogicMonitor Email_RoundTrip, KNM roundtrip time).", mi.Description())
+					assert.Equal(t, "s", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.smtp.deferrals":
+					assert.False(t, validatedMetrics["emailqos.smtp.deferrals"], "Found a duplicate in the metrics slice: emailqos.smtp.deferrals")
+					validatedMetrics["emailqos.smtp.deferrals"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Submissions of the probe the sending server deferred (SMTP 4xx, e.g. greylisting) before it accepted it or the retries ran out; 0 normally. More than 0 only with retry_deferred (without it the first deferral fails the probe, error.type deferred).", mi.Description())
+					assert.Equal(t, "{deferral}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.smtp.deferred.duration":
+					assert.False(t, validatedMetrics["emailqos.smtp.deferred.duration"], "Found a duplicate in the metrics slice: emailqos.smtp.deferred.duration")
+					validatedMetrics["emailqos.smtp.deferred.duration"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "For a probe the sending server deferred and then accepted (retry_deferred), the time from the first deferral until the message arrived in the mailbox.", mi.Description())
 					assert.Equal(t, "s", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())

@@ -101,6 +101,9 @@ type Target struct {
 	PreciseInterval time.Duration
 	// Timeout bounds the whole probe, delivery wait included.
 	Timeout time.Duration
+	// RetryDeferred resubmits a probe the sending server deferred (4xx),
+	// as a mail client would, for up to half of DeliveryTimeout.
+	RetryDeferred bool
 
 	Cleanup       Cleanup
 	CleanupFolder string
@@ -151,6 +154,12 @@ type Result struct {
 	Late    int
 	Swept   int
 	Timings []steps.Timing
+
+	// Deferrals counts the submissions the sending server deferred (4xx)
+	// before it accepted the probe or the retries ran out; DeferredFor runs
+	// from the first deferral until the message finally arrived.
+	Deferrals   int
+	DeferredFor time.Duration
 
 	// Auth holds the receiving side's authentication verdicts on the
 	// delivered probe (its Authentication-Results), and Path the delivery
@@ -289,7 +298,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
 	}
 	sender := t.Sender.withTranscript(tr)
-	sent, err := smtpsend.Send(ctx, smtpsend.Options{
+	sent, deferred, err := submit(ctx, t, smtpsend.Options{
 		Endpoint: sender.SMTP,
 		Auth: smtpsend.Auth{
 			Username: sender.Username, Password: sender.Password,
@@ -301,7 +310,8 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		From: t.Sender.Address,
 		To:   []string{t.Receiver.Address},
 		Data: p.Build(t.Receiver.MACKey),
-	}, rec)
+	}, rec, logger)
+	res.Deferrals = deferred.count
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +357,9 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		latency = 0
 	}
 	res.Delivered, res.DeliveryLatency = true, latency
+	if deferred.count > 0 {
+		res.DeferredFor = arrival.SeenAt.Sub(deferred.first)
+	}
 	readMessage(res, t, arrival.Header, submitStart(rec, p.SentAt), logger)
 	if err := crossCheck(arrival.Header, p, t.Receiver.MACKey); err != nil {
 		logger.Warn("probe header cross-check failed", zap.String("target", t.Name), zap.Error(err))
