@@ -72,6 +72,21 @@ func (s *Session) MoveUIDs(ctx context.Context, uids []imap.UID, mailbox string)
 	return s.cleanup(ctx, "", uids, mailbox, false)
 }
 
+// DeleteUIDsFrom is DeleteUIDs of probes FindProbesIn found in folder, a
+// junk folder ("" is the watched mailbox): it is selected read-write for
+// the UID STORE and UID EXPUNGE of exactly those UIDs.
+func (s *Session) DeleteUIDsFrom(ctx context.Context, folder string, uids []imap.UID) error {
+	return s.cleanup(ctx, folder, uids, "", false)
+}
+
+// MoveUIDsFrom is MoveUIDs of probes FindProbesIn found in folder.
+func (s *Session) MoveUIDsFrom(ctx context.Context, folder string, uids []imap.UID, mailbox string) error {
+	if mailbox == "" {
+		return cleanupErr(steps.TypeConfig, errors.New("imap: no mailbox to move the probes to"))
+	}
+	return s.cleanup(ctx, folder, uids, mailbox, false)
+}
+
 func cleanupErr(typ string, err error) error {
 	return &steps.Error{Step: steps.IMAPDelete, Code: steps.CodeCleanup, Type: typ, Err: err}
 }

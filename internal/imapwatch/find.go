@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -35,10 +36,46 @@ const (
 // It is housekeeping after the measurement: it reconnects a lost connection
 // like Delete does but is not timed as a probe step. Failures are code 4.
 func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error) {
+	return s.findProbes(ctx, "", tokens, limit, accept)
+}
+
+// JunkFolders lists the junk folders this session watches (configured or
+// discovered at Open, less those the server refused), for FindProbesIn.
+func (s *Session) JunkFolders() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.junk))
+	for _, f := range s.junk {
+		out = append(out, f.name)
+	}
+	return out
+}
+
+// FindProbesIn is FindProbes in folder, one of JunkFolders ("" is the
+// watched mailbox). The folder is opened read-only (EXAMINE) for the
+// search; only DeleteUIDsFrom or MoveUIDsFrom select it read-write, and
+// only for UIDs found there. The watched mailbox is not selected again
+// afterwards: the next command that needs it does that.
+func (s *Session) FindProbesIn(ctx context.Context, folder string, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error) {
+	return s.findProbes(ctx, folder, tokens, limit, accept)
+}
+
+func (s *Session) findProbes(ctx context.Context, folder string, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	invalid := func(err error) ([]imap.UID, error) {
 		return nil, &steps.Error{Step: steps.IMAPSearch, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: err}
+	}
+	var junk *junkFolder
+	if folder != "" && folder != s.opts.Mailbox {
+		for _, f := range s.junk {
+			if f.name == folder {
+				junk = f
+			}
+		}
+		if junk == nil {
+			return invalid(fmt.Errorf("imap: %q is not a folder this session watched", folder))
+		}
 	}
 	switch {
 	case s.closed:
@@ -77,7 +114,17 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 	if err := s.stopIdle(ctx); err != nil {
 		return fail(err)
 	}
-	if err := s.ensureWatched(ctx); err != nil {
+	found := s.found
+	if junk != nil {
+		// EXAMINE: a search needs no write access, and sets no \Seen.
+		if err := s.enter(ctx, junk, true); err != nil {
+			return fail(err)
+		}
+		if s.foundIn[junk.name] == nil {
+			s.foundIn[junk.name] = make(map[imap.UID]struct{})
+		}
+		found = s.foundIn[junk.name]
+	} else if err := s.ensureWatched(ctx); err != nil {
 		return fail(err)
 	}
 
@@ -143,7 +190,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 			if !wanted(h.header) || !accept(h.header) {
 				continue
 			}
-			s.found[h.uid] = struct{}{}
+			found[h.uid] = struct{}{}
 			out = append(out, h.uid)
 		}
 	}

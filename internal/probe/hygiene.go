@@ -2,9 +2,11 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
 	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
@@ -100,28 +102,83 @@ func (a *Account) claimSweep(now time.Time) bool {
 }
 
 // housekeep looks for this target's late probes and, when due, sweeps the
-// receiving mailbox of orphans. It never fails the probe: failures are
-// logged, and it leaves time for LOGOUT.
+// receiving mailbox of orphans: the watched mailbox first, then each of the
+// session's junk folders, where a probe filed as spam may have landed after
+// its wait. It never fails the probe: failures are logged, a junk folder
+// that fails is skipped, and it leaves time for LOGOUT.
 func housekeep(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger) {
 	ctx, cancel := housekeepingContext(ctx)
 	defer cancel()
 	now := time.Now()
+	warn := func(msg, folder string, err error) {
+		fields := []zap.Field{zap.String("target", t.Name), zap.String("receiver", t.Receiver.Key)}
+		if folder != "" {
+			fields = append(fields, zap.String("folder", folder))
+		}
+		logger.Warn(msg, append(fields, zap.Error(err))...)
+	}
 	if late := t.outstanding(now); len(late) > 0 {
 		n, err := collectLate(ctx, t, sess, late)
-		res.Late = n
+		res.Late += n
 		if err != nil {
-			logger.Warn("looking for late probes failed",
-				zap.String("target", t.Name), zap.String("receiver", t.Receiver.Key), zap.Error(err))
+			warn("looking for late probes failed", "", err)
 		}
 	}
-	if ctx.Err() == nil && t.sweeps() && t.Receiver.claimSweep(now) {
+	sweeping := ctx.Err() == nil && t.sweeps() && t.Receiver.claimSweep(now)
+	if sweeping {
 		n, err := sweep(ctx, t, sess, now)
-		res.Swept = n
+		res.Swept += n
 		if err != nil {
-			logger.Warn("sweeping orphaned probes failed",
-				zap.String("target", t.Name), zap.String("receiver", t.Receiver.Key), zap.Error(err))
+			warn("sweeping orphaned probes failed", "", err)
 		}
 	}
+
+	js, ok := sess.(junkStores)
+	if !ok {
+		return // POP3: the maildrop is all there is.
+	}
+	for _, j := range js.junk() {
+		if ctx.Err() != nil {
+			return
+		}
+		if t.Cleanup == CleanupMove && j.folder == t.CleanupFolder {
+			// Probes are kept there on purpose.
+			continue
+		}
+		if err := junkHousekeeping(ctx, t, j, sweeping, now, res); err != nil {
+			warn("housekeeping in a junk folder failed", j.folder, err)
+			if !refused(err) {
+				// The connection, not the folder, failed: the other
+				// folders wait for the next run.
+				return
+			}
+		}
+	}
+}
+
+// junkHousekeeping looks for late probes in one junk folder and, when
+// sweeping, sweeps it; a failure skips the rest of the folder.
+func junkHousekeeping(ctx context.Context, t *Target, j junkStore, sweeping bool, now time.Time, res *Result) error {
+	if late := t.outstanding(now); len(late) > 0 {
+		n, err := collectLate(ctx, t, j, late)
+		res.Late += n
+		if err != nil {
+			return err
+		}
+	}
+	if !sweeping || ctx.Err() != nil {
+		return nil
+	}
+	n, err := sweep(ctx, t, j, now)
+	res.Swept += n
+	return err
+}
+
+// refused tells a server's refusal (a folder gone, not selectable, or
+// recreated) from a lost connection or an ended context.
+func refused(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie)
 }
 
 // housekeepingContext ends before ctx, by up to logoutReserve, so that a
@@ -137,7 +194,7 @@ func housekeepingContext(ctx context.Context) (context.Context, context.CancelFu
 // collectLate finds the outstanding probes that have arrived since, counts
 // them, and cleans them up. A message counts only if its HMAC verifies and
 // its token and send time are those of an outstanding probe.
-func collectLate(ctx context.Context, t *Target, sess mailbox, late []lateProbe) (int, error) {
+func collectLate(ctx context.Context, t *Target, sess store, late []lateProbe) (int, error) {
 	sentAt := make(map[string]time.Time, len(late))
 	tokens := make([]string, 0, len(late))
 	for _, l := range late {
@@ -178,7 +235,7 @@ func collectLate(ctx context.Context, t *Target, sess mailbox, late []lateProbe)
 // receiver's key is a probe of this receiver; a look-alike, a forgery or a
 // probe of another key is never touched, nor is a probe younger than the
 // orphan age, which a run may still be waiting for.
-func sweep(ctx context.Context, t *Target, sess mailbox, now time.Time) (int, error) {
+func sweep(ctx context.Context, t *Target, sess store, now time.Time) (int, error) {
 	uids, err := sess.FindProbes(ctx, nil, maxHousekeepingHits, func(header []byte) bool {
 		p, err := probemsg.Parse(header, t.Receiver.MACKey)
 		return err == nil && now.Sub(p.SentAt) > t.OrphanAge
@@ -193,7 +250,7 @@ func sweep(ctx context.Context, t *Target, sess mailbox, now time.Time) (int, er
 }
 
 // cleanUp removes or moves probes as the target's cleanup mode says.
-func cleanUp(ctx context.Context, t *Target, sess mailbox, ids []string) error {
+func cleanUp(ctx context.Context, t *Target, sess store, ids []string) error {
 	if t.Cleanup == CleanupMove {
 		return sess.MoveIDs(ctx, ids, t.CleanupFolder)
 	}

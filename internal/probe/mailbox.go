@@ -39,6 +39,49 @@ type mailbox interface {
 	Close(ctx context.Context) error
 }
 
+// store is where the housekeeping looks for probes and removes them: the
+// watched mailbox (a mailbox itself), or one junk folder of it.
+type store interface {
+	FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]string, error)
+	DeleteIDs(ctx context.Context, ids []string) error
+	MoveIDs(ctx context.Context, ids []string, folder string) error
+}
+
+// junkStores is implemented by a mailbox with junk folders (IMAP): the
+// housekeeping looks in them too.
+type junkStores interface {
+	// junk lists a store per junk folder of the session.
+	junk() []junkStore
+}
+
+// junkStore is one junk folder of an IMAP session, as a store: ids are the
+// folder's UIDs, found by its FindProbes.
+type junkStore struct {
+	s      *imapwatch.Session
+	folder string
+}
+
+func (j junkStore) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {
+	uids, err := j.s.FindProbesIn(ctx, j.folder, tokens, limit, accept)
+	return uidStrings(uids), err
+}
+
+func (j junkStore) DeleteIDs(ctx context.Context, ids []string) error {
+	uids, err := parseUIDs(ids)
+	if err != nil {
+		return err
+	}
+	return j.s.DeleteUIDsFrom(ctx, j.folder, uids)
+}
+
+func (j junkStore) MoveIDs(ctx context.Context, ids []string, folder string) error {
+	uids, err := parseUIDs(ids)
+	if err != nil {
+		return err
+	}
+	return j.s.MoveUIDsFrom(ctx, j.folder, uids, folder)
+}
+
 type arrival struct {
 	ID          string
 	SeenAt      time.Time
@@ -115,11 +158,16 @@ func (m imapMailbox) Move(ctx context.Context, a arrival, folder string) error {
 
 func (m imapMailbox) FindProbes(ctx context.Context, tokens []string, limit int, accept func([]byte) bool) ([]string, error) {
 	uids, err := m.s.FindProbes(ctx, tokens, limit, accept)
-	ids := make([]string, len(uids))
-	for i, u := range uids {
-		ids[i] = uidString(u)
+	return uidStrings(uids), err
+}
+
+func (m imapMailbox) junk() []junkStore {
+	folders := m.s.JunkFolders()
+	out := make([]junkStore, len(folders))
+	for i, f := range folders {
+		out[i] = junkStore{m.s, f}
 	}
-	return ids, err
+	return out
 }
 
 func (m imapMailbox) DeleteIDs(ctx context.Context, ids []string) error {
@@ -142,6 +190,14 @@ func (m imapMailbox) Commands() int                   { return m.s.Commands() }
 func (m imapMailbox) Close(ctx context.Context) error { return m.s.Close(ctx) }
 
 func uidString(u imap.UID) string { return strconv.FormatUint(uint64(u), 10) }
+
+func uidStrings(uids []imap.UID) []string {
+	ids := make([]string, len(uids))
+	for i, u := range uids {
+		ids[i] = uidString(u)
+	}
+	return ids
+}
 
 func parseUID(id string) (imap.UID, error) {
 	n, err := strconv.ParseUint(id, 10, 32)
