@@ -281,8 +281,11 @@ func firstN(n int64, re *regexp.Regexp, f func([]byte) []byte) func([]byte) []by
 }
 
 // huge is a 1 MiB reply line.
-func huge(prefix string) []byte {
-	return append(append([]byte(prefix), bytes.Repeat([]byte("x"), 1<<20)...), '\r', '\n')
+func huge(prefix string) []byte { return hugeN(prefix, 1<<20) }
+
+// hugeN is a line of prefix and n filler bytes.
+func hugeN(prefix string, n int) []byte {
+	return append(append([]byte(prefix), bytes.Repeat([]byte("x"), n)...), '\r', '\n')
 }
 
 // scrapeOnce runs one collection and returns the resources by target and

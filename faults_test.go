@@ -199,6 +199,18 @@ func faultTable() []faultCase {
 			code: 0, typ: "",
 		},
 		{
+			// Beyond imapwatch's 4 MiB line limit the session ends with a
+			// protocol error instead of holding what the server sends.
+			name: "imap/response line over the limit",
+			mbox: fault(faultnet.Fault{Server: func(l []byte) []byte {
+				if rx(`^\* \d+ EXISTS`).Match(l) {
+					return append(hugeN("* OK [ALERT] ", 5<<20), l...)
+				}
+				return l
+			}}),
+			code: 3, typ: steps.TypeProtocol,
+		},
+		{
 			name: "imap/unsolicited untagged data",
 			mbox: fault(faultnet.Fault{Server: func(l []byte) []byte {
 				if rx(`^\S+ OK `).Match(l) && !bytes.HasPrefix(l, []byte("* ")) {

@@ -1,6 +1,8 @@
 package imapwatch
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -91,5 +93,39 @@ func (w *cmdCounter) Write(p []byte) (int, error) {
 		w.total.Add(1)
 	}
 	w.mu.Unlock()
+	return len(p), nil
+}
+
+// maxLineBytes bounds one line of the conversation. imapclient reads a
+// response line whole into memory, so without a bound a server could make a
+// probe hold as much as it sends before the probe's deadline. The probe reads
+// headers and short responses only: a search result listing a hundred
+// thousand UIDs is under 1 MiB.
+const maxLineBytes = 4 << 20
+
+// errLineTooLong ends a session whose server sent a longer line: a protocol
+// error, not a lost connection to regain.
+var errLineTooLong = fmt.Errorf("IMAP response line longer than %d bytes", maxLineBytes)
+
+// lineLimit is part of imapclient's DebugWriter, which sees the plaintext
+// of both directions (after STARTTLS too): imapclient reads through an
+// io.TeeReader, so an error written here fails the read in progress. Client
+// lines are short, so counting both directions only ever undercounts.
+type lineLimit struct {
+	mu   sync.Mutex
+	line int
+}
+
+func (l *lineLimit) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := bytes.LastIndexByte(p, '\n'); i >= 0 {
+		l.line = len(p) - i - 1
+	} else {
+		l.line += len(p)
+	}
+	if l.line > maxLineBytes {
+		return 0, errLineTooLong
+	}
 	return len(p), nil
 }

@@ -321,7 +321,9 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 			},
 			Expunge: s.tl.onExpunge,
 		},
-		DebugWriter: newCmdCounter(&s.cmds),
+		// The line limit comes first: its error stops the other writers
+		// and fails the read (imapclient tees what it reads into here).
+		DebugWriter: io.MultiWriter(&lineLimit{}, newCmdCounter(&s.cmds)),
 	}
 	if tw := s.opts.Transcript.Stream(transcript.IMAP).IMAPDebug(); tw != nil {
 		// The debug writer is the only place that sees the plaintext

@@ -34,12 +34,23 @@ func (v *visibility) record(_ string, at time.Time) {
 	v.at = append(v.at, at)
 }
 
+// last returns the nth visibility instant. The server records it right
+// after the append returns, so a reader woken by the append may finish its
+// probe first: wait a little for the record.
 func (v *visibility) last(t *testing.T, n int) time.Time {
 	t.Helper()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	require.Len(t, v.at, n, "one delivery per probe")
-	return v.at[n-1]
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		v.mu.Lock()
+		got := len(v.at)
+		if got >= n || time.Now().After(deadline) {
+			defer v.mu.Unlock()
+			require.Len(t, v.at, n, "one delivery per probe")
+			return v.at[n-1]
+		}
+		v.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {
