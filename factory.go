@@ -52,15 +52,7 @@ func createMetricsReceiver(
 	cfg component.Config,
 	next consumer.Metrics,
 ) (receiver.Metrics, error) {
-	rCfg, ok := cfg.(*Config)
-	if !ok {
-		return nil, errConfigNotEmailQoS
-	}
-	r := shared.get(rCfg, settings)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.metrics = next
-	return r, nil
+	return sharedReceiver(cfg, settings, func(r *emailqosReceiver) { r.metrics = next })
 }
 
 func createTracesReceiver(
@@ -69,6 +61,12 @@ func createTracesReceiver(
 	cfg component.Config,
 	next consumer.Traces,
 ) (receiver.Traces, error) {
+	return sharedReceiver(cfg, settings, func(r *emailqosReceiver) { r.traces = next })
+}
+
+// sharedReceiver returns the receiver of cfg, shared by its pipelines, with
+// one pipeline's consumer set by attach.
+func sharedReceiver(cfg component.Config, settings receiver.Settings, attach func(*emailqosReceiver)) (*emailqosReceiver, error) {
 	rCfg, ok := cfg.(*Config)
 	if !ok {
 		return nil, errConfigNotEmailQoS
@@ -76,7 +74,7 @@ func createTracesReceiver(
 	r := shared.get(rCfg, settings)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.traces = next
+	attach(r)
 	return r, nil
 }
 

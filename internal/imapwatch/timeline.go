@@ -160,15 +160,7 @@ func (t *timeline) resumeSelect(start, resp time.Time, n uint32, changed bool, f
 	} else {
 		t.checkpointLocked(start)
 	}
-	t.selecting = false
-	for _, u := range t.queued {
-		if u.expunge != 0 {
-			t.expungeLocked(u.expunge)
-		} else {
-			t.existsLocked(u.exists, u.at)
-		}
-	}
-	t.queued = nil
+	t.endSelectLocked()
 	t.mu.Unlock()
 }
 
@@ -188,15 +180,7 @@ func (t *timeline) finishSelect(start, resp time.Time, n uint32, reconnect bool,
 		t.checks = []check{{at: start, count: n}}
 		t.searched, t.base = n, n
 	}
-	t.selecting = false
-	for _, u := range t.queued {
-		if u.expunge != 0 {
-			t.expungeLocked(u.expunge)
-		} else {
-			t.existsLocked(u.exists, u.at)
-		}
-	}
-	t.queued = nil
+	t.endSelectLocked()
 }
 
 // checkpoint records that a command sent at 'at' has completed with the
@@ -289,4 +273,18 @@ func (t *timeline) reconnectFloor() time.Time {
 		floor = t.checks[0].at
 	}
 	return floor
+}
+
+// endSelectLocked ends a SELECT: the updates that came while it was under
+// way, held until its new counts were known, are applied in order.
+func (t *timeline) endSelectLocked() {
+	t.selecting = false
+	for _, u := range t.queued {
+		if u.expunge != 0 {
+			t.expungeLocked(u.expunge)
+		} else {
+			t.existsLocked(u.exists, u.at)
+		}
+	}
+	t.queued = nil
 }
