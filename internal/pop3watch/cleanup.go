@@ -114,31 +114,45 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	return first
 }
 
+// heldConn returns the kept session, or opens a new one, lists the maildrop
+// and keeps it. openErr and listErr say which step failed, for the callers
+// to report it as their own.
+func (s *Session) heldConn(ctx context.Context) (pc *conn, openErr, listErr error) {
+	if pc = s.held; pc != nil && pc.broken {
+		pc.close()
+		s.held, pc = nil, nil
+	}
+	if pc != nil {
+		return pc, nil, nil
+	}
+	pc, err := s.open(ctx, nil)
+	if err != nil {
+		return nil, err, nil
+	}
+	if err := s.list(ctx, pc, nil); err != nil {
+		pc.close()
+		return nil, nil, err
+	}
+	s.held = pc
+	return pc, nil, nil
+}
+
 // locate returns a session listing uids and their message numbers (0 for a
 // UID no longer listed): the kept session, or a new one. A UID this session
 // has not read the header of is deleted only if its header still carries
 // the token it was found with. Failures are code 5, and nothing is deleted.
 func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, error) {
-	pc := s.held
-	if pc != nil && pc.broken {
-		pc.close()
-		s.held, pc = nil, nil
+	pc, openErr, listErr := s.heldConn(ctx)
+	if openErr != nil {
+		var se *steps.Error
+		if errors.As(openErr, &se) {
+			// A failed reconnect is a failed cleanup here.
+			return nil, nil, cleanupErr(se.Step, se.Type, se.Err)
+		}
+		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, "", openErr)
 	}
-	if pc == nil {
-		var err error
-		if pc, err = s.open(ctx, nil); err != nil {
-			var se *steps.Error
-			if errors.As(err, &se) {
-				// A failed reconnect is a failed cleanup here.
-				return nil, nil, cleanupErr(se.Step, se.Type, se.Err)
-			}
-			return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, "", err)
-		}
-		if err := s.list(ctx, pc, nil); err != nil {
-			pc.close()
-			return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(err), err)
-		}
-		s.held = pc
+	if listErr != nil {
+		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(listErr), listErr)
 	}
 	nums := make([]int, len(uids))
 	for i, uid := range uids {
@@ -212,21 +226,12 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 		limit = defaultFindLimit
 	}
 
-	pc := s.held
-	if pc != nil && pc.broken {
-		pc.close()
-		s.held, pc = nil, nil
+	pc, openErr, listErr := s.heldConn(ctx)
+	if openErr != nil {
+		return nil, openErr
 	}
-	if pc == nil {
-		var err error
-		if pc, err = s.open(ctx, nil); err != nil {
-			return nil, err
-		}
-		if err := s.list(ctx, pc, nil); err != nil {
-			pc.close()
-			return nil, s.waitFail(ctx, POP3List, err)
-		}
-		s.held = pc
+	if listErr != nil {
+		return nil, s.waitFail(ctx, POP3List, listErr)
 	}
 
 	ids := slices.Clone(pc.ids)
