@@ -16,10 +16,10 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
 
-// Security values accepted in `security`. The seeds' spellings map onto them
-// as: blank = none, SSL = tls (implicit), TLS = starttls. Because the seeds'
-// "TLS" means STARTTLS while ours means implicit TLS, values are
-// case-sensitive: an upper-case seed spelling is rejected with a hint
+// Security values accepted in `security`. LogicMonitor's spellings map onto
+// them as: blank = none, SSL = tls (implicit), TLS = starttls. Because
+// LogicMonitor's "TLS" means STARTTLS while ours means implicit TLS, values are
+// case-sensitive: an upper-case LogicMonitor spelling is rejected with a hint
 // instead of silently picking the other mode.
 const (
 	securityNone     = "none"
@@ -70,7 +70,7 @@ type Config struct {
 	scraperhelper.ControllerConfig `mapstructure:",squash"`
 	metadata.MetricsBuilderConfig  `mapstructure:",squash"`
 
-	// DeliveryTimeout is the maximum allowed delivery time (the seeds'
+	// DeliveryTimeout is the maximum allowed delivery time (LogicMonitor's
 	// "maximum allowed round trip"): a probe not visible this long after the
 	// sending server accepted it is reported as not found (error code 4).
 	DeliveryTimeout time.Duration `mapstructure:"delivery_timeout"`
@@ -196,7 +196,7 @@ type RoundtripConfig struct {
 
 // TransitConfig lists the transit directions to probe.
 type TransitConfig struct {
-	// Directions in the seeds' `sender:receiver` form, e.g. gmail:o365.
+	// Directions in LogicMonitor's `sender:receiver` form, e.g. gmail:o365.
 	Directions []string `mapstructure:"directions"`
 	// Mesh expands a list of account keys into every direction between them.
 	Mesh []string `mapstructure:"mesh"`
@@ -561,7 +561,7 @@ func parseSecurity(s string) (string, error) {
 	}
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "tls":
-		return "", fmt.Errorf("%q is ambiguous: the seeds' TLS means STARTTLS here (starttls); implicit TLS is tls (or ssl); values are lower case", s)
+		return "", fmt.Errorf("%q is ambiguous: LogicMonitor's TLS means STARTTLS here (starttls); implicit TLS is tls (or ssl); values are lower case", s)
 	case "ssl":
 		return "", fmt.Errorf("%q: write ssl or tls (implicit TLS); values are lower case", s)
 	case "starttls", "none":

@@ -59,7 +59,7 @@ roundtrip:
 roundtrip: [{account: nosuch}, {name: broken}]
 transit: {directions: ["a:nosuch", "a", ":a", "a:a", "a:b:c"], mesh: [a, nosuch, a]}
 `,
-	// The seeds' upper-case security spellings and other odd values.
+	// LogicMonitor's upper-case security spellings and other odd values.
 	`accounts:
   a:
     address: a@a.test

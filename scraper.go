@@ -114,7 +114,7 @@ func (s *emailqosScraper) warnOverlap() {
 	}
 	field := "timeout"
 	if s.cfg.Timeout <= 0 {
-		field = fmt.Sprintf("delivery_timeout (%s) + setup budget (%s)", s.cfg.DeliveryTimeout, setupBudget)
+		field = fmt.Sprintf("delivery_timeout (%s) + the %s allowed for connecting, signing in, sending and cleaning up", s.cfg.DeliveryTimeout, setupBudget)
 	}
 	s.logger.Warn(fmt.Sprintf("%s = %s exceeds collection_interval (%s): a probe may outlast its collection; "+
 		"a target whose probe is still running is not probed again by the next collections, which are counted in emailqos.collections.skipped",

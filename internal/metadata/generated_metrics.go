@@ -896,7 +896,7 @@ type metricEmailqosErrorCode struct {
 // init fills emailqos.error_code metric with initial data.
 func (m *metricEmailqosErrorCode) init() {
 	m.data.SetName("emailqos.error_code")
-	m.data.SetDescription("LogicMonitor-compatible error code of the probe (ErrorCode datapoint); 0 means OK.")
+	m.data.SetDescription("LogicMonitor-compatible error code of the probe, as LogicMonitor's ErrorCode value (0 OK, 1 SMTP connect, 2 SMTP send, 3 IMAP/POP3 connect or login, 4 not found, 5 cleanup, -1 missing params, -2 invalid instance).")
 	m.data.SetUnit("{code}")
 	m.data.SetEmptyGauge()
 }
@@ -1196,7 +1196,7 @@ type metricEmailqosRoundtripDuration struct {
 // init fills emailqos.roundtrip.duration metric with initial data.
 func (m *metricEmailqosRoundtripDuration) init() {
 	m.data.SetName("emailqos.roundtrip.duration")
-	m.data.SetDescription("Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (LogicMonitor Email_RoundTrip, KNM roundtrip time).")
+	m.data.SetDescription("Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (what LogicMonitor's Email_RoundTrip and Kaseya Network Monitor's Mail QOS roundtrip time measure).")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 }

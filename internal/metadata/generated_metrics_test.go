@@ -410,7 +410,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.error_code"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "LogicMonitor-compatible error code of the probe (ErrorCode datapoint); 0 means OK.", mi.Description())
+					assert.Equal(t, "LogicMonitor-compatible error code of the probe, as LogicMonitor's ErrorCode value (0 OK, 1 SMTP connect, 2 SMTP send, 3 IMAP/POP3 connect or login, 4 not found, 5 cleanup, -1 missing params, -2 invalid instance).", mi.Description())
 					assert.Equal(t, "{code}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
@@ -482,7 +482,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.roundtrip.duration"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (LogicMonitor Email_RoundTrip, KNM roundtrip time).", mi.Description())
+					assert.Equal(t, "Whole round-trip transaction time, from the first connect (the reader logs in before the probe is sent) to the message found in the sender's own mailbox (what LogicMonitor's Email_RoundTrip and Kaseya Network Monitor's Mail QOS roundtrip time measure).", mi.Description())
 					assert.Equal(t, "s", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())

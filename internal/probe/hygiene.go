@@ -15,7 +15,8 @@ import (
 // Mailbox hygiene: probes that arrived too late, and orphans left by earlier
 // runs or an earlier collector, are removed by later runs. Only messages
 // whose HMAC verifies with the receiver's key are ever touched, and only by
-// UID, through imapwatch's FindProbes and DeleteUIDs/MoveUIDs.
+// UID (IMAP) or message number after a UIDL match (POP3), through the
+// mailbox's FindProbes, DeleteIDs and MoveIDs (mailbox.go).
 
 const (
 	// maxOutstanding bounds a target's list of probes not found in time;

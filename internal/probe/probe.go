@@ -27,7 +27,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
-// Kind is the kind of probe, as the seeds name them.
+// Kind is the kind of probe, as LogicMonitor names them.
 type Kind string
 
 const (
