@@ -8,7 +8,6 @@
 package probe // import "github.com/emailqos/emailqosreceiver/internal/probe"
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -361,9 +360,6 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		res.DeferredFor = arrival.SeenAt.Sub(deferred.first)
 	}
 	readMessage(res, t, arrival.Header, submitStart(rec, p.SentAt), logger)
-	if err := crossCheck(arrival.Header, p, t.Receiver.MACKey); err != nil {
-		logger.Warn("probe header cross-check failed", zap.String("target", t.Name), zap.Error(err))
-	}
 
 	var cleanupErr error
 	switch t.Cleanup {
@@ -384,20 +380,4 @@ func (a *Account) deleteStep() string {
 		return steps.POP3Delete
 	}
 	return steps.IMAPDelete
-}
-
-// crossCheck parses the send time carried by the received message and checks
-// it against the one the probe sent, catching a server that rewrote it.
-func crossCheck(header []byte, p probemsg.Probe, key []byte) error {
-	if len(bytes.TrimSpace(header)) == 0 {
-		return errors.New("no header fetched")
-	}
-	got, err := probemsg.Parse(header, key)
-	if err != nil {
-		return err
-	}
-	if !got.SentAt.Equal(p.SentAt) {
-		return fmt.Errorf("send time in message %s differs from %s", got.SentAt, p.SentAt)
-	}
-	return nil
 }
