@@ -6,14 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
-	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
@@ -127,20 +123,7 @@ func TestScrapeGolden(t *testing.T) {
 	md, err := s.scrape(context.Background())
 	require.NoError(t, err)
 
-	expectedFile := filepath.Join("testdata", "scraper", "expected.yaml")
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		require.NoError(t, golden.WriteMetrics(t, expectedFile, md))
-	}
-	expected, err := golden.ReadMetrics(expectedFile)
-	require.NoError(t, err)
-	require.NoError(t, pmetrictest.CompareMetrics(expected, md,
-		pmetrictest.IgnoreMetricValues(),
-		pmetrictest.IgnoreTimestamp(),
-		pmetrictest.IgnoreStartTimestamp(),
-		pmetrictest.IgnoreResourceMetricsOrder(),
-		pmetrictest.IgnoreMetricsOrder(),
-		pmetrictest.IgnoreMetricDataPointsOrder(),
-	))
+	compareGolden(t, "expected.yaml", md)
 
 	// The values the golden comparison ignores: plausible and consistent.
 	byTarget := resources(t, md)
