@@ -240,7 +240,7 @@ bench-tools:
 		echo "==> benchstat: go install $(BENCHSTAT_PKG)@$(BENCHSTAT_VERSION)"; \
 		$(GO) install $(BENCHSTAT_PKG)@$(BENCHSTAT_VERSION); \
 	fi
-	cd "$(ROOT)" && $(GO) build -o $(BENCH_SCALE_BIN) ./cmd/emailqos-scale
+	cd "$(ROOT)" && $(GO) build -o $(BENCH_SCALE_BIN) ./internal/bench/emailqos-scale
 
 bench-machine: bench-tools
 	cd "$(ROOT)" && $(BENCH_SCALE_BIN) machine > $(BENCH_DIR)/machine.md

@@ -11,7 +11,7 @@
 # starts its own mail stack (scripts/mailstack.sh in $BENCH_STACK_DIR, default
 # /tmp/emailqos-bench), adds the accounts gt1..gt5 in a.test and b.test, routes
 # a.test's mail for b.test through the delaying relay of the harness
-# (internal/groundtruth, build tag bench), runs it, and stops the stack again.
+# (internal/bench/groundtruth, build tag bench), runs it, and stops the stack again.
 # It writes _build/bench/groundtruth.md and _build/bench/peer.md (Markdown
 # tables for BENCHMARKS.md) and takes about 8-10 minutes.
 #
@@ -67,8 +67,8 @@ fi
 
 mkdir -p "$OUT"
 bin=$OUT/groundtruth
-log "building the harness (go build -tags bench ./internal/groundtruth)"
-(cd "$ROOT" && go build -tags bench -o "$bin" ./internal/groundtruth)
+log "building the harness (go build -tags bench ./internal/bench/groundtruth)"
+(cd "$ROOT" && go build -tags bench -o "$bin" ./internal/bench/groundtruth)
 
 mailstack=$ROOT/scripts/mailstack.sh
 log "starting the mail stack in $STACK_DIR"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emailqos/emailqosreceiver/internal/benchscale"
+	"github.com/emailqos/emailqosreceiver/internal/bench/scale"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
@@ -19,7 +19,7 @@ const serveEnv = "EMAILQOS_BENCH_SERVE"
 
 func init() {
 	if os.Getenv(serveEnv) == "1" {
-		os.Exit(benchscale.Main(os.Args[1:]))
+		os.Exit(scale.Main(os.Args[1:]))
 	}
 }
 
@@ -59,8 +59,8 @@ func BenchmarkProbe(b *testing.B) {
 }
 
 func benchProbe(b *testing.B, c costCase, child bool) {
-	opts := benchscale.ServeOptions{Users: 1, POP3: c.pop3, TLS: c.security != transport.None, DelayMin: c.delay, DelayMax: c.delay}
-	var srv *benchscale.Servers
+	opts := scale.ServeOptions{Users: 1, POP3: c.pop3, TLS: c.security != transport.None, DelayMin: c.delay, DelayMax: c.delay}
+	var srv *scale.Servers
 	var err error
 	if child {
 		exe, err := os.Executable()
@@ -69,9 +69,9 @@ func benchProbe(b *testing.B, c costCase, child bool) {
 		}
 		cmd := exec.Command(exe, opts.Args()...)
 		cmd.Env = append(os.Environ(), serveEnv+"=1")
-		srv, err = benchscale.StartChild(cmd)
+		srv, err = scale.StartChild(cmd)
 	} else {
-		srv, err = benchscale.StartInProcess(opts)
+		srv, err = scale.StartInProcess(opts)
 	}
 	if err != nil {
 		b.Fatal(err)
@@ -82,9 +82,9 @@ func benchProbe(b *testing.B, c costCase, child bool) {
 		}
 	})
 
-	addr, pw := benchscale.User(0)
+	addr, pw := scale.User(0)
 	if c.pop3 {
-		addr, pw = benchscale.POP3User, "bench-pw-pop"
+		addr, pw = scale.POP3User, "bench-pw-pop"
 	}
 	ep := func(plain, implicit string) transport.Endpoint {
 		e := transport.Endpoint{Address: srv.Addr[plain], Security: c.security, TLSConfig: srv.ClientTLS()}
@@ -117,13 +117,13 @@ func benchProbe(b *testing.B, c costCase, child bool) {
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0, srv0 := benchscale.SelfCPU(), srv.CPU()
+	cpu0, srv0 := scale.SelfCPU(), srv.CPU()
 	for b.Loop() {
 		if r := Run(context.Background(), t, nil); r.Err != nil {
 			b.Fatal(r.Err)
 		}
 	}
-	cpu, srvCPU := benchscale.SelfCPU()-cpu0, srv.CPU()-srv0
+	cpu, srvCPU := scale.SelfCPU()-cpu0, srv.CPU()-srv0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 	if child {

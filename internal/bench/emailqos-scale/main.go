@@ -42,7 +42,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/emailqos/emailqosreceiver"
-	"github.com/emailqos/emailqosreceiver/internal/benchscale"
+	"github.com/emailqos/emailqosreceiver/internal/bench/scale"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -54,7 +54,7 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "serve":
-		os.Exit(benchscale.Main(os.Args[2:]))
+		os.Exit(scale.Main(os.Args[2:]))
 	case "run":
 		res, err := run(os.Args[2:])
 		if err != nil {
@@ -130,18 +130,18 @@ func run(args []string) (*Result, error) {
 	res := &Result{N: *n, Servers: "child", Security: *security, Detection: *detection,
 		Cores: *cores, IntervalS: interval.Seconds(), SpreadS: spread.Seconds(), Failed: map[string]int{}}
 
-	opts := benchscale.ServeOptions{Users: *n, TLS: *security != "none", DelayMin: *delayMin, DelayMax: *delayMax}
-	var srv *benchscale.Servers
+	opts := scale.ServeOptions{Users: *n, TLS: *security != "none", DelayMin: *delayMin, DelayMax: *delayMax}
+	var srv *scale.Servers
 	var err error
 	if *inproc {
 		res.Servers = "inproc"
-		srv, err = benchscale.StartInProcess(opts)
+		srv, err = scale.StartInProcess(opts)
 	} else {
 		exe, xerr := os.Executable()
 		if xerr != nil {
 			return nil, xerr
 		}
-		srv, err = benchscale.StartChild(exec.Command(exe, append([]string{"serve"}, opts.Args()...)...))
+		srv, err = scale.StartChild(exec.Command(exe, append([]string{"serve"}, opts.Args()...)...))
 	}
 	if err != nil {
 		return nil, err
@@ -179,7 +179,7 @@ func run(args []string) (*Result, error) {
 	var endCPU time.Duration
 	metricsSink, _ := consumer.NewMetrics(func(context.Context, pmetric.Metrics) error {
 		endOnce.Do(func() {
-			endCPU, endAt = benchscale.SelfCPU(), time.Now()
+			endCPU, endAt = scale.SelfCPU(), time.Now()
 			close(done)
 		})
 		return nil
@@ -194,7 +194,7 @@ func run(args []string) (*Result, error) {
 	f := emailqosreceiver.NewFactory()
 	settings := receivertest.NewNopSettings(metadata.Type)
 	settings.ID = component.NewID(metadata.Type)
-	startCPU := benchscale.SelfCPU()
+	startCPU := scale.SelfCPU()
 	mr, err := f.CreateMetrics(context.Background(), settings, cfg, metricsSink)
 	if err != nil {
 		return nil, err
@@ -220,7 +220,7 @@ func run(args []string) (*Result, error) {
 	if endAt.IsZero() {
 		return nil, errors.New("no collection finished in time")
 	}
-	if rss, err := benchscale.PeakRSS(); err == nil {
+	if rss, err := scale.PeakRSS(); err == nil {
 		res.PeakRSSMB = float64(rss) / (1 << 20)
 	}
 	res.CPUS = (endCPU - startCPU).Seconds()
@@ -241,7 +241,7 @@ func run(args []string) (*Result, error) {
 		return nil, err
 	}
 	if ru != nil {
-		res.ServerCPUS = benchscale.RusageCPU(ru).Seconds()
+		res.ServerCPUS = scale.RusageCPU(ru).Seconds()
 		res.ServerRSSMB = float64(ru.Maxrss) / 1024 // kB on Linux
 	}
 	return res, nil
@@ -249,7 +249,7 @@ func run(args []string) (*Result, error) {
 
 // config is the receiver configuration for n round-trip targets, built the
 // way the collector builds it from YAML.
-func config(srv *benchscale.Servers, n int, interval, spread time.Duration, security, detection, caFile string) (component.Config, map[string]string, error) {
+func config(srv *scale.Servers, n int, interval, spread time.Duration, security, detection, caFile string) (component.Config, map[string]string, error) {
 	smtpAddr, imapAddr := srv.Addr["smtp"], srv.Addr["imap"]
 	if security == "tls" {
 		smtpAddr, imapAddr = srv.Addr["smtps"], srv.Addr["imaps"]
@@ -265,7 +265,7 @@ func config(srv *benchscale.Servers, n int, interval, spread time.Duration, secu
 	var roundtrip []any
 	addrs := map[string]string{}
 	for i := range n {
-		addr, pw := benchscale.User(i)
+		addr, pw := scale.User(i)
 		key := fmt.Sprintf("u%d", i)
 		addrs[key] = addr
 		accounts[key] = map[string]any{
@@ -300,7 +300,7 @@ func config(srv *benchscale.Servers, n int, interval, spread time.Duration, secu
 // true latency runs from the client reading the 250 reply to DATA (the end
 // of its smtp.submit step, where the probe takes its acceptance instant) to
 // the instant the server made the message visible.
-func analyse(all []ptrace.Traces, addrs map[string]string, srv *benchscale.Servers, res *Result) (time.Time, []time.Duration) {
+func analyse(all []ptrace.Traces, addrs map[string]string, srv *scale.Servers, res *Result) (time.Time, []time.Duration) {
 	var first time.Time
 	var errs []time.Duration
 	for _, td := range all {

@@ -1,4 +1,4 @@
-package benchscale
+package scale
 
 import (
 	"bufio"

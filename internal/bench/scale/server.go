@@ -1,4 +1,4 @@
-// Package benchscale supports the benchmarks: it runs the in-process mail
+// Package scale supports the benchmarks: it runs the in-process mail
 // servers (mailtest, pop3test) in a process of their own, so that the
 // measuring process's CPU time and memory are the probing client's alone, and
 // reads a process's resource use.
@@ -7,7 +7,7 @@
 // "<name> <value>" line per listener and the CA, then "ready", then a
 // "visible <rcpt> <unix-ns>" line each time a message becomes visible. It
 // stops when its standard input closes.
-package benchscale // import "github.com/emailqos/emailqosreceiver/internal/benchscale"
+package scale // import "github.com/emailqos/emailqosreceiver/internal/bench/scale"
 
 import (
 	"bufio"
