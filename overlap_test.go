@@ -324,7 +324,7 @@ func TestOverlapWarning(t *testing.T) {
 		want     string
 	}{
 		{"probe fits the interval", 5 * time.Minute, 0, ""},
-		{"delivery_timeout and setup budget exceed it", 20 * time.Second, 0, "delivery_timeout (3s) + setup budget (30s) = 33s exceeds collection_interval (20s)"},
+		{"delivery_timeout and setup budget exceed it", 20 * time.Second, 0, "delivery_timeout (3s) + the 30s allowed for connecting, signing in, sending and cleaning up = 33s exceeds collection_interval (20s)"},
 		{"timeout exceeds it", 5 * time.Second, 10 * time.Second, "timeout = 10s exceeds collection_interval (5s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
