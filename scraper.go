@@ -22,8 +22,8 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 	"github.com/emailqos/emailqosreceiver/internal/oauth"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
-	"github.com/emailqos/emailqosreceiver/internal/safetext"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/safetext"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
