@@ -510,6 +510,11 @@ func imapType(err error) string {
 	if !errors.As(err, &ie) {
 		return ""
 	}
+	if steps.TooManyConnections(ie.Text) {
+		// Dovecot sends its connection limit with [LIMIT], with
+		// [UNAVAILABLE] (2.3 login processes) or with no code at all.
+		return steps.TypeLimit
+	}
 	switch ie.Code {
 	case imap.ResponseCodeAuthenticationFailed, imap.ResponseCodeAuthorizationFailed, imap.ResponseCodeExpired:
 		return steps.TypeAuth
@@ -522,9 +527,6 @@ func imapType(err error) string {
 	case imap.ResponseCodePrivacyRequired:
 		// RFC 5530: refused for lack of privacy; the cure is TLS.
 		return steps.TypeTLS
-	}
-	if steps.TooManyConnections(ie.Text) {
-		return steps.TypeLimit
 	}
 	return steps.TypeRejected
 }

@@ -23,12 +23,17 @@ import (
 type scriptedServer struct {
 	addr       string
 	loginReply string // after the tag, e.g. "NO [LIMIT] ..."
+	greeting   string // instead of the OK greeting, e.g. "* BYE ..."
 
 	mu    sync.Mutex
 	lines []string
 }
 
 func startScripted(t *testing.T, sec transport.Security, loginReply string) *scriptedServer {
+	return startScriptedGreeting(t, sec, loginReply, "")
+}
+
+func startScriptedGreeting(t *testing.T, sec transport.Security, loginReply, greeting string) *scriptedServer {
 	t.Helper()
 	cert, _ := testCert(t)
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -36,7 +41,7 @@ func startScripted(t *testing.T, sec transport.Security, loginReply string) *scr
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := &scriptedServer{addr: l.Addr().String(), loginReply: loginReply}
+	ss := &scriptedServer{addr: l.Addr().String(), loginReply: loginReply, greeting: greeting}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -78,6 +83,10 @@ func (ss *scriptedServer) serve(c net.Conn, sec transport.Security, tlsConf *tls
 	}
 	r := bufio.NewReader(c)
 	w := func(s string) { _, _ = c.Write([]byte(s + "\r\n")) }
+	if ss.greeting != "" {
+		w(ss.greeting)
+		return
+	}
 	w("* OK [CAPABILITY " + caps + "] scripted ready")
 	for {
 		line, err := r.ReadString('\n')
@@ -194,6 +203,7 @@ func TestLoginRefusalTypes(t *testing.T) {
 	for _, tc := range []struct{ reply, want string }{
 		{"NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)", steps.TypeLimit},
 		{"NO Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)", steps.TypeLimit},
+		{"NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=1)", steps.TypeLimit},
 		{"NO [OVERQUOTA] Quota exceeded", steps.TypeLimit},
 		{"NO [UNAVAILABLE] Temporary authentication failure. [host:2026-12-05 18:00:00]", steps.TypeUnavailable},
 		{"BAD [UNAVAILABLE] backend down", steps.TypeUnavailable},
@@ -213,6 +223,27 @@ func TestLoginRefusalTypes(t *testing.T) {
 			_, err := Open(ctx, scriptedOptions(ss, transport.None), nil)
 			se := requireStepErr(t, err, steps.CodeMailboxConnect, tc.want)
 			if se.Step != steps.IMAPLogin {
+				t.Fatalf("step %q", se.Step)
+			}
+		})
+	}
+}
+
+// TestGreetingRefusalTypes: a server that refuses the connection in its
+// greeting (BYE) is typed by the same codes, at imap.connect.
+func TestGreetingRefusalTypes(t *testing.T) {
+	for _, tc := range []struct{ greeting, want string }{
+		{"* BYE Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)", steps.TypeLimit},
+		{"* BYE [UNAVAILABLE] Server shutting down", steps.TypeUnavailable},
+		{"* BYE go away", steps.TypeRejected},
+	} {
+		t.Run(tc.greeting, func(t *testing.T) {
+			ss := startScriptedGreeting(t, transport.None, "NO unused", tc.greeting)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := Open(ctx, scriptedOptions(ss, transport.None), nil)
+			se := requireStepErr(t, err, steps.CodeMailboxConnect, tc.want)
+			if se.Step != steps.IMAPConnect {
 				t.Fatalf("step %q", se.Step)
 			}
 		})

@@ -17,6 +17,10 @@ func ErrorType(err error) string {
 	}
 	var perr *Error
 	if errors.As(err, &perr) {
+		if steps.TooManyConnections(perr.Message) {
+			// Dovecot's connection limit, whatever code it comes with.
+			return steps.TypeLimit
+		}
 		switch perr.Code() {
 		case "AUTH": // RFC 3206: the credentials
 			return steps.TypeAuth
@@ -28,9 +32,6 @@ func ErrorType(err error) string {
 			return steps.TypeLimit
 		case "SYS/PERM":
 			return steps.TypeRejected
-		}
-		if steps.TooManyConnections(perr.Message) {
-			return steps.TypeLimit
 		}
 		switch perr.Command {
 		case "USER", "PASS", "AUTH":
