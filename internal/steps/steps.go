@@ -85,6 +85,14 @@ const (
 	TypeTokenUnavailable = "token_unavailable" // the token endpoint could not be reached or failed
 )
 
+// Types is the closed set of error types, TypeNone excepted: each must be
+// documented in metadata.yaml, README.md and TROUBLESHOOTING.md.
+var Types = []string{
+	TypeConnect, TypeTimeout, TypeTLS, TypeAuth, TypeRejected, TypeDeferred,
+	TypeLimit, TypeUnavailable, TypeInUse, TypeProtocol, TypeNotFound,
+	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
+}
+
 // TokenSource yields OAuth2 bearer tokens. Errors are classified with the
 // token types above by the caller's TokenType.
 type TokenSource func(ctx context.Context) (string, error)
