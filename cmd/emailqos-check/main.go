@@ -163,8 +163,14 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 }
 
+// indent indents each line of s, escaped: a configuration error may quote
+// a value holding control characters.
 func indent(s string) string {
-	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = "  " + safetext.Escape(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {

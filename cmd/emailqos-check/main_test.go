@@ -210,3 +210,8 @@ func TestPrintResultCannotBeFaked(t *testing.T) {
 	// The server's text is still there to read, escaped.
 	assert.Contains(t, out, `\x1b[2K\x1b[1G  result: OK (code 0)`)
 }
+
+func TestIndentEscapesEachLine(t *testing.T) {
+	assert.Equal(t, "  accounts::a::username: contains \\x00\n  second \\x1b[2K line",
+		indent("accounts::a::username: contains \x00\nsecond \x1b[2K line"))
+}
