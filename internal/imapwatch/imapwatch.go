@@ -312,7 +312,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	}
 	s.conn = &watchConn{Conn: raw}
 	s.connCancel = cancel
-	s.broken, s.dropped, s.idle, s.fix = false, false, nil, nil
+	s.broken, s.dropped, s.idle = false, false, nil
 	copts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
@@ -333,6 +333,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	}
 
 	start := time.Now()
+	s.fix = nil // set below when imapclient writes to s.conn in plaintext
 	if ep.Security == transport.STARTTLS {
 		// imapclient can only upgrade a connection it has just created; it
 		// sends STARTTLS before anything else, and a refusal ends the
