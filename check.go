@@ -16,6 +16,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/safetext"
 )
 
 // LoadCollectorConfig reads a collector configuration file the way the
@@ -133,6 +134,8 @@ func Check(ctx context.Context, cfg *Config, names []string, logger *zap.Logger)
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	// The engine logs server text (errors, folder names): keep it inert.
+	logger = safetext.Logger(logger)
 	// The token sources and targets as the receiver's start makes them.
 	tokens, err := tokenSources(ctx, cfg)
 	if err != nil {

@@ -3,6 +3,7 @@ package emailqosreceiver
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -85,6 +86,31 @@ func faultTable() []faultCase {
 		return faultnet.Fault{TLS: cfg}
 	}
 	notTLS := fault(faultnet.Fault{Prefix: faultnet.NotTLS})
+	// A server that only speaks TLS 1.1: it answers the client's TLS 1.2+
+	// hello with a protocol_version alert.
+	tls11 := func(fx *fixture) faultnet.Fault {
+		cfg, err := fx.trusted.ServerConfig("127.0.0.1")
+		if err != nil {
+			panic(err)
+		}
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+		return faultnet.Fault{TLS: cfg}
+	}
+	// imapLoginRefused makes the LOGIN fail and the server's refusal read
+	// as reply (after the tag).
+	imapLoginRefused := func(reply string) func(*fixture) faultnet.Fault {
+		return fault(faultnet.Fault{
+			Client: replaceLine(rx(`(?i)^(\S+) LOGIN .*\n$`), "$1 LOGIN alice@a.test wrong-password\r\n"),
+			Server: replaceLine(rx(`^(T\d+) NO .*`), "$1 "+reply+"\r"),
+		})
+	}
+	// pop3LoginRefused does the same for PASS.
+	pop3LoginRefused := func(reply string) func(*fixture) faultnet.Fault {
+		return fault(faultnet.Fault{
+			Client: replaceLine(rx(`(?i)^PASS .*\n$`), "PASS wrong-password\r\n"),
+			Server: replaceLine(rx(`^-ERR .*`), "-ERR "+reply+"\r"),
+		})
+	}
 
 	return []faultCase{
 		// --- SMTP ---
@@ -96,6 +122,7 @@ func faultTable() []faultCase {
 		{name: "smtp/TLS handshake failure", fixtureOptions: tlsOn, smtp: notTLS, code: 1, typ: steps.TypeTLS},
 		{name: "smtp/certificate from an unknown CA", fixtureOptions: tlsOn, smtp: unknownCA, code: 1, typ: steps.TypeTLS},
 		{name: "smtp/certificate for another host", fixtureOptions: tlsOn, smtp: otherHost, code: 1, typ: steps.TypeTLS},
+		{name: "smtp/server speaks only TLS 1.1", fixtureOptions: tlsOn, smtp: tls11, code: 1, typ: steps.TypeTLS},
 		{
 			name: "smtp/STARTTLS required but not offered", fixtureOptions: fixtureOptions{starttls: true},
 			smtp: fault(refuseStartTLS()), code: 1, typ: steps.TypeTLS,
@@ -142,6 +169,7 @@ func faultTable() []faultCase {
 		{name: "imap/TLS handshake failure", fixtureOptions: tlsOn, mbox: notTLS, code: 3, typ: steps.TypeTLS},
 		{name: "imap/certificate from an unknown CA", fixtureOptions: tlsOn, mbox: unknownCA, code: 3, typ: steps.TypeTLS},
 		{name: "imap/certificate for another host", fixtureOptions: tlsOn, mbox: otherHost, code: 3, typ: steps.TypeTLS},
+		{name: "imap/server speaks only TLS 1.1", fixtureOptions: tlsOn, mbox: tls11, code: 3, typ: steps.TypeTLS},
 		{
 			name: "imap/STARTTLS required but not offered", fixtureOptions: fixtureOptions{starttls: true},
 			mbox: fault(refuseStartTLS()), code: 3, typ: steps.TypeTLS,
@@ -151,6 +179,16 @@ func faultTable() []faultCase {
 			name: "imap/LOGIN rejected",
 			mbox: fault(faultnet.Fault{Client: replaceLine(rx(`(?i)^(\S+) LOGIN .*\n$`), "$1 LOGIN alice@a.test wrong-password\r\n")}),
 			code: 3, typ: steps.TypeAuth,
+		},
+		{
+			name: "imap/connection limit at login (Dovecot)",
+			mbox: imapLoginRefused("NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)"),
+			code: 3, typ: steps.TypeLimit,
+		},
+		{
+			name: "imap/login unavailable",
+			mbox: imapLoginRefused("NO [UNAVAILABLE] Temporary authentication failure."),
+			code: 3, typ: steps.TypeUnavailable,
 		},
 		{
 			name: "imap/server without IDLE", mail: mailtest.Faults{},
@@ -240,6 +278,9 @@ func faultTable() []faultCase {
 			mbox: fault(faultnet.Fault{Client: replaceLine(rx(`(?i)^PASS .*\n$`), "PASS wrong-password\r\n")}),
 			code: 3, typ: steps.TypeAuth,
 		},
+		{name: "pop3/maildrop locked", fixtureOptions: popOn, mbox: pop3LoginRefused("[IN-USE] Mailbox is locked by another POP3 session"), code: 3, typ: steps.TypeInUse},
+		{name: "pop3/login unavailable", fixtureOptions: popOn, mbox: pop3LoginRefused("[SYS/TEMP] Authentication service unavailable"), code: 3, typ: steps.TypeUnavailable},
+		{name: "pop3/login too soon", fixtureOptions: popOn, mbox: pop3LoginRefused("[LOGIN-DELAY] Wait 15 minutes between logins"), code: 3, typ: steps.TypeLimit},
 		{
 			name: "pop3/DELE fails", fixtureOptions: popOn,
 			mbox: fault(faultnet.Fault{Client: replaceLine(rx(`(?i)^DELE \d+`), "DELE 999999")}),

@@ -23,6 +23,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/oauth"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/safetext"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -84,7 +85,7 @@ type accountToken struct {
 }
 
 func newScraper(cfg *Config, settings receiver.Settings, lifetime context.Context) *emailqosScraper {
-	return &emailqosScraper{cfg: cfg, settings: settings, logger: settings.Logger, lifetime: lifetime}
+	return &emailqosScraper{cfg: cfg, settings: settings, logger: safetext.Logger(settings.Logger), lifetime: lifetime}
 }
 
 func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/emailqos/emailqosreceiver"
+	"github.com/emailqos/emailqosreceiver/internal/safetext"
 )
 
 const (
@@ -117,7 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "emailqos-check: %s, receiver %s\n", *configPath, id)
 	results, err := emailqosreceiver.Check(ctx, cfg, targets, logger)
 	if err != nil {
-		fmt.Fprintf(stderr, "emailqos-check: %s\n", err)
+		fmt.Fprintf(stderr, "emailqos-check: %s\n", safetext.Escape(err.Error()))
 		return exitConfig
 	}
 	failed := 0
@@ -148,12 +149,12 @@ func printResult(w io.Writer, r emailqosreceiver.CheckResult) {
 	if r.Err == nil {
 		fmt.Fprintf(w, "  result: OK (code 0)\n")
 	} else {
-		fmt.Fprintf(w, "  result: FAILED code %d (%s), error.type %s\n  error: %s\n", r.Code, codeMeaning[r.Code], r.ErrorType, r.Err)
+		fmt.Fprintf(w, "  result: FAILED code %d (%s), error.type %s\n  error: %s\n", r.Code, codeMeaning[r.Code], r.ErrorType, safetext.Escape(r.Err.Error()))
 	}
 	if len(r.Transcript) > 0 {
 		fmt.Fprintf(w, "  transcript (redacted):\n")
 		for _, line := range r.Transcript {
-			fmt.Fprintf(w, "    %s\n", line)
+			fmt.Fprintf(w, "    %s\n", safetext.Escape(line))
 		}
 	}
 }
@@ -162,8 +163,14 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 }
 
+// indent indents each line of s, escaped: a configuration error may quote
+// a value holding control characters.
 func indent(s string) string {
-	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = "  " + safetext.Escape(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {

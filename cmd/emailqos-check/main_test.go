@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/emailqos/emailqosreceiver"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 )
 
@@ -169,4 +172,46 @@ func TestCheckConfigErrors(t *testing.T) {
 	code, _, errOut = runCheck(t, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
 	assert.Equal(t, exitConfig, code)
 	assert.Contains(t, errOut, "invalid configuration")
+}
+
+// TestPrintResultCannotBeFaked gives printResult an error and transcript
+// lines as a hostile server would shape them: a CR or an ESC sequence that
+// erases the line and moves the cursor, then a fake "result: OK", bidi
+// overrides and a BEL. The printed text holds none of those controls, so the
+// only line the terminal shows as a result is the real one.
+func TestPrintResultCannotBeFaked(t *testing.T) {
+	fake := "  result: OK (code 0)"
+	hostile := []string{
+		"\r" + fake,
+		"\x1b[2K\x1b[1G" + fake,
+		"\x1b[1A\x1b[2K" + fake + "\n" + fake,
+		"\u202e)0 edoc( KO :tluser\u202c",
+		"\u009b2K\r" + fake + "\a",
+	}
+	var buf bytes.Buffer
+	printResult(&buf, emailqosreceiver.CheckResult{
+		Name: "gmail", Kind: "roundtrip", Direction: "gmail:gmail",
+		Code: 3, ErrorType: "auth",
+		Err:        errors.New("imap.login: NO " + strings.Join(hostile, " ")),
+		Transcript: append([]string{"S: * OK ready"}, hostile...),
+	})
+	out := buf.String()
+	for _, bad := range []string{"\r", "\x1b", "\a", "\u202e", "\u009b"} {
+		assert.NotContains(t, out, bad)
+	}
+	results := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "result:") {
+			results++
+			assert.Contains(t, line, "FAILED")
+		}
+	}
+	assert.Equal(t, 1, results, out)
+	// The server's text is still there to read, escaped.
+	assert.Contains(t, out, `\x1b[2K\x1b[1G  result: OK (code 0)`)
+}
+
+func TestIndentEscapesEachLine(t *testing.T) {
+	assert.Equal(t, "  accounts::a::username: contains \\x00\n  second \\x1b[2K line",
+		indent("accounts::a::username: contains \x00\nsecond \x1b[2K line"))
 }

@@ -145,6 +145,7 @@ type Session struct {
 	mu          sync.Mutex
 	c           *imapclient.Client
 	conn        *watchConn
+	fix         *emptyRespConn // what imapclient writes to; nil after STARTTLS
 	connCancel  context.CancelFunc
 	caps        imap.CapSet
 	broken      bool // the connection is unusable: lost, or closed to honour a context
@@ -332,6 +333,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	}
 
 	start := time.Now()
+	s.fix = nil // set below when imapclient writes to s.conn in plaintext
 	if ep.Security == transport.STARTTLS {
 		// imapclient can only upgrade a connection it has just created; it
 		// sends STARTTLS before anything else, and a refusal ends the
@@ -357,7 +359,8 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 			return fail(steps.IMAPTLS, typ, err)
 		}
 	} else {
-		s.c = imapclient.New(s.conn, copts)
+		s.fix = &emptyRespConn{Conn: s.conn}
+		s.c = imapclient.New(s.fix, copts)
 	}
 
 	var caps imap.CapSet
@@ -441,7 +444,7 @@ func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapS
 	start := time.Now()
 	err := s.bound(ctx, func() error {
 		if bearer != nil {
-			if err := s.c.Authenticate(bearer); err != nil {
+			if err := s.c.Authenticate(imapSASL{Client: bearer, fix: s.fix}); err != nil {
 				return saslx.Explain(bearer, err)
 			}
 		} else if caps.Has(imap.CapLoginDisabled) {
@@ -463,7 +466,17 @@ func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapS
 	if err != nil {
 		typ := imapType(err)
 		var ie *imap.Error
-		if errors.Is(err, errNoMech) || errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && typ != steps.TypeDeferred {
+		var be *saslx.BearerError
+		switch {
+		case errors.Is(err, errNoMech):
+			typ = steps.TypeAuth
+		case errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && typ == steps.TypeRejected:
+			// A NO to LOGIN/AUTHENTICATE without a code that names
+			// another cause: the credentials.
+			typ = steps.TypeAuth
+		case errors.As(err, &be) && (typ == steps.TypeRejected || typ == ""):
+			// The server said in its SASL challenge that it refused the
+			// token; whatever its final reply, that is the cause.
 			typ = steps.TypeAuth
 		}
 		return fail(typ, err)
@@ -490,15 +503,31 @@ func redact(err error, password string) error {
 	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
 }
 
-// imapType types a server's refusal; other errors are left to steps.Fail.
+// imapType types a server's refusal by its RFC 5530 response code; other
+// errors are left to steps.Fail. A refusal without a telling code is
+// rejected (login turns a NO into auth).
 func imapType(err error) string {
 	var ie *imap.Error
 	if !errors.As(err, &ie) {
 		return ""
 	}
+	if steps.TooManyConnections(ie.Text) {
+		// Dovecot sends its connection limit with [LIMIT], with
+		// [UNAVAILABLE] (2.3 login processes) or with no code at all.
+		return steps.TypeLimit
+	}
 	switch ie.Code {
-	case imap.ResponseCodeUnavailable, imap.ResponseCodeInUse:
-		return steps.TypeDeferred
+	case imap.ResponseCodeAuthenticationFailed, imap.ResponseCodeAuthorizationFailed, imap.ResponseCodeExpired:
+		return steps.TypeAuth
+	case imap.ResponseCodeUnavailable:
+		return steps.TypeUnavailable
+	case imap.ResponseCodeLimit, imap.ResponseCodeOverQuota:
+		return steps.TypeLimit
+	case imap.ResponseCodeInUse:
+		return steps.TypeInUse
+	case imap.ResponseCodePrivacyRequired:
+		// RFC 5530: refused for lack of privacy; the cure is TLS.
+		return steps.TypeTLS
 	}
 	return steps.TypeRejected
 }

@@ -17,11 +17,19 @@ func ErrorType(err error) string {
 	}
 	var perr *Error
 	if errors.As(err, &perr) {
+		if steps.TooManyConnections(perr.Message) {
+			// Dovecot's connection limit, whatever code it comes with.
+			return steps.TypeLimit
+		}
 		switch perr.Code() {
-		case "AUTH":
+		case "AUTH": // RFC 3206: the credentials
 			return steps.TypeAuth
-		case "SYS/TEMP", "IN-USE", "LOGIN-DELAY":
-			return steps.TypeDeferred
+		case "SYS/TEMP": // RFC 3206: a temporary system problem
+			return steps.TypeUnavailable
+		case "IN-USE": // RFC 2449: the maildrop is locked by another session
+			return steps.TypeInUse
+		case "LOGIN-DELAY": // RFC 2449: logged in too soon after the last login
+			return steps.TypeLimit
 		case "SYS/PERM":
 			return steps.TypeRejected
 		}

@@ -363,7 +363,7 @@ func TestFailQuit(t *testing.T) {
 	}
 	err := c.Quit()
 	var perr *pop3.Error
-	if !errors.As(err, &perr) || perr.Command != "QUIT" || pop3.ErrorType(err) != steps.TypeDeferred {
+	if !errors.As(err, &perr) || perr.Command != "QUIT" || pop3.ErrorType(err) != steps.TypeUnavailable {
 		t.Fatalf("Quit = %v", err)
 	}
 	if len(s.Messages(user)) != 1 {
@@ -509,7 +509,7 @@ func TestErrorGreeting(t *testing.T) {
 	defer conn.Close()
 	_, err = pop3.NewClient(conn)
 	var perr *pop3.Error
-	if !errors.As(err, &perr) || perr.Command != "" || pop3.ErrorType(err) != steps.TypeDeferred {
+	if !errors.As(err, &perr) || perr.Command != "" || pop3.ErrorType(err) != steps.TypeUnavailable {
 		t.Fatalf("NewClient = %v", err)
 	}
 }

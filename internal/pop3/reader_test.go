@@ -200,12 +200,18 @@ func TestErrorCode(t *testing.T) {
 	for err, want := range map[error]string{
 		nil:                     steps.TypeNone,
 		&Error{Command: "DELE"}: steps.TypeRejected,
-		&Error{Command: "DELE", Message: "[SYS/PERM]"}: steps.TypeRejected,
-		&Error{Command: "PASS", Message: "[IN-USE]"}:   steps.TypeDeferred,
-		&Error{Command: "USER"}:                        steps.TypeAuth,
-		&Error{Command: "STLS"}:                        steps.TypeTLS,
-		io.ErrUnexpectedEOF:                            steps.TypeConnect,
-		errors.New("something"):                        steps.TypeProtocol,
+		&Error{Command: "DELE", Message: "[SYS/PERM]"}:                                                   steps.TypeRejected,
+		&Error{Command: "PASS", Message: "[IN-USE]"}:                                                     steps.TypeInUse,
+		&Error{Command: "PASS", Message: "[SYS/TEMP] Authentication service down"}:                       steps.TypeUnavailable,
+		&Error{Command: "PASS", Message: "[LOGIN-DELAY] Wait 15 minutes"}:                                steps.TypeLimit,
+		&Error{Command: "PASS", Message: "[AUTH] Authentication failed"}:                                 steps.TypeAuth,
+		&Error{Command: "PASS", Message: "Maximum number of connections from user+IP exceeded"}:          steps.TypeLimit,
+		&Error{Command: "PASS", Message: "[IN-USE] Maximum number of connections from user+IP exceeded"}: steps.TypeLimit,
+		&Error{Command: "PASS", Message: "Authentication failed"}:                                        steps.TypeAuth,
+		&Error{Command: "USER"}: steps.TypeAuth,
+		&Error{Command: "STLS"}: steps.TypeTLS,
+		io.ErrUnexpectedEOF:     steps.TypeConnect,
+		errors.New("something"): steps.TypeProtocol,
 	} {
 		if got := ErrorType(err); got != want {
 			t.Errorf("ErrorType(%v) = %q, want %q", err, got, want)

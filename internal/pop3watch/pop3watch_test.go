@@ -146,7 +146,7 @@ func TestFailDele(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.Delete(ctxTimeout(t, 5*time.Second), arr.UID)
-	se := requireStepErr(t, err, steps.CodeCleanup, steps.TypeDeferred)
+	se := requireStepErr(t, err, steps.CodeCleanup, steps.TypeUnavailable)
 	if se.Step != POP3Delete {
 		t.Fatalf("step %q", se.Step)
 	}
@@ -168,7 +168,7 @@ func TestFailQuit(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.Delete(ctxTimeout(t, 5*time.Second), arr.UID)
-	se := requireStepErr(t, err, steps.CodeCleanup, steps.TypeDeferred)
+	se := requireStepErr(t, err, steps.CodeCleanup, steps.TypeUnavailable)
 	if se.Step != POP3Quit {
 		t.Fatalf("step %q", se.Step)
 	}

@@ -214,7 +214,8 @@ func (s *Session) waitFail(ctx context.Context, step string, err error) error {
 	typ := pop3.ErrorType(err)
 	code := steps.CodeMailboxConnect
 	switch typ {
-	case steps.TypeRejected, steps.TypeDeferred, steps.TypeProtocol:
+	case steps.TypeRejected, steps.TypeDeferred, steps.TypeProtocol,
+		steps.TypeUnavailable, steps.TypeInUse, steps.TypeLimit:
 		code = steps.CodeSearch
 	}
 	return steps.Fail(s.failCtx(ctx), step, code, typ, err)

@@ -8,7 +8,9 @@
 // response before it sends the final failure. The clients here reply with
 // that dummy response and a nil error, because returning an error from Next
 // makes go-imap v2 abandon the command without cancelling it, leaving the
-// server waiting for a response line. The JSON details are kept on the client;
+// server waiting for a response line. (XOAUTH2's dummy response is empty;
+// go-imap writes an empty response as "=", which imapwatch puts right on
+// the wire: see its emptyRespConn.) The JSON details are kept on the client;
 // Explain attaches them to the protocol error the SMTP/IMAP/POP3 client
 // finally returns.
 package saslx

@@ -101,7 +101,9 @@ func Send(ctx context.Context, opts Options, msg Message, rec *steps.Recorder) (
 	if err != nil {
 		return Result{}, err
 	}
-	c := smtp.NewClient(smtpConn)
+	guard := &cancelGuard{Conn: smtpConn}
+	s.guard = guard
+	c := smtp.NewClient(guard)
 	// go-smtp sets its own per-command deadlines (5 and 12 minutes). They
 	// are left alone: conn is bound to ctx and closed when ctx ends, which
 	// ends any of go-smtp's waits at ctx's deadline; the library's own
@@ -136,6 +138,7 @@ type sender struct {
 	localName string
 	encrypted bool
 	token     string // the bearer token in use, kept out of errors
+	guard     *cancelGuard
 	// tr records the plaintext conversation; nil without a transcript.
 	tr *transcript.Stream
 }
@@ -280,7 +283,10 @@ func (s *sender) auth(c *smtp.Client) error {
 		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
 			fmt.Errorf("no supported AUTH mechanism among %q", mechs))
 	}
-	if err := s.rec.Do(steps.SMTPAuth, func() error { return c.Auth(client) }); err != nil {
+	s.guard.arm(true)
+	err := s.rec.Do(steps.SMTPAuth, func() error { return c.Auth(client) })
+	s.guard.arm(false)
+	if err != nil {
 		typ := ""
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {

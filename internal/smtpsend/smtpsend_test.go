@@ -14,6 +14,7 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -591,4 +593,77 @@ func BenchmarkSend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestNoCancelAfterFinalAuthReply: after a final 535 the exchange is over;
+// go-smtp would send the SASL cancel "*" as a new command line, which RFC
+// 4954 section 4 allows only in answer to a 334 challenge. The transcript
+// shows the client's next line is QUIT.
+func TestNoCancelAfterFinalAuthReply(t *testing.T) {
+	for _, mech := range []string{sasl.Plain, sasl.Login} {
+		t.Run(mech, func(t *testing.T) {
+			be := &backend{mechs: []string{mech}}
+			addr := startServer(t, be, serverOpts{security: transport.TLS})
+			opts := options(addr, transport.TLS)
+			opts.Auth.Username = "mallory@a.test"
+			opts.Transcript = transcript.New(time.Now())
+			_, err := Send(context.Background(), opts, testMsg, &steps.Recorder{})
+			requireFail(t, err, steps.CodeSMTPSend, steps.TypeAuth, steps.SMTPAuth)
+			lines := opts.Transcript.Lines()
+			i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "S: 535") })
+			require.GreaterOrEqual(t, i, 0, "no 535 in %q", lines)
+			var after []string
+			for _, l := range lines[i+1:] {
+				if strings.Contains(l, "C: ") {
+					after = append(after, l[strings.Index(l, "C: ")+3:])
+				}
+			}
+			assert.Equal(t, []string{"QUIT"}, after, "client lines after 535 in %q", lines)
+			assert.NotContains(t, strings.Join(lines, "\n"), "5.5.4 AUTH already ended", "the local reply never reaches the transcript")
+		})
+	}
+}
+
+// TestCancelGuardLetsRealCancelThrough: a "*" answering an outstanding 334
+// is the SASL cancel and goes out; one after a final reply does not, and
+// go-smtp reads a local reply instead of waiting for the server.
+func TestCancelGuardLetsRealCancelThrough(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	g := &cancelGuard{Conn: client}
+	g.arm(true)
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := server.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	read := func(reply string) {
+		go func() { _, _ = server.Write([]byte(reply)) }()
+		buf := make([]byte, len(reply))
+		_, err := io.ReadFull(g, buf)
+		require.NoError(t, err)
+	}
+	read("334 \r\n")
+	_, err := g.Write([]byte("*\r\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "*\r\n", <-got, "a cancel answering 334 goes out")
+
+	read("535-5.7.8 first\r\n535 5.7.8 Authentication failed\r\n")
+	_, err = g.Write([]byte("*\r\n"))
+	require.NoError(t, err)
+	buf := make([]byte, 128)
+	n, err := g.Read(buf)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(buf[:n]), "501 "), "local reply %q", buf[:n])
+	_, err = g.Write([]byte("QUIT\r\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "QUIT\r\n", <-got, "the withheld cancel never reached the server")
 }

@@ -73,11 +73,25 @@ const (
 	TypeNotFound = "not_found" // the probe did not arrive within delivery_timeout
 	TypeCanceled = "canceled"  // the collector shut down during the probe
 	TypeConfig   = "config"    // the target could not run with its configuration
+	// Refusals whose response code names the cause (RFC 5530 IMAP codes,
+	// RFC 2449/3206 POP3 codes), so an alert does not send people to reset
+	// a password that is fine.
+	TypeLimit       = "limit"       // a per-user limit was hit: too many connections, logins too frequent, quota
+	TypeUnavailable = "unavailable" // the server (or a subsystem behind it) is temporarily unable to serve
+	TypeInUse       = "in_use"      // the mailbox is locked or busy, held by another session
 	// OAuth2 token failures, before anything was sent with the token.
 	TypeTokenRejected    = "token_rejected"    // the token endpoint refused the credentials (revoked secret, expired refresh token)
 	TypeTokenScope       = "token_scope"       // the token endpoint refused the requested scope
 	TypeTokenUnavailable = "token_unavailable" // the token endpoint could not be reached or failed
 )
+
+// Types is the closed set of error types, TypeNone excepted: each must be
+// documented in metadata.yaml, README.md and TROUBLESHOOTING.md.
+var Types = []string{
+	TypeConnect, TypeTimeout, TypeTLS, TypeAuth, TypeRejected, TypeDeferred,
+	TypeLimit, TypeUnavailable, TypeInUse, TypeProtocol, TypeNotFound,
+	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
+}
 
 // TokenSource yields OAuth2 bearer tokens. Errors are classified with the
 // token types above by the caller's TokenType.
@@ -164,6 +178,8 @@ func Classify(err error) string {
 		return TypeTLS
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return TypeTimeout
+	case isTLSError(err):
+		return TypeTLS
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE):
@@ -176,6 +192,30 @@ func Classify(err error) string {
 		return TypeConnect
 	}
 	return classifyText(err.Error())
+}
+
+// isTLSError reports a handshake failure that crypto/tls returns without a
+// typed error: a received alert (a server that only speaks TLS 1.1 answers
+// with protocol_version) comes as a *net.OpError with Op "remote error", an
+// alert we sent as Op "local error", and checks such as "tls: server
+// selected unsupported protocol version 302" as plain errors. All of
+// crypto/tls's own errors begin with "tls: "; only an error value's own text
+// is looked at, not a wrapper's, so a server cannot produce it by echoing
+// that text in a reply.
+func isTLSError(err error) bool {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && (opErr.Op == "remote error" || opErr.Op == "local error") {
+		return true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if _, wraps := e.(interface{ Unwrap() error }); wraps {
+			continue
+		}
+		if strings.HasPrefix(e.Error(), "tls: ") {
+			return true
+		}
+	}
+	return false
 }
 
 // lostConnection are the texts of the connection failures above. Some
@@ -197,6 +237,14 @@ func classifyText(msg string) string {
 		return TypeConnect
 	}
 	return TypeProtocol
+}
+
+// TooManyConnections reports Dovecot's refusal for its
+// mail_max_userip_connections limit ("Maximum number of connections from
+// user+IP exceeded", Dovecot 2.3 imap and pop3), which some versions and
+// proxies send without a response code: it is a limit, not bad credentials.
+func TooManyConnections(serverText string) bool {
+	return strings.Contains(strings.ToLower(serverText), "maximum number of connections")
 }
 
 // TLS is what one TLS handshake of a probe showed.
