@@ -349,10 +349,14 @@ func (cfg *Config) Validate() error {
 		} else if err := checkName(cfg.Cleanup.Folder); err != nil {
 			add("cleanup::folder", "%v", err)
 		} else {
+			var readers []string
 			for _, key := range sortedKeys(cfg.Accounts) {
 				if a := cfg.Accounts[key]; a.Retrieval != retrievalPOP3 && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
-					add("cleanup::folder", "%q is the mailbox accounts::%s reads probes from: a moved probe would stay where it is", cfg.Cleanup.Folder, quoteKey(key))
+					readers = append(readers, "accounts::"+quoteKey(key))
 				}
+			}
+			if len(readers) > 0 {
+				add("cleanup::folder", "%q is the mailbox probes are read from (%s): a moved probe would stay where it is", cfg.Cleanup.Folder, strings.Join(readers, ", "))
 			}
 		}
 	default:
@@ -407,7 +411,7 @@ func (cfg *Config) Validate() error {
 		path := fmt.Sprintf("roundtrip[%d]", i)
 		name := rt.targetName()
 		if name != "" {
-			path = fmt.Sprintf("roundtrip[%d] (%s)", i, name)
+			path = fmt.Sprintf("roundtrip[%d] (%s)", i, quoteKey(name))
 		}
 		switch {
 		case rt.Account == "":
@@ -423,7 +427,7 @@ func (cfg *Config) Validate() error {
 		}
 	}
 	for i, dir := range cfg.Transit.Directions {
-		path := fmt.Sprintf("transit::directions[%d] (%s)", i, dir)
+		path := fmt.Sprintf("transit::directions[%d] (%s)", i, quoteKey(dir))
 		sender, receiver, ok := strings.Cut(dir, ":")
 		if !ok || sender == "" || receiver == "" || strings.Contains(receiver, ":") {
 			add(path, "must be sender:receiver, e.g. gmail:o365")
@@ -509,7 +513,11 @@ func (cfg *Config) accountList() string {
 	if len(cfg.Accounts) == 0 {
 		return "none"
 	}
-	return strings.Join(sortedKeys(cfg.Accounts), ", ")
+	keys := sortedKeys(cfg.Accounts)
+	for i, k := range keys {
+		keys[i] = quoteKey(k)
+	}
+	return strings.Join(keys, ", ")
 }
 
 func (rt RoundtripConfig) targetName() string {

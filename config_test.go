@@ -473,19 +473,21 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 		{"NUL in an account key", func(c *Config) { c.Accounts["bad\x00key"] = c.Accounts["o365"] },
 			[]string{`accounts::"bad\x00key": account key:`, "U+0000"}},
 		{"ESC in a target name", func(c *Config) { c.Roundtrip[0].Name = "gm\x1b]0;ok\x07" },
-			[]string{"::name", "U+001B"}},
+			[]string{`roundtrip[0] ("gm\x1b]0;ok\a")::name`, "U+001B"}},
+		{"bidi override in a direction", func(c *Config) { c.Transit.Directions = []string{"gmail:o365\u202e"} },
+			[]string{`transit::directions[0] ("gmail:o365\u202e")`, "unknown account"}},
 		{"NUL in the mailbox", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "IN\x00BOX" }) },
 			[]string{"accounts::gmail::imap::mailbox", "U+0000"}},
 		{"LF in a junk folder", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"Junk\nx"} })
 		}, []string{"accounts::gmail::imap::junk_folders[0]", "U+000A"}},
 		{"NUL in cleanup.folder", move("Pro\x00bes"), []string{"cleanup::folder", "U+0000"}},
-		{"cleanup.folder is INBOX in another case", move("inbox"), []string{`cleanup::folder: "inbox" is the mailbox accounts::gmail reads probes from`, "accounts::o365"}},
+		{"cleanup.folder is INBOX in another case", move("inbox"), []string{`cleanup::folder: "inbox" is the mailbox probes are read from (accounts::gmail, accounts::o365)`}},
 		{"cleanup.folder is a configured mailbox", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) { a.IMAP.Mailbox = "Probes" })
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "Monitoring" })
 			c.Cleanup.Mode, c.Cleanup.Folder = "move", "Probes"
-		}, []string{`cleanup::folder: "Probes" is the mailbox accounts::o365 reads probes from`}},
+		}, []string{`cleanup::folder: "Probes" is the mailbox probes are read from (accounts::o365)`}},
 		{"precise_interval longer than poll_interval", func(c *Config) { c.PreciseInterval = 2000000 * time.Hour },
 			[]string{"precise_interval: 2000000h0m0s is longer than poll_interval 10s"}},
 		{"negative initial_delay", func(c *Config) { c.InitialDelay = -time.Second }, []string{"initial_delay: must not be negative"}},
