@@ -504,6 +504,19 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 				a.POP3.TLS.CertFile, a.POP3.TLS.KeyFile = "testdata/config.yaml", "testdata/nosuch.key"
 			})
 		}, []string{"accounts::gmail::pop3::tls::key_file", "no such file"}},
+		{"missing oauth private key", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c",
+					CertificateFile: "testdata/config.yaml", PrivateKeyFile: "testdata/nosuch.key"}
+			})
+		}, []string{"accounts::o365::oauth::private_key_file", "no such file"}},
+		{"missing service account key", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "google_service_account", ServiceAccountKeyFile: "testdata/nosuch.json", Subject: "a@gmail.example"}
+			})
+		}, []string{"accounts::gmail::oauth::service_account_key_file", "no such file"}},
 		{"account key with a colon in a mesh", func(c *Config) {
 			c.Accounts["o365:eu"] = c.Accounts["o365"]
 			c.Transit.Mesh = []string{"gmail", "o365:eu"}
