@@ -514,10 +514,14 @@ func (cfg *Config) accountList() string {
 		return "none"
 	}
 	keys := sortedKeys(cfg.Accounts)
+	more := ""
+	if len(keys) > 20 {
+		keys, more = keys[:20], fmt.Sprintf(" and %d more", len(keys)-20)
+	}
 	for i, k := range keys {
 		keys[i] = quoteKey(k)
 	}
-	return strings.Join(keys, ", ")
+	return strings.Join(keys, ", ") + more
 }
 
 func (rt RoundtripConfig) targetName() string {
@@ -753,28 +757,28 @@ func checkAddress(addr string) error {
 	}
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
-		return fmt.Errorf("%q is not an email address (local@domain)", addr)
+		return fmt.Errorf("%s is not an email address (local@domain)", quoted(addr))
 	}
 	local, domain := addr[:at], addr[at+1:]
 	switch {
 	case strings.ContainsAny(addr, "<>()\"\\, \t"):
-		return fmt.Errorf("%q is not a plain address: write local@domain only, without display name, quotes, comments or angle brackets", addr)
+		return fmt.Errorf("%s is not a plain address: write local@domain only, without display name, quotes, comments or angle brackets", quoted(addr))
 	case len(local) == 0 || len(local) > maxLocalPart:
-		return fmt.Errorf("%q: the local part has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.1)", addr, len(local), maxLocalPart)
+		return fmt.Errorf("%s: the local part has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.1)", quoted(addr), len(local), maxLocalPart)
 	case len(domain) == 0 || len(domain) > maxDomain:
-		return fmt.Errorf("%q: the domain has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.2)", addr, len(domain), maxDomain)
+		return fmt.Errorf("%s: the domain has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.2)", quoted(addr), len(domain), maxDomain)
 	case len(addr)+2 > maxPath:
-		return fmt.Errorf("%q: the path <address> has %d octets, at most %d (RFC 5321 4.5.3.1.3)", addr, len(addr)+2, maxPath)
+		return fmt.Errorf("%s: the path <address> has %d octets, at most %d (RFC 5321 4.5.3.1.3)", quoted(addr), len(addr)+2, maxPath)
 	}
 	if !dotString(local, isAtext) {
-		return fmt.Errorf("%q: the local part %q is not a dot-string (no empty parts, no special characters)", addr, local)
+		return fmt.Errorf("%s: the local part %s is not a dot-string (no empty parts, no special characters)", quoted(addr), quoted(local))
 	}
 	if !validDomain(domain) {
-		return fmt.Errorf("%q: the domain %q is not a domain name (labels of letters, digits and '-', none empty) or an IPv4 literal [a.b.c.d]", addr, domain)
+		return fmt.Errorf("%s: the domain %s is not a domain name (labels of letters, digits and '-', none empty) or an IPv4 literal [a.b.c.d]", quoted(addr), quoted(domain))
 	}
 	// What the probe message is built with must take it as it is.
 	if p, err := mail.ParseAddress(addr); err != nil || p.Address != addr || p.Name != "" {
-		return fmt.Errorf("%q is not a plain address", addr)
+		return fmt.Errorf("%s is not a plain address", quoted(addr))
 	}
 	return nil
 }
@@ -833,14 +837,24 @@ func validDomain(d string) bool {
 // and bidi controls, which can disguise a name in logs and terminals.
 func checkName(s string) error {
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%q is not valid UTF-8", s)
+		return fmt.Errorf("%s is not valid UTF-8", quoted(s))
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
-			return fmt.Errorf("%q contains the control character %U", s, r)
+			return fmt.Errorf("%s contains the control character %U", quoted(s), r)
 		}
 	}
 	return nil
+}
+
+// quoted is s quoted for an error message, cut after 80 octets so that a
+// huge value does not make a huge message.
+func quoted(s string) string {
+	const limit = 80
+	if len(s) <= limit {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s… (%d octets)", strconv.Quote(s[:limit]), len(s))
 }
 
 // quoteKey is an account key as it appears in a field's path: quoted when

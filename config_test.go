@@ -521,10 +521,15 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 			c.Accounts["o365:eu"] = c.Accounts["o365"]
 			c.Transit.Mesh = []string{"gmail", "o365:eu"}
 		}, []string{`transit::mesh[1]: account key "o365:eu" contains ':'`}},
-		{"mesh above the limit", func(c *Config) { c.Accounts, c.Transit.Mesh = meshAccounts(c, 101) },
+		{"mesh above the limit", func(c *Config) {
+			c.Accounts, c.Transit.Mesh = meshAccounts(c, 101)
+			c.Roundtrip[0].Account = "acct0000"
+		},
 			[]string{"transit::mesh: 10101 targets in all (a mesh of 101 accounts is 10100 directions): at most 10000"}},
-		{"1,000-account mesh", func(c *Config) { c.Accounts, c.Transit.Mesh = meshAccounts(c, 1000) },
-			[]string{"transit::mesh: 999001 targets in all (a mesh of 1000 accounts is 999000 directions)"}},
+		{"1,000-account mesh", func(c *Config) { c.Accounts, c.Transit.Mesh = meshAccounts(c, 1000); c.Roundtrip = nil },
+			[]string{"transit::mesh: 999000 targets in all (a mesh of 1000 accounts is 999000 directions)"}},
+		{"unknown account among many", func(c *Config) { c.Accounts, _ = meshAccounts(c, 1000) },
+			[]string{`unknown account "gmail" (configured: acct0000, acct0001,`, "acct0019 and 980 more)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -537,6 +542,7 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 				assert.Contains(t, err.Error(), w)
 			}
 			assert.NotContains(t, err.Error(), "pw\x00x", "no password in errors")
+			assert.Less(t, len(err.Error()), 2048, "a huge value is cut in the message")
 		})
 	}
 }
