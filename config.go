@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
@@ -186,6 +190,15 @@ type IMAPConfig struct {
 // maxJunkFolders bounds imap::junk_folders: each costs a STATUS per poll.
 const maxJunkFolders = 8
 
+// Target counts: a mesh of n accounts is n×(n−1) directions, so a long list
+// grows fast (1,000 accounts are 999,000 probes per collection). Above
+// maxTargets the configuration is refused; above warnTargets the receiver
+// warns at start with the number.
+const (
+	maxTargets  = 10000
+	warnTargets = 1000
+)
+
 // RoundtripConfig is a round-trip target: the account sends to itself.
 type RoundtripConfig struct {
 	// Account is the key of the account in accounts.
@@ -254,9 +267,19 @@ func (cfg *Config) validateTranscript() []error {
 	if cfg.Transcript.Lines <= 0 || cfg.Transcript.Lines > maxTranscriptLines {
 		errs = append(errs, fmt.Errorf("transcript::lines: %d is not between 1 and %d", cfg.Transcript.Lines, maxTranscriptLines))
 	}
-	names := cfg.targetNames()
+	var names map[string]bool
 	for i, t := range cfg.Transcript.Targets {
-		if t != transcriptAll && !names[t] {
+		if t == transcriptAll {
+			continue
+		}
+		if names == nil {
+			// Built only when needed, and never for a refused huge mesh.
+			if cfg.targetCount() > maxTargets {
+				break
+			}
+			names = cfg.targetNames()
+		}
+		if !names[t] {
 			errs = append(errs, fmt.Errorf("transcript::targets[%d]: unknown target %q", i, t))
 		}
 	}
@@ -305,6 +328,12 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.PreciseInterval < time.Millisecond {
 		add("precise_interval", "must be at least 1ms")
+	} else if cfg.PollInterval > 0 && cfg.PreciseInterval > cfg.PollInterval {
+		// precise polls more densely than poll_interval, never less.
+		add("precise_interval", "%s is longer than poll_interval %s", cfg.PreciseInterval, cfg.PollInterval)
+	}
+	if cfg.InitialDelay < 0 {
+		add("initial_delay", "must not be negative")
 	}
 	if err := validateDetection(cfg.Detection, false); err != nil {
 		add("detection", "%v", err)
@@ -317,6 +346,18 @@ func (cfg *Config) Validate() error {
 	case cleanupMove:
 		if strings.TrimSpace(cfg.Cleanup.Folder) == "" {
 			add("cleanup::folder", "required with mode move")
+		} else if err := checkName(cfg.Cleanup.Folder); err != nil {
+			add("cleanup::folder", "%v", err)
+		} else {
+			var readers []string
+			for _, key := range sortedKeys(cfg.Accounts) {
+				if a := cfg.Accounts[key]; a.Retrieval != retrievalPOP3 && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
+					readers = append(readers, "accounts::"+quoteKey(key))
+				}
+			}
+			if len(readers) > 0 {
+				add("cleanup::folder", "%q is the mailbox probes are read from (%s): a moved probe would stay where it is", cfg.Cleanup.Folder, strings.Join(readers, ", "))
+			}
 		}
 	default:
 		add("cleanup::mode", "%q is not one of delete, move, keep", cfg.Cleanup.Mode)
@@ -333,21 +374,25 @@ func (cfg *Config) Validate() error {
 
 	for _, key := range sortedKeys(cfg.Accounts) {
 		acct := cfg.Accounts[key]
-		errs = append(errs, acct.validate("accounts::"+key)...)
+		path := "accounts::" + quoteKey(key)
+		if err := checkName(key); err != nil {
+			add(path, "account key: %v", err)
+		}
+		errs = append(errs, acct.validate(path)...)
 		if acct.Retrieval != retrievalPOP3 {
 			continue
 		}
 		// POP3 has one maildrop and no push: probes can only be deleted
 		// or kept, and arrivals are only ever seen by polling.
 		if cfg.Cleanup.Mode == cleanupMove {
-			add("accounts::"+key+"::retrieval", "pop3 has no folders to move probes to (cleanup::mode is move)")
+			add(path+"::retrieval", "pop3 has no folders to move probes to (cleanup::mode is move)")
 		}
 		detection := acct.Detection
 		if detection == "" {
 			detection = cfg.Detection
 		}
 		if detection == detectionIdle || detection == detectionPrecise {
-			add("accounts::"+key+"::detection", "%s is not available over pop3, which is polled (use auto or poll)", detection)
+			add(path+"::detection", "%s is not available over pop3, which is polled (use auto or poll)", detection)
 		}
 	}
 
@@ -366,7 +411,7 @@ func (cfg *Config) Validate() error {
 		path := fmt.Sprintf("roundtrip[%d]", i)
 		name := rt.targetName()
 		if name != "" {
-			path = fmt.Sprintf("roundtrip[%d] (%s)", i, name)
+			path = fmt.Sprintf("roundtrip[%d] (%s)", i, quoteKey(name))
 		}
 		switch {
 		case rt.Account == "":
@@ -374,15 +419,15 @@ func (cfg *Config) Validate() error {
 		case !cfg.hasAccount(rt.Account):
 			add(path+"::account", "unknown account %q (configured: %s)", rt.Account, cfg.accountList())
 		}
-		if strings.ContainsAny(rt.Name, "\r\n") {
-			add(path+"::name", "must be a single line")
+		if err := checkName(rt.Name); err != nil {
+			add(path+"::name", "%v", err)
 		}
 		if name != "" {
 			claim(path, "roundtrip/"+name)
 		}
 	}
 	for i, dir := range cfg.Transit.Directions {
-		path := fmt.Sprintf("transit::directions[%d] (%s)", i, dir)
+		path := fmt.Sprintf("transit::directions[%d] (%s)", i, quoteKey(dir))
 		sender, receiver, ok := strings.Cut(dir, ":")
 		if !ok || sender == "" || receiver == "" || strings.Contains(receiver, ":") {
 			add(path, "must be sender:receiver, e.g. gmail:o365")
@@ -407,10 +452,20 @@ func (cfg *Config) Validate() error {
 		if seen[k] {
 			add(path, "account %q listed twice", k)
 		}
+		if strings.Contains(k, ":") {
+			add(path, "account key %q contains ':', which separates sender and receiver in a direction's name", k)
+		}
 		seen[k] = true
 	}
 	if len(cfg.Transit.Mesh) == 1 {
 		add("transit::mesh", "needs at least two accounts")
+	}
+	if n := cfg.targetCount(); n > maxTargets {
+		if len(cfg.Transit.Mesh) > 0 {
+			add("transit::mesh", "%d targets in all (a mesh of %d accounts is %d directions): at most %d are allowed; split them over several receivers or list the directions you need", n, len(cfg.Transit.Mesh), meshSize(len(cfg.Transit.Mesh)), maxTargets)
+		} else {
+			add("roundtrip", "%d targets in all: at most %d are allowed; split them over several receivers", n, maxTargets)
+		}
 	}
 	errs = append(errs, cfg.validateTranscript()...)
 	return errors.Join(errs...)
@@ -425,6 +480,30 @@ func (cfg *Config) probeTimeout() time.Duration {
 	return cfg.DeliveryTimeout + setupBudget
 }
 
+// targetCount is the number of targets the configuration runs, counted
+// without expanding the mesh: round trips, the directions the mesh does not
+// already cover, and every direction of the mesh.
+func (cfg *Config) targetCount() int {
+	inMesh := make(map[string]bool, len(cfg.Transit.Mesh))
+	for _, k := range cfg.Transit.Mesh {
+		inMesh[k] = true
+	}
+	n := len(cfg.Roundtrip) + meshSize(len(inMesh))
+	seen := map[string]bool{}
+	for _, dir := range cfg.Transit.Directions {
+		sender, receiver, _ := strings.Cut(dir, ":")
+		if seen[dir] || sender != receiver && inMesh[sender] && inMesh[receiver] {
+			continue
+		}
+		seen[dir] = true
+		n++
+	}
+	return n
+}
+
+// meshSize is the number of directions between n accounts.
+func meshSize(n int) int { return n * (n - 1) }
+
 func (cfg *Config) hasAccount(key string) bool {
 	_, ok := cfg.Accounts[key]
 	return ok
@@ -434,7 +513,15 @@ func (cfg *Config) accountList() string {
 	if len(cfg.Accounts) == 0 {
 		return "none"
 	}
-	return strings.Join(sortedKeys(cfg.Accounts), ", ")
+	keys := sortedKeys(cfg.Accounts)
+	more := ""
+	if len(keys) > 20 {
+		keys, more = keys[:20], fmt.Sprintf(" and %d more", len(keys)-20)
+	}
+	for i, k := range keys {
+		keys[i] = quoteKey(k)
+	}
+	return strings.Join(keys, ", ") + more
 }
 
 func (rt RoundtripConfig) targetName() string {
@@ -452,8 +539,10 @@ func (a AccountConfig) validate(path string) []error {
 	switch {
 	case strings.TrimSpace(a.Address) == "":
 		add("address", "missing")
-	case !validAddress(a.Address):
-		add("address", "%q is not an email address (local@domain)", a.Address)
+	default:
+		if err := checkAddress(a.Address); err != nil {
+			add("address", "%v", err)
+		}
 	}
 	for i, d := range a.Domains {
 		if d == "" || strings.ContainsAny(d, " \t\r\n@/:") {
@@ -465,8 +554,12 @@ func (a AccountConfig) validate(path string) []error {
 			add(fmt.Sprintf("authserv_ids[%d]", i), "%q is not an authserv-id", id)
 		}
 	}
-	if strings.ContainsAny(a.Username, "\r\n") {
-		add("username", "must be a single line")
+	if err := checkName(a.Username); err != nil {
+		add("username", "%v", err)
+	}
+	// Never quoted: the password must not appear in an error.
+	if strings.ContainsAny(string(a.Password), "\x00\r\n") {
+		add("password", "contains a NUL, CR or LF, which cannot be sent in an SMTP, IMAP or POP3 login")
 	}
 	switch {
 	case a.OAuth != nil:
@@ -497,8 +590,8 @@ func (a AccountConfig) validate(path string) []error {
 	default:
 		add("retrieval", "%q is not one of imap, pop3", a.Retrieval)
 	}
-	if strings.ContainsAny(a.IMAP.Mailbox, "\r\n") {
-		add("imap::mailbox", "must be a single line")
+	if err := checkName(a.IMAP.Mailbox); err != nil {
+		add("imap::mailbox", "%v", err)
 	}
 	if jf := a.IMAP.JunkFolders; jf != nil {
 		if a.Retrieval == retrievalPOP3 {
@@ -516,8 +609,8 @@ func (a AccountConfig) validate(path string) []error {
 			switch {
 			case strings.TrimSpace(f) == "":
 				add(fmt.Sprintf("imap::junk_folders[%d]", i), "empty folder name")
-			case strings.ContainsAny(f, "\r\n"):
-				add(fmt.Sprintf("imap::junk_folders[%d]", i), "must be a single line")
+			case checkName(f) != nil:
+				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%v", checkName(f))
 			case f == mailbox || strings.EqualFold(f, defaultMbox) && strings.EqualFold(mailbox, defaultMbox):
 				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%q is the mailbox the probes are read from", f)
 			case seen[f]:
@@ -545,8 +638,22 @@ func (e EndpointConfig) validate(path string) []error {
 	if e.TLS.Insecure {
 		add("tls::insecure", "not used here: set security: none to connect without TLS")
 	}
-	if err := e.TLS.Validate(); err != nil {
-		add("tls", "%v", err)
+	// configtls's own Validate is not called here: the collector's
+	// confmap.Validate walks into the tls block and calls it already (on the
+	// block and on its squashed Config), so calling it again printed every
+	// TLS error once more. What configtls checks only when the probe first
+	// dials, that the files exist, is checked here, at startup.
+	for _, f := range []struct{ name, path string }{
+		{"ca_file", e.TLS.CAFile}, {"cert_file", e.TLS.CertFile}, {"key_file", e.TLS.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			add("tls::"+f.name, "%v", err)
+		} else if fi.IsDir() {
+			add("tls::"+f.name, "%q is a directory", f.path)
+		}
 	}
 	return errs
 }
@@ -630,9 +737,147 @@ func validateDetection(d string, allowEmpty bool) error {
 	return fmt.Errorf("%q is not one of auto, idle, poll, precise", d)
 }
 
-func validAddress(addr string) bool {
-	local, domain, ok := strings.Cut(addr, "@")
-	return ok && local != "" && domain != "" && !strings.ContainsAny(addr, " \t\r\n<>,;") && !strings.Contains(domain, "@")
+// RFC 5321 4.5.3.1: size limits of a local part, a domain and a path (the
+// address between its angle brackets).
+const (
+	maxLocalPart = 64
+	maxDomain    = 255
+	maxPath      = 256
+)
+
+// checkAddress accepts a plain addr-spec as it travels in MAIL FROM and RCPT
+// TO (RFC 5321 4.1.2): a dot-string local part, a domain of non-empty labels
+// or an IPv4 address literal, within RFC 5321's size limits. UTF-8 is allowed
+// in both halves (RFC 6531). Quoted local parts, display names and comments
+// are refused: the probe message is built from the address as written
+// (net/mail would unquote or drop them), so they failed every probe.
+func checkAddress(addr string) error {
+	if err := checkName(addr); err != nil {
+		return err
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return fmt.Errorf("%s is not an email address (local@domain)", quoted(addr))
+	}
+	local, domain := addr[:at], addr[at+1:]
+	switch {
+	case strings.ContainsAny(addr, "<>()\"\\, \t"):
+		return fmt.Errorf("%s is not a plain address: write local@domain only, without display name, quotes, comments or angle brackets", quoted(addr))
+	case len(local) == 0 || len(local) > maxLocalPart:
+		return fmt.Errorf("%s: the local part has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.1)", quoted(addr), len(local), maxLocalPart)
+	case len(domain) == 0 || len(domain) > maxDomain:
+		return fmt.Errorf("%s: the domain has %d octets, it must have 1 to %d (RFC 5321 4.5.3.1.2)", quoted(addr), len(domain), maxDomain)
+	case len(addr)+2 > maxPath:
+		return fmt.Errorf("%s: the path <address> has %d octets, at most %d (RFC 5321 4.5.3.1.3)", quoted(addr), len(addr)+2, maxPath)
+	}
+	if !dotString(local, isAtext) {
+		return fmt.Errorf("%s: the local part %s is not a dot-string (no empty parts, no special characters)", quoted(addr), quoted(local))
+	}
+	if !validDomain(domain) {
+		return fmt.Errorf("%s: the domain %s is not a domain name (labels of letters, digits and '-', none empty) or an IPv4 literal [a.b.c.d]", quoted(addr), quoted(domain))
+	}
+	// What the probe message is built with must take it as it is.
+	if p, err := mail.ParseAddress(addr); err != nil || p.Address != addr || p.Name != "" {
+		return fmt.Errorf("%s is not a plain address", quoted(addr))
+	}
+	return nil
+}
+
+// dotString reports whether s is parts of allowed characters joined by
+// single dots.
+func dotString(s string, allowed func(rune) bool) bool {
+	for _, part := range strings.Split(s, ".") {
+		if part == "" {
+			return false
+		}
+		for _, r := range part {
+			if !allowed(r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isAtext is RFC 5322's atext, with RFC 6531's UTF-8 (printable only).
+func isAtext(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return true
+	case r < utf8.RuneSelf:
+		return strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", r)
+	}
+	return unicode.IsGraphic(r) && !unicode.IsSpace(r)
+}
+
+// validDomain accepts RFC 5321's Domain (labels of letters, digits and
+// inner hyphens, each 1 to 63 octets; U-labels in UTF-8 per RFC 6531) or an
+// IPv4 address literal. A trailing dot is refused: MAIL FROM has none.
+func validDomain(d string) bool {
+	if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") {
+		ip := net.ParseIP(d[1 : len(d)-1])
+		return ip != nil && ip.To4() != nil && !strings.Contains(d, ":")
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' ||
+				r >= utf8.RuneSelf && unicode.IsGraphic(r) && !unicode.IsSpace(r)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkName refuses what cannot travel in an SMTP, IMAP or POP3 command or
+// be shown safely: invalid UTF-8, control characters (NUL, CR, LF, ESC, ...)
+// and bidi controls, which can disguise a name in logs and terminals.
+func checkName(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", quoted(s))
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return fmt.Errorf("%s contains the control character %U", quoted(s), r)
+		}
+	}
+	return nil
+}
+
+// quoted is s quoted for an error message, cut after 80 octets so that a
+// huge value does not make a huge message.
+func quoted(s string) string {
+	const limit = 80
+	if len(s) <= limit {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s… (%d octets)", strconv.Quote(s[:limit]), len(s))
+}
+
+// quoteKey is an account key as it appears in a field's path: quoted when
+// it holds characters that would garble the message.
+func quoteKey(key string) string {
+	if checkName(key) != nil {
+		return strconv.Quote(key)
+	}
+	return key
+}
+
+// mailbox is the mailbox an account's probes are read from.
+func (a AccountConfig) mailbox() string {
+	if a.IMAP.Mailbox == "" {
+		return defaultMbox
+	}
+	return a.IMAP.Mailbox
+}
+
+// sameMailbox compares two mailbox names: exactly, except INBOX, which is
+// case-insensitive (RFC 3501 5.1).
+func sameMailbox(a, b string) bool {
+	return a == b || strings.EqualFold(a, defaultMbox) && strings.EqualFold(b, defaultMbox)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -2,6 +2,7 @@ package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"go.opentelemetry.io/collector/config/configopaque"
@@ -65,6 +66,21 @@ func (o *OAuthConfig) validate(path string) []error {
 		// oauth names fields in snake case and never quotes a secret.
 		for _, line := range strings.Split(err.Error(), "\n") {
 			errs = append(errs, fmt.Errorf("%s::%s", path, line))
+		}
+	}
+	// The files are read when the receiver starts; a missing one is named
+	// here, as validate runs, rather than when the collector starts.
+	for _, f := range []struct{ name, path string }{
+		{"certificate_file", o.CertificateFile}, {"private_key_file", o.PrivateKeyFile},
+		{"service_account_key_file", o.ServiceAccountKeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s::%s: %w", path, f.name, err))
+		} else if fi.IsDir() {
+			errs = append(errs, fmt.Errorf("%s::%s: %q is a directory", path, f.name, f.path))
 		}
 	}
 	switch strings.ToUpper(o.Mechanism) {

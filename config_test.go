@@ -2,17 +2,26 @@ package emailqosreceiver
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -409,6 +418,282 @@ func TestTranscriptConfigRejects(t *testing.T) {
 			err := confmap.Validate(cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+// Input that cannot travel in an SMTP, IMAP or POP3 command, or that fails
+// every probe, is refused at startup with the field's path.
+func TestValidateRejectsUnsafeInput(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	addr := func(v string) func(*Config) {
+		return func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = v }) }
+	}
+	move := func(folder string) func(*Config) {
+		return func(c *Config) { c.Cleanup.Mode, c.Cleanup.Folder = "move", folder }
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   []string // every substring must appear in the error
+	}{
+		{"NUL in the address", addr("a\x00b@gmail.example"), []string{"accounts::gmail::address", "control character U+0000"}},
+		{"CR LF in the address", addr("a@gmail.example\r\nRCPT TO:<x@y.test>"), []string{"accounts::gmail::address", "control character U+000D"}},
+		{"ESC in the address", addr("a\x1b[2J@gmail.example"), []string{"accounts::gmail::address", "U+001B"}},
+		{"invalid UTF-8 in the address", addr("a\xff@gmail.example"), []string{"accounts::gmail::address", "not valid UTF-8"}},
+		{"quoted local part with a space", addr(`"a b"@gmail.example`), []string{"accounts::gmail::address", "not a plain address"}},
+		{"quoted local part", addr(`"ab"@gmail.example`), []string{"accounts::gmail::address", "not a plain address"}},
+		{"display name", addr("Alice <a@gmail.example>"), []string{"accounts::gmail::address", "not a plain address"}},
+		{"comment", addr("a@gmail.example (c)"), []string{"accounts::gmail::address", "not a plain address"}},
+		{"bare comment", addr("a(c)@gmail.example"), []string{"accounts::gmail::address", "not a plain address"}},
+		{"domain is a dot", addr("alice@."), []string{"accounts::gmail::address", "not a domain name"}},
+		{"domain with a trailing dot", addr("alice@x."), []string{"accounts::gmail::address", "not a domain name"}},
+		{"domain with an empty label", addr("alice@x..test"), []string{"accounts::gmail::address", "not a domain name"}},
+		{"domain label starting with a hyphen", addr("alice@-x.test"), []string{"accounts::gmail::address", "not a domain name"}},
+		{"domain label of 64 octets", addr("alice@" + long(64) + ".test"), []string{"accounts::gmail::address", "not a domain name"}},
+		{"domain with an underscore", addr("alice@x_y.test"), []string{"accounts::gmail::address", "not a domain name"}},
+		{"IPv6 literal", addr("alice@[IPv6:::1]"), []string{"accounts::gmail::address", "IPv4 literal"}},
+		{"bad IPv4 literal", addr("alice@[300.1.1.1]"), []string{"accounts::gmail::address", "IPv4 literal"}},
+		{"two at signs", addr("a@b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
+		{"local part with two dots", addr("a..b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
+		{"local part starting with a dot", addr(".a@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
+		{"local part with a colon", addr("a:b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
+		{"no local part", addr("@gmail.example"), []string{"accounts::gmail::address", "local part has 0 octets"}},
+		{"no domain", addr("alice@"), []string{"accounts::gmail::address", "domain has 0 octets"}},
+		{"local part of 65 octets", addr(long(65) + "@gmail.example"), []string{"accounts::gmail::address", "local part has 65 octets, it must have 1 to 64"}},
+		{"domain of 256 octets", addr("a@" + strings.Repeat(long(63)+".", 4)[:256]), []string{"accounts::gmail::address", "domain has 256 octets"}},
+		{"path of 257 octets", addr(long(64) + "@" + strings.Repeat(long(62)+".", 3) + long(1)), []string{"accounts::gmail::address", "path <address> has 257 octets, at most 256"}},
+		{"100 KB address", addr(long(100<<10) + "@gmail.example"), []string{"accounts::gmail::address", "local part has 102400 octets"}},
+		{"NUL in the username", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Username = "a\x00b" }) },
+			[]string{"accounts::gmail::username", "U+0000"}},
+		{"bidi override in the username", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Username = "a\u202eb" }) },
+			[]string{"accounts::gmail::username", "U+202E"}},
+		{"NUL in the password", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Password = "pw\x00x" }) },
+			[]string{"accounts::gmail::password: contains a NUL, CR or LF"}},
+		{"NUL in an account key", func(c *Config) { c.Accounts["bad\x00key"] = c.Accounts["o365"] },
+			[]string{`accounts::"bad\x00key": account key:`, "U+0000"}},
+		{"ESC in a target name", func(c *Config) { c.Roundtrip[0].Name = "gm\x1b]0;ok\x07" },
+			[]string{`roundtrip[0] ("gm\x1b]0;ok\a")::name`, "U+001B"}},
+		{"bidi override in a direction", func(c *Config) { c.Transit.Directions = []string{"gmail:o365\u202e"} },
+			[]string{`transit::directions[0] ("gmail:o365\u202e")`, "unknown account"}},
+		{"NUL in the mailbox", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "IN\x00BOX" }) },
+			[]string{"accounts::gmail::imap::mailbox", "U+0000"}},
+		{"LF in a junk folder", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"Junk\nx"} })
+		}, []string{"accounts::gmail::imap::junk_folders[0]", "U+000A"}},
+		{"NUL in cleanup.folder", move("Pro\x00bes"), []string{"cleanup::folder", "U+0000"}},
+		{"cleanup.folder is INBOX in another case", move("inbox"), []string{`cleanup::folder: "inbox" is the mailbox probes are read from (accounts::gmail, accounts::o365)`}},
+		{"cleanup.folder is a configured mailbox", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) { a.IMAP.Mailbox = "Probes" })
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "Monitoring" })
+			c.Cleanup.Mode, c.Cleanup.Folder = "move", "Probes"
+		}, []string{`cleanup::folder: "Probes" is the mailbox probes are read from (accounts::o365)`}},
+		{"precise_interval longer than poll_interval", func(c *Config) { c.PreciseInterval = 2000000 * time.Hour },
+			[]string{"precise_interval: 2000000h0m0s is longer than poll_interval 10s"}},
+		{"negative initial_delay", func(c *Config) { c.InitialDelay = -time.Second }, []string{"initial_delay: must not be negative"}},
+		{"missing ca_file", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.CAFile = filepath.Join(t.TempDir(), "nosuch.pem") })
+		}, []string{"accounts::gmail::smtp::tls::ca_file", "no such file"}},
+		{"cert_file is a directory", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.TLS.CertFile, a.IMAP.TLS.KeyFile = t.TempDir(), "testdata/config.yaml" })
+		}, []string{"accounts::gmail::imap::tls::cert_file", "is a directory"}},
+		{"missing key_file over pop3", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) {
+				a.Retrieval, a.IMAP = "pop3", IMAPConfig{}
+				a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example:995"}
+				a.POP3.TLS.CertFile, a.POP3.TLS.KeyFile = "testdata/config.yaml", "testdata/nosuch.key"
+			})
+		}, []string{"accounts::gmail::pop3::tls::key_file", "no such file"}},
+		{"missing oauth private key", func(c *Config) {
+			setAcct(c, "o365", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c",
+					CertificateFile: "testdata/config.yaml", PrivateKeyFile: "testdata/nosuch.key"}
+			})
+		}, []string{"accounts::o365::oauth::private_key_file", "no such file"}},
+		{"missing service account key", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) {
+				a.Password = ""
+				a.OAuth = &OAuthConfig{Provider: "google_service_account", ServiceAccountKeyFile: "testdata/nosuch.json", Subject: "a@gmail.example"}
+			})
+		}, []string{"accounts::gmail::oauth::service_account_key_file", "no such file"}},
+		{"account key with a colon in a mesh", func(c *Config) {
+			c.Accounts["o365:eu"] = c.Accounts["o365"]
+			c.Transit.Mesh = []string{"gmail", "o365:eu"}
+		}, []string{`transit::mesh[1]: account key "o365:eu" contains ':'`}},
+		{"mesh above the limit", func(c *Config) {
+			c.Accounts, c.Transit.Mesh = meshAccounts(c, 101)
+			c.Roundtrip[0].Account = "acct0000"
+		},
+			[]string{"transit::mesh: 10101 targets in all (a mesh of 101 accounts is 10100 directions): at most 10000"}},
+		{"1,000-account mesh", func(c *Config) { c.Accounts, c.Transit.Mesh = meshAccounts(c, 1000); c.Roundtrip = nil },
+			[]string{"transit::mesh: 999000 targets in all (a mesh of 1000 accounts is 999000 directions)"}},
+		{"unknown account among many", func(c *Config) { c.Accounts, _ = meshAccounts(c, 1000) },
+			[]string{`unknown account "gmail" (configured: acct0000, acct0001,`, "acct0019 and 980 more)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := validConfig()
+			require.NoError(t, confmap.Validate(cfg), "the base config must be valid")
+			tt.modify(cfg)
+			err := confmap.Validate(cfg)
+			require.Error(t, err)
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NotContains(t, err.Error(), "pw\x00x", "no password in errors")
+			assert.Less(t, len(err.Error()), 2048, "a huge value is cut in the message")
+		})
+	}
+}
+
+// meshAccounts returns n copies of c's gmail account and their keys.
+func meshAccounts(c *Config, n int) (map[string]AccountConfig, []string) {
+	accts := map[string]AccountConfig{}
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("acct%04d", i)
+		a := c.Accounts["gmail"]
+		a.Address = keys[i] + "@gmail.example"
+		accts[keys[i]] = a
+	}
+	return accts, keys
+}
+
+// What the rules above must not refuse.
+func TestValidateAccepts(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	addr := func(v string) func(*Config) {
+		return func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = v }) }
+	}
+	for _, tt := range []struct {
+		name   string
+		modify func(*Config)
+	}{
+		{"plus and dots", addr("probe.sender+qos@mail.gmail.example")},
+		{"every atext special", addr("!#$%&'*+-/=?^_`{|}~@gmail.example")},
+		{"single-label domain", addr("probe@localhost")},
+		{"IPv4 literal", addr("probe@[192.0.2.1]")},
+		{"UTF-8 (RFC 6531)", addr("jörg@bücher.example")},
+		{"local part of 64 octets", addr(long(64) + "@gmail.example")},
+		{"path of 256 octets", addr(long(64) + "@" + long(62) + "." + long(62) + "." + long(63))},
+		{"username with a space and UTF-8", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Username = `DOMAIN\jörg müller` }) }},
+		{"password with spaces and symbols", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Password = ` p"w\ {}` }) }},
+		{"account key with a colon outside a mesh", func(c *Config) {
+			c.Accounts["o365:eu"] = c.Accounts["o365"]
+			c.Roundtrip = append(c.Roundtrip, RoundtripConfig{Account: "o365:eu", Name: "o365-eu"})
+		}},
+		{"cleanup.folder differs from every mailbox", func(c *Config) { c.Cleanup.Mode, c.Cleanup.Folder = "move", "Probes" }},
+		{"cleanup.folder differs from a mailbox in case only (not INBOX)", func(c *Config) {
+			c.Cleanup.Mode, c.Cleanup.Folder = "move", "probes"
+			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "Probes" })
+		}},
+		{"precise_interval equal to poll_interval", func(c *Config) { c.PreciseInterval = c.PollInterval }},
+		{"initial_delay zero", func(c *Config) { c.InitialDelay = 0 }},
+		{"existing ca_file", func(c *Config) {
+			setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.CAFile = filepath.Join("testdata", "config.yaml") })
+		}},
+		{"mesh at the limit", func(c *Config) {
+			c.Accounts, c.Transit.Mesh = meshAccounts(c, 100) // 9,900 directions
+			c.Roundtrip = []RoundtripConfig{{Account: "acct0000"}}
+			c.Transit.Directions = []string{"acct0000:acct0001"} // in the mesh: counted once
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := validConfig()
+			tt.modify(cfg)
+			require.NoError(t, confmap.Validate(cfg))
+			assert.LessOrEqual(t, cfg.targetCount(), maxTargets)
+		})
+	}
+}
+
+func TestTargetCount(t *testing.T) {
+	cfg := validConfig()
+	cfg.Accounts["yahoo"] = cfg.Accounts["gmail"]
+	cfg.Transit = TransitConfig{Directions: []string{"gmail:o365", "o365:yahoo"}, Mesh: []string{"gmail", "o365", "yahoo"}}
+	targets, err := buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	assert.Equal(t, len(targets), cfg.targetCount(), "counted as buildTargets expands them")
+	assert.Equal(t, 7, cfg.targetCount())
+	cfg.Transit.Mesh = []string{"gmail", "o365"}
+	targets, err = buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	assert.Equal(t, len(targets), cfg.targetCount())
+	assert.Equal(t, 4, cfg.targetCount())
+}
+
+// configtls's checks are reported by the collector's walk of the
+// configuration; the receiver's own Validate no longer repeats them. A file
+// that does not exist is the receiver's check, and reported once.
+func TestTLSErrorsNotRepeated(t *testing.T) {
+	cfg := validConfig()
+	setAcct(cfg, "gmail", func(a *AccountConfig) {
+		a.SMTP.TLS.MinVersion = "0.9"
+		a.IMAP.TLS.CAFile = filepath.Join(t.TempDir(), "nosuch.pem")
+	})
+	own := cfg.Validate()
+	require.Error(t, own)
+	assert.NotContains(t, own.Error(), "min_version", "left to configtls")
+	all := confmap.Validate(cfg)
+	require.Error(t, all)
+	assert.Contains(t, all.Error(), `accounts::gmail::smtp::tls: invalid TLS min_version: unsupported TLS version: "0.9"`)
+	assert.Equal(t, 1, strings.Count(all.Error(), "nosuch.pem"), all.Error())
+}
+
+// Every shipped example and the testdata configuration still validate.
+func TestExamplesValidate(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("examples", "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	files = append(files, filepath.Join("testdata", "config.yaml"))
+	envRef := regexp.MustCompile(`\$\{env:([A-Z0-9_]+)`)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			require.NoError(t, err)
+			for _, m := range envRef.FindAllStringSubmatch(string(data), -1) {
+				t.Setenv(m[1], "example-value")
+			}
+			resolver, err := confmap.NewResolver(confmap.ResolverSettings{
+				URIs:              []string{"file:" + f},
+				ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory(), envprovider.NewFactory()},
+			})
+			require.NoError(t, err)
+			cm, err := resolver.Resolve(context.Background())
+			require.NoError(t, err)
+			sub, err := cm.Sub("receivers::emailqos")
+			require.NoError(t, err)
+			cfg := NewFactory().CreateDefaultConfig().(*Config)
+			require.NoError(t, sub.Unmarshal(cfg))
+			require.NoError(t, confmap.Validate(cfg))
+		})
+	}
+}
+
+func TestLargeTargetCountWarns(t *testing.T) {
+	for _, tc := range []struct {
+		accounts int
+		warn     bool
+	}{{32, false}, {33, true}} { // 992 and 1,056 directions
+		t.Run(fmt.Sprint(tc.accounts), func(t *testing.T) {
+			cfg := validConfig()
+			cfg.Accounts, cfg.Transit.Mesh = meshAccounts(cfg, tc.accounts)
+			cfg.Roundtrip = nil
+			require.NoError(t, cfg.Validate())
+			core, logs := observer.New(zapcore.WarnLevel)
+			settings := receivertest.NewNopSettings(metadata.Type)
+			settings.Logger = zap.New(core)
+			s := newScraper(cfg, settings, context.Background())
+			require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
+			warned := logs.FilterMessageSnippet("targets are probed in every collection").All()
+			if !tc.warn {
+				assert.Empty(t, warned)
+				return
+			}
+			require.Len(t, warned, 1)
+			assert.Contains(t, warned[0].Message, "1056 targets")
+			assert.Equal(t, int64(1056), warned[0].ContextMap()["targets"])
 		})
 	}
 }

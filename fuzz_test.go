@@ -8,12 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/confmap"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -145,6 +147,19 @@ accounts:
     pop3: {endpoint: p.a.test, tls: {min_version: "0.9"}}
 roundtrip: [{account: a, name: "x\ny"}]
 `,
+	// Input that cannot travel in a command or fails every probe: control
+	// characters, a quoted or commented address, an empty domain label,
+	// cleanup into the watched mailbox, a key with ':' in a mesh, a huge mesh.
+	`accounts:
+  "a:b": {address: "\"a b\"@a.test", username: "u\0v", password: "p\r\nw", smtp: {endpoint: s.a.test}, imap: {endpoint: i.a.test, mailbox: "IN\x1bBOX"}}
+  c: {address: "c@c.test (c)", password: pw, smtp: {endpoint: s.c.test}, imap: {endpoint: i.c.test}}
+  d: {address: "alice@.", password: pw, smtp: {endpoint: s.d.test}, imap: {endpoint: i.d.test}}
+initial_delay: -1s
+precise_interval: 2000000h
+cleanup: {mode: move, folder: inbox}
+roundtrip: [{account: c, name: "c\u202e"}]
+transit: {mesh: ["a:b", c, d, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15, x16, x17, x18, x19, x20, x21, x22, x23, x24, x25, x26, x27, x28, x29, x30, x31, x32, x33, x34, x35, x36, x37, x38, x39, x40, x41, x42, x43, x44, x45, x46, x47, x48, x49, x50, x51, x52, x53, x54, x55, x56, x57, x58, x59, x60, x61, x62, x63, x64, x65, x66, x67, x68, x69, x70, x71, x72, x73, x74, x75, x76, x77, x78, x79, x80, x81, x82, x83, x84, x85, x86, x87, x88, x89, x90, x91, x92, x93, x94, x95, x96, x97, x98, x99, x100]}
+`,
 	// TLS material that does not exist.
 	`accounts:
   a:
@@ -241,6 +256,12 @@ func checkTargets(t *testing.T, cfg *Config, targets []*probe.Target) {
 		}
 		if tg.OrphanAge <= tg.Timeout {
 			t.Fatalf("target %q: orphan_age %s is not longer than the probe timeout %s", tg.Name, tg.OrphanAge, tg.Timeout)
+		}
+		// What validates is never a probe's own configuration error at
+		// submission: the message takes the addresses and the name as
+		// they are.
+		if _, err := probemsg.New(tg.Sender.Address, tg.Receiver.Address, tg.Name, time.Now()); err != nil {
+			t.Fatalf("target %q: validated, but the probe message refuses it: %v", tg.Name, err)
 		}
 		for _, acct := range []*probe.Account{tg.Sender, tg.Receiver} {
 			checkEndpointResolved(t, acct.Key+" smtp", acct.SMTP)

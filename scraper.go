@@ -103,7 +103,19 @@ func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
 	s.targets = targets
 	s.slots = make([]targetSlot, len(targets))
 	s.warnOverlap()
+	s.warnTargetCount()
 	return nil
+}
+
+// warnTargetCount warns once when the configuration runs more targets than
+// warnTargets: a long mesh grows as the square of its accounts, which is
+// easy to miss in the file.
+func (s *emailqosScraper) warnTargetCount() {
+	if n := len(s.targets); n > warnTargets {
+		s.logger.Warn(fmt.Sprintf("%d targets are probed in every collection (more than %d; a mesh of n accounts is n×(n−1) directions): "+
+			"check that this many probes is intended, and set start_spread", n, warnTargets),
+			zap.Int("targets", n), zap.Int("mesh_accounts", len(s.cfg.Transit.Mesh)))
+	}
 }
 
 // warnOverlap warns once when a probe may outlast collection_interval, so

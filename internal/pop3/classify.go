@@ -42,6 +42,8 @@ func ErrorType(err error) string {
 		return steps.TypeRejected
 	}
 	switch {
+	case errors.Is(err, ErrInvalidArgument):
+		return steps.TypeConfig
 	case errors.Is(err, ErrLineTooLong), errors.Is(err, ErrResponseTooLarge):
 		return steps.TypeProtocol
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

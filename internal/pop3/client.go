@@ -476,10 +476,15 @@ func (c *Client) send(verb string, args ...string) error {
 // password.
 func checkArg(verb, arg string) error {
 	if strings.ContainsAny(arg, "\r\n\x00") {
-		return fmt.Errorf("pop3: %s: argument contains a line break or NUL", verb)
+		return fmt.Errorf("pop3: %s: %w", verb, ErrInvalidArgument)
 	}
 	return nil
 }
+
+// ErrInvalidArgument is a command argument (a configured user name or
+// password) that cannot be sent: the probe's configuration, not the server,
+// is at fault.
+var ErrInvalidArgument = errors.New("argument contains a line break or NUL")
 
 // writeLine writes one line with its CRLF in a single Write.
 func (c *Client) writeLine(line []byte, verb string) error {

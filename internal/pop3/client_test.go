@@ -143,6 +143,30 @@ func TestWrongPassword(t *testing.T) {
 	}
 }
 
+// A user name or password that cannot be sent is refused before anything
+// goes out, typed config (the account's configuration), never protocol, and
+// without quoting the argument.
+func TestUnsendableArgumentIsConfig(t *testing.T) {
+	s := startServer(t, pop3test.Options{})
+	c := connect(t, s.Addr(), transport.None, nil)
+	for _, args := range [][2]string{{"al\x00ice", pass}, {user + "\r\nQUIT", pass}, {user, "pw\nDELE 1"}} {
+		err := c.User(args[0], args[1])
+		if err == nil {
+			t.Fatalf("User(%q) succeeded", args[0])
+		}
+		if got := pop3.ErrorType(err); got != steps.TypeConfig {
+			t.Errorf("User(%q): ErrorType = %q, want config (%v)", args[0], got, err)
+		}
+		if strings.Contains(err.Error(), "DELE") || strings.Contains(err.Error(), "QUIT") {
+			t.Errorf("error quotes the argument: %v", err)
+		}
+	}
+	// Nothing was sent: the session still logs in.
+	if err := c.User(user, pass); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestSTLS(t *testing.T) {
 	srvCfg, cliCfg := tlsConfigs(t)
 	s := startServer(t, pop3test.Options{TLSConfig: srvCfg})

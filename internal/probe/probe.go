@@ -294,7 +294,9 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
-		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeProtocol, err)
+		// An address or target name the message cannot carry: the
+		// target's configuration, before anything was sent.
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
 	}
 	sender := t.Sender.withTranscript(tr)
 	sent, deferred, err := submit(ctx, t, smtpsend.Options{

@@ -210,6 +210,29 @@ func TestErrorCodes(t *testing.T) {
 	}
 }
 
+// An address or target name the probe message cannot carry is the target's
+// configuration at fault: typed config (it was protocol), before anything
+// is submitted.
+func TestUnusableAddressIsConfig(t *testing.T) {
+	for name, modify := range map[string]func(a *Account, tg *Target){
+		"quoted local part":   func(a *Account, _ *Target) { a.Address = `"alice"@a.test` },
+		"comment":             func(a *Account, _ *Target) { a.Address = alice + " (probe)" },
+		"control in the name": func(_ *Account, tg *Target) { tg.Name = "a\x1b[2Jb" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := startMail(t, mailtest.Options{})
+			a := account(srv, "a", alice, "alice-pw", "auto")
+			tg := target(a, a)
+			modify(a, tg)
+			r := Run(context.Background(), tg, nil)
+			require.Error(t, r.Err)
+			assert.Equal(t, steps.CodeSMTPSend, r.Code, "error: %v", r.Err)
+			assert.Equal(t, steps.TypeConfig, r.ErrorType, "error: %v", r.Err)
+			assert.NotContains(t, stepNames(r), steps.SMTPConnect, "nothing was submitted")
+		})
+	}
+}
+
 func TestIMAPStoppedMidProbe(t *testing.T) {
 	srv := startMail(t, mailtest.Options{Blackhole: true})
 	a := account(srv, "a", alice, "alice-pw", "auto")

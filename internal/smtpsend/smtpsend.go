@@ -309,6 +309,14 @@ func (s *sender) submit(c *smtp.Client, msg Message) (Result, error) {
 				mo.UTF8 = true
 			}
 		}
+		if mo.UTF8 {
+			// go-smtp refuses this itself, with an error that would read
+			// as the server's fault (RFC 6531 3.4: no SMTPUTF8, no UTF-8
+			// address).
+			if ok, _ := c.Extension("SMTPUTF8"); !ok {
+				return errNoSMTPUTF8
+			}
+		}
 		if err := c.Mail(msg.From, mo); err != nil {
 			return err
 		}
@@ -332,10 +340,18 @@ func (s *sender) submit(c *smtp.Client, msg Message) (Result, error) {
 		return nil
 	})
 	if err != nil {
-		return Result{}, s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, "", err)
+		typ := ""
+		if errors.Is(err, errNoSMTPUTF8) {
+			typ = steps.TypeConfig
+		}
+		return Result{}, s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, typ, err)
 	}
 	return res, nil
 }
+
+// errNoSMTPUTF8 is a configured address in UTF-8 that the sending server
+// cannot carry.
+var errNoSMTPUTF8 = errors.New("smtp: an address is not ASCII and the server does not offer SMTPUTF8: use an ASCII address for this account")
 
 // quit says goodbye after a success or after the server refused something;
 // after a network failure or a done ctx there is nobody left to tell.

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -188,6 +189,7 @@ type serverOpts struct {
 	security     transport.Security
 	offerTLS     bool // STARTTLS offered on a plain listener
 	insecureAuth bool
+	smtputf8     bool // SMTPUTF8 offered
 }
 
 // startServer runs a go-smtp server on loopback until the test ends.
@@ -199,6 +201,7 @@ func startServer(t testing.TB, be *backend, o serverOpts) string {
 	s := smtp.NewServer(be)
 	s.Domain = "mx.test"
 	s.AllowInsecureAuth = o.insecureAuth
+	s.EnableSMTPUTF8 = o.smtputf8
 	s.ErrorLog = log.New(io.Discard, "", 0)
 	switch {
 	case o.security == transport.TLS:
@@ -534,6 +537,29 @@ func TestInvalidInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := Send(context.Background(), options("127.0.0.1:1", transport.None), msg, &steps.Recorder{})
 			requireFail(t, err, steps.CodeSMTPSend, steps.TypeConfig, steps.SMTPSubmit)
+		})
+	}
+}
+
+// A UTF-8 address the server cannot carry is the target's configuration at
+// fault, not the server's: typed config, and no MAIL FROM is sent. With
+// SMTPUTF8 offered the same message goes through.
+func TestUTF8AddressWithoutSMTPUTF8IsConfig(t *testing.T) {
+	msg := testMsg
+	msg.To = []string{"jörg@b.test"}
+	for _, offered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("smtputf8=%v", offered), func(t *testing.T) {
+			be := &backend{mechs: []string{sasl.Plain}}
+			addr := startServer(t, be, serverOpts{insecureAuth: true, smtputf8: offered})
+			_, err := Send(context.Background(), options(addr, transport.None), msg, &steps.Recorder{})
+			if offered {
+				require.NoError(t, err)
+				assert.Contains(t, be.seen(), "RCPT jörg@b.test")
+				return
+			}
+			se := requireFail(t, err, steps.CodeSMTPSend, steps.TypeConfig, steps.SMTPSubmit)
+			assert.Contains(t, se.Error(), "SMTPUTF8")
+			assert.Equal(t, []string{"AUTH PLAIN"}, be.seen(), "nothing of the envelope was sent")
 		})
 	}
 }
