@@ -66,6 +66,10 @@ const literal = "{999999999}\r\n"
 
 var xs = strings.Repeat("x", 1000)
 
+// lines is literal content of 1 KB lines: each newline resets imapwatch's
+// line limit, so only the read budget can end it.
+var lines = xs + "\r\n"
+
 func hostileTable() []hostileCase {
 	starttls := fixtureOptions{starttls: true}
 	popOn := fixtureOptions{pop3: true}
@@ -83,14 +87,14 @@ func hostileTable() []hostileCase {
 
 		// --- IMAP: a literal that never ends, in each response kind ---
 		{name: "imap/endless greeting line", mbox: endless(`^\* OK`, "* OK ", xs), code: 3, typ: steps.TypeProtocol, budget: true},
-		{name: "imap/huge literal in LIST", mbox: endless(`^\* LIST `, `* LIST () "/" `+literal, xs), code: 3, typ: steps.TypeProtocol, budget: true},
-		{name: "imap/huge literal in STATUS", mbox: endless(`^\* STATUS `, `* STATUS `+literal, xs), code: 3, typ: steps.TypeProtocol, budget: true},
+		{name: "imap/huge literal in LIST", mbox: endless(`^\* LIST `, `* LIST () "/" `+literal, lines), code: 3, typ: steps.TypeProtocol, budget: true},
+		{name: "imap/huge literal in STATUS", mbox: endless(`^\* STATUS `, `* STATUS `+literal, lines), code: 3, typ: steps.TypeProtocol, budget: true},
 		{name: "imap/endless SEARCH result", mbox: endless(`^\* SEARCH`, "* SEARCH 1", " 1"), code: 4, typ: steps.TypeProtocol, budget: true},
-		{name: "imap/huge literal in FETCH", mbox: endless(`^\* \d+ FETCH`, "* 1 FETCH (UID 1 BODY[HEADER] "+literal, xs), code: 4, typ: steps.TypeProtocol},
-		{name: "imap/huge literal in untagged data", mbox: endless(`^\* \d+ EXISTS`, `* 1 FETCH (ENVELOPE ("date" `+literal, xs), code: 3, typ: steps.TypeProtocol, budget: true},
+		{name: "imap/huge literal in FETCH", mbox: endless(`^\* \d+ FETCH`, "* 1 FETCH (UID 1 BODY[HEADER] "+literal, lines), code: 4, typ: steps.TypeProtocol},
+		{name: "imap/huge literal in untagged data", mbox: endless(`^\* \d+ EXISTS`, `* 1 FETCH (ENVELOPE ("date" `+literal, lines), code: 3, typ: steps.TypeProtocol, budget: true},
 		{
 			name: "imap/huge literal in answer to STARTTLS before TLS", fixtureOptions: starttls,
-			mbox: endless(`^T\d+ OK`, `* LIST () "/" `+literal, xs), code: 3, typ: steps.TypeProtocol, budget: true,
+			mbox: endless(`^T\d+ OK`, `* LIST () "/" `+literal, lines), code: 3, typ: steps.TypeProtocol, budget: true,
 		},
 
 		// --- POP3: multi-line answers that never end ---
