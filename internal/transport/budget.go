@@ -31,10 +31,12 @@ type Budget struct {
 // answers are an IMAP FETCH of up to 64 header blocks (Postfix caps a header
 // block at 100 KB by default) and a POP3 UIDL listing (2.2 MB for 30,000
 // messages); POP3 opens a connection per poll, so its session is one
-// listing plus the orphan sweep's TOPs.
+// listing plus the orphan sweep's TOPs. An IMAP session lasts the whole
+// delivery wait: precise detection polls every 10 ms by default, tens of
+// bytes an answer, so its session budget allows hours of it.
 var budgets = map[string]Budget{
 	"smtp": {Session: 4 << 20, Response: 1 << 20},
-	"imap": {Session: 64 << 20, Response: 8 << 20},
+	"imap": {Session: 256 << 20, Response: 8 << 20},
 	"pop3": {Session: 32 << 20, Response: 8 << 20},
 }
 
