@@ -140,12 +140,8 @@ func (m *meter) read(n int) {
 }
 
 // wrote starts a new response: the server answers what was just sent.
-func (m *meter) wrote() error {
+func (m *meter) wrote() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.over != nil {
-		return m.over
-	}
 	m.response = 0
-	return nil
+	m.mu.Unlock()
 }

@@ -53,7 +53,7 @@ func dialBudget(t *testing.T, addr string, b Budget) net.Conn {
 	t.Cleanup(cancel)
 	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	c := WithBudget(ctx, raw, "imap", b)
+	c := withBudget(ctx, raw, "imap", b)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

@@ -133,8 +133,8 @@ func bind(ctx context.Context, conn net.Conn, protocol string) net.Conn {
 	return b
 }
 
-// WithBudget is Bind with an explicit budget, for tests of the limits.
-func WithBudget(ctx context.Context, conn net.Conn, protocol string, budget Budget) net.Conn {
+// withBudget is Bind with an explicit budget, for tests of the limits.
+func withBudget(ctx context.Context, conn net.Conn, protocol string, budget Budget) net.Conn {
 	b := bind(ctx, conn, protocol).(*boundConn)
 	b.meter.budget = budget
 	return b
@@ -158,14 +158,15 @@ func (b *boundConn) Read(p []byte) (int, error) {
 }
 
 // Write fails once the budget is spent, so that whatever call of the
-// library notices first reports the budget, not a closed connection.
+// library notices first reports the budget, not a closed connection. What
+// the server reads after a write is the answer to it: a new response.
 func (b *boundConn) Write(p []byte) (int, error) {
-	if err := b.meter.wrote(); err != nil {
+	if err := b.exceeded(); err != nil {
 		return 0, err
 	}
 	n, err := b.Conn.Write(p)
 	if n > 0 {
-		_ = b.meter.wrote()
+		b.meter.wrote()
 	}
 	return n, err
 }
