@@ -98,6 +98,7 @@ func hostileTable() []hostileCase {
 			name: "imap/endless SEARCH result", mbox: endless(`^\* SEARCH`, "* SEARCH 1", " 4294967295"),
 			delivery: 6 * time.Second, timeout: 8 * time.Second, code: 4, typ: steps.TypeProtocol, budget: true,
 		},
+		{name: "imap/huge literal in SEARCH", mbox: endless(`^\* SEARCH`, "* SEARCH "+literal, lines), code: 4, typ: steps.TypeProtocol},
 		{name: "imap/huge literal in FETCH", mbox: endless(`^\* \d+ FETCH`, "* 1 FETCH (UID 1 BODY[HEADER] "+literal, lines), code: 4, typ: steps.TypeProtocol},
 		{name: "imap/huge literal in untagged data", mbox: endless(`^\* \d+ EXISTS`, `* 1 FETCH (ENVELOPE ("date" `+literal, lines), code: 3, typ: steps.TypeProtocol, budget: true},
 		{
