@@ -49,6 +49,15 @@ type Fault struct {
 	// before a greeting, or non-TLS bytes where a TLS handshake is due).
 	Prefix []byte
 
+	// Flood replaces the first server line its On matches with Head, then
+	// sends Fill again and again until the client goes away: a server that
+	// never ends its answer (an endless line, continuation lines, a literal
+	// that never ends).
+	Flood *Flood
+	// Drip, from the first server line its On matches (that line included),
+	// forwards the server's stream one byte per Every: a slowloris server.
+	Drip *Drip
+
 	// TLS, when set, makes the proxy itself the TLS server of every new
 	// connection with this configuration (a certificate of an unknown CA or
 	// for another host name); the connection is closed after the handshake,
@@ -57,7 +66,19 @@ type Fault struct {
 }
 
 func (f *Fault) lines() bool {
-	return f.StallOn != nil || f.ResetOn != nil || f.Client != nil || f.Server != nil
+	return f.StallOn != nil || f.ResetOn != nil || f.Client != nil || f.Server != nil || f.Flood != nil || f.Drip != nil
+}
+
+// Flood is an endless answer; see Fault.Flood.
+type Flood struct {
+	On         *regexp.Regexp
+	Head, Fill []byte
+}
+
+// Drip is a slow answer; see Fault.Drip.
+type Drip struct {
+	On    *regexp.Regexp
+	Every time.Duration
 }
 
 // Proxy relays loopback TCP connections to a target address.
@@ -69,7 +90,8 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	closed   bool
-	ln       net.Listener // nil while refusing or unanswered
+	done     chan struct{} // closed by Close: ends drips
+	ln       net.Listener  // nil while refusing or unanswered
 	hold     *unanswered
 	conns    map[net.Conn]struct{}
 	sent     bytes.Buffer // every byte clients sent, all connections
@@ -86,7 +108,7 @@ func NewProxy(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	p.fault.Store(&Fault{})
 	p.serve(ln)
 	return p, nil
@@ -174,6 +196,7 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	close(p.done)
 	if p.ln != nil {
 		p.ln.Close()
 	}
@@ -304,6 +327,7 @@ type relay struct {
 	p              *Proxy
 	client, server net.Conn
 	stalled        atomic.Bool
+	dripping       atomic.Bool
 }
 
 // pump copies src to dst. fromClient tells the direction.
@@ -372,12 +396,52 @@ func (r *relay) line(dst net.Conn, line []byte, fromClient bool, f *Fault) bool 
 		r.stalled.Store(true)
 		return true
 	}
+	if f.Flood != nil && f.Flood.On.Match(line) {
+		r.flood(dst, f.Flood)
+		return false
+	}
+	if f.Drip != nil && !r.dripping.Load() && f.Drip.On.Match(line) {
+		r.dripping.Store(true)
+	}
 	if f.Server != nil {
 		if line = f.Server(line); line == nil {
 			return true
 		}
 	}
+	if r.dripping.Load() && f.Drip != nil {
+		return r.drip(dst, line, f.Drip.Every)
+	}
 	return r.forward(dst, line, false)
+}
+
+// flood sends fl's head, then its fill until a write fails (the client
+// closed, or the proxy did).
+func (r *relay) flood(dst net.Conn, fl *Flood) {
+	if !r.forward(dst, fl.Head, false) {
+		return
+	}
+	fill := fl.Fill
+	for len(fill) > 0 && len(fill) < 32<<10 {
+		fill = append(fill, fl.Fill...)
+	}
+	for len(fill) > 0 && r.forward(dst, fill, false) {
+	}
+}
+
+// drip sends data one byte per every; a failed write (the client closed)
+// or the proxy closing ends it.
+func (r *relay) drip(dst net.Conn, data []byte, every time.Duration) bool {
+	for i := range data {
+		if !r.forward(dst, data[i:i+1], false) {
+			return false
+		}
+		select {
+		case <-time.After(every):
+		case <-r.p.done:
+			return false
+		}
+	}
+	return true
 }
 
 func (r *relay) forward(dst net.Conn, data []byte, fromClient bool) bool {

@@ -217,3 +217,49 @@ func TestTLSFaults(t *testing.T) {
 	var rec tls.RecordHeaderError
 	assert.ErrorAs(t, handshake(), &rec)
 }
+
+func TestFloodNeverEnds(t *testing.T) {
+	p := proxy(t, echo(t))
+	require.NoError(t, p.Set(Fault{Flood: &Flood{On: regexp.MustCompile(`^ok A1`), Head: []byte("* LIST () \"/\" {999999999}\r\n"), Fill: []byte("xy\r\n")}}))
+	c := dial(t, p.Addr())
+	assert.Equal(t, "hello there\r\n", c.line(t), "lines before the match pass")
+	_, _ = io.WriteString(c, "A1 LIST \"\" *\r\n")
+	assert.Equal(t, "* LIST () \"/\" {999999999}\r\n", c.line(t))
+	// Far more than the echo server would ever send, all fill.
+	n, err := io.CopyN(io.Discard, io.TeeReader(c.br, &fillCheck{t: t}), 4<<20)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4<<20), n)
+	assert.Greater(t, p.ReadBytes(), int64(4<<20))
+}
+
+// fillCheck asserts that everything it sees is the flood's fill.
+type fillCheck struct {
+	t   *testing.T
+	off int
+}
+
+func (f *fillCheck) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if want := "xy\r\n"[f.off%4]; b != want {
+			f.t.Fatalf("byte %d is %q, want %q", f.off, b, want)
+		}
+		f.off++
+	}
+	return len(p), nil
+}
+
+func TestDripOneByteAtATime(t *testing.T) {
+	p := proxy(t, echo(t))
+	require.NoError(t, p.Set(Fault{Drip: &Drip{On: regexp.MustCompile(`^ok A1`), Every: 100 * time.Millisecond}}))
+	c := dial(t, p.Addr())
+	assert.Equal(t, "hello there\r\n", c.line(t), "lines before the match pass at full speed")
+	start := time.Now()
+	_, _ = io.WriteString(c, "A1\r\n")
+	buf := make([]byte, 3)
+	_, err := io.ReadFull(c, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "ok ", string(buf))
+	// Three bytes at one per 100 ms: at least 200 ms between the first and
+	// the third (a lower bound, which load cannot break).
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
 // watchConn remembers the first I/O error of a connection, so that a command
@@ -38,8 +40,9 @@ func (c *watchConn) Write(p []byte) (int, error) {
 func (c *watchConn) note(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Errors caused by our own Close are not the server's doing.
-	if !c.closed && c.err == nil {
+	// Errors caused by our own Close are not the server's doing. A spent
+	// read budget is a protocol error, not a connection to regain.
+	if !c.closed && c.err == nil && !transport.IsBudget(err) {
 		c.err = err
 	}
 }
@@ -50,6 +53,9 @@ func (c *watchConn) Close() error {
 	c.mu.Unlock()
 	return c.Conn.Close()
 }
+
+// NetConn returns the connection underneath, for transport.Exceeded.
+func (c *watchConn) NetConn() net.Conn { return c.Conn }
 
 // lost reports whether the connection failed underneath the IMAP client.
 func (c *watchConn) lost() bool {
@@ -114,6 +120,14 @@ var errLineTooLong = fmt.Errorf("IMAP response line longer than %d bytes", maxLi
 type lineLimit struct {
 	mu   sync.Mutex
 	line int
+	over bool
+}
+
+// exceeded tells whether the limit ended the session.
+func (l *lineLimit) exceeded() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.over
 }
 
 func (l *lineLimit) Write(p []byte) (int, error) {
@@ -125,6 +139,7 @@ func (l *lineLimit) Write(p []byte) (int, error) {
 		l.line += len(p)
 	}
 	if l.line > maxLineBytes {
+		l.over = true
 		return 0, errLineTooLong
 	}
 	return len(p), nil

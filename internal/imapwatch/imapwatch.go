@@ -313,6 +313,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	s.conn = &watchConn{Conn: raw}
 	s.connCancel = cancel
 	s.broken, s.dropped, s.idle = false, false, nil
+	lines := &lineLimit{}
 	copts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
@@ -324,7 +325,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		},
 		// The line limit comes first: its error stops the other writers
 		// and fails the read (imapclient tees what it reads into here).
-		DebugWriter: io.MultiWriter(&lineLimit{}, newCmdCounter(&s.cmds)),
+		DebugWriter: io.MultiWriter(lines, newCmdCounter(&s.cmds)),
 	}
 	if tw := s.opts.Transcript.Stream(transcript.IMAP).IMAPDebug(); tw != nil {
 		// The debug writer is the only place that sees the plaintext
@@ -351,7 +352,13 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		rec.Add(steps.IMAPTLS, start, time.Since(start))
 		if err != nil {
 			typ := steps.Classify(err)
-			if typ == steps.TypeProtocol {
+			if be := transport.Exceeded(s.conn); be != nil {
+				// go-imap flattens the read error; the budget's own
+				// error says what happened.
+				typ, err = steps.TypeProtocol, be
+			} else if lines.exceeded() {
+				typ, err = steps.TypeProtocol, errLineTooLong
+			} else if typ == steps.TypeProtocol {
 				// Refused, not offered, or PREAUTH in clear: no TLS.
 				typ = steps.TypeTLS
 				err = fmt.Errorf("imap: STARTTLS refused or not offered: %w", err)

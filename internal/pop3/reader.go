@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -20,16 +21,19 @@ const (
 	// maxCapaSize bounds a CAPA listing, which is a handful of short lines.
 	maxCapaSize = 64 << 10
 	// maxListEntries bounds UIDL so that a flood of tiny lines cannot turn
-	// 16 MiB of input into far more memory of MessageID values.
-	maxListEntries = 1 << 20
+	// the input into far more memory of MessageID values (about 32 bytes
+	// each, from 5 bytes of "1 a" CRLF): 262,144 messages, far above a
+	// probe's maildrop (the fault table's huge one has 30,000).
+	maxListEntries = 1 << 18
 )
 
 var (
 	// ErrLineTooLong is returned when a reply line exceeds MaxLineLength.
-	ErrLineTooLong = errors.New("pop3: response line too long")
+	ErrLineTooLong = fmt.Errorf("pop3: response line longer than %d bytes", MaxLineLength)
 	// ErrResponseTooLarge is returned when a multi-line response exceeds
 	// its size limit.
-	ErrResponseTooLarge = errors.New("pop3: multi-line response too large")
+	ErrResponseTooLarge = fmt.Errorf("pop3: multi-line response larger than its limit (%d bytes for CAPA, %d for others, %d entries for UIDL)",
+		maxCapaSize, MaxResponseSize, maxListEntries)
 )
 
 // reader reads CRLF-terminated lines with a hard length bound. It exists

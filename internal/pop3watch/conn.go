@@ -155,7 +155,7 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 				// any credential is sent in clear.
 				err = fmt.Errorf("pop3: STLS not offered or refused: %w", err)
 				typ = steps.TypeTLS
-			} else if typ == steps.TypeProtocol {
+			} else if typ == steps.TypeProtocol && !tooMuch(err) {
 				typ = steps.TypeTLS
 			}
 			return fail(POP3TLS, typ, err)
@@ -302,4 +302,10 @@ func (s *Session) quietQuit(ctx context.Context, pc *conn) {
 	if err := s.quit(qctx, pc, nil); err != nil {
 		s.log.Debug("POP3 QUIT failed", zap.String("address", s.opts.Endpoint.Address), zap.Error(err))
 	}
+}
+
+// tooMuch tells whether err is a read bound's: the server sent too much,
+// which is a protocol error even in answer to STLS.
+func tooMuch(err error) bool {
+	return transport.IsBudget(err) || errors.Is(err, pop3.ErrLineTooLong) || errors.Is(err, pop3.ErrResponseTooLarge)
 }

@@ -374,6 +374,11 @@ func (s *sender) fail(step string, code int, typ string, err error) *steps.Error
 	if typ == "" {
 		typ = replyType(err, "")
 	}
+	if dl, ok := s.ctx.Deadline(); ok && typ == "" && !time.Now().Before(dl) {
+		// A read deadline set at ctx's deadline can fire just before ctx
+		// reports it, cutting a reply short ("short response").
+		typ = steps.TypeTimeout
+	}
 	se := steps.Fail(s.ctx, step, code, typ, err)
 	// Taken before redaction, which may drop the original error.
 	if se.Reply.Code == 0 {
@@ -428,6 +433,9 @@ func replyType(err error, orElse string) string {
 	var se *smtp.SMTPError
 	var te *textproto.Error
 	switch {
+	case transport.IsBudget(err):
+		// Not a refusal of STARTTLS: the server sent too much.
+		return steps.TypeProtocol
 	case errors.As(err, &se):
 		code = se.Code
 	case errors.As(err, &te):

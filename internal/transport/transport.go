@@ -91,7 +91,8 @@ func (ep Endpoint) RecordingTLSConfig(rec *steps.Recorder, protocol string) *tls
 // handshake under tlsStep's protocol (see RecordingTLSConfig). The
 // returned connection is closed as soon as ctx is done, which unblocks any
 // read or write the protocol libraries are waiting in; closing it stops that
-// watch.
+// watch. Every byte read from the server counts against the protocol's
+// read budget (see Budget), before and after any TLS.
 func Dial(ctx context.Context, ep Endpoint, connectStep, tlsStep string, rec *steps.Recorder) (net.Conn, error) {
 	var d net.Dialer
 	var raw net.Conn
@@ -103,7 +104,7 @@ func Dial(ctx context.Context, ep Endpoint, connectStep, tlsStep string, rec *st
 	if err != nil {
 		return nil, err
 	}
-	conn := Bind(ctx, raw)
+	conn := bind(ctx, raw, steps.Protocol(tlsStep))
 	if ep.Security != TLS {
 		return conn, nil
 	}
@@ -117,17 +118,66 @@ func Dial(ctx context.Context, ep Endpoint, connectStep, tlsStep string, rec *st
 }
 
 // Bind ties conn to ctx: when ctx is done the connection is closed. The
-// returned connection's Close also releases the watch.
+// returned connection's Close also releases the watch. Its reads count
+// against the default budget; Dial uses the protocol's.
 func Bind(ctx context.Context, conn net.Conn) net.Conn {
-	b := &boundConn{Conn: conn}
+	return bind(ctx, conn, "")
+}
+
+func bind(ctx context.Context, conn net.Conn, protocol string) net.Conn {
+	b := &boundConn{Conn: conn, meter: meter{budget: BudgetFor(protocol), protocol: protocol}}
+	if b.meter.protocol == "" {
+		b.meter.protocol = "connection"
+	}
 	b.stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
+	return b
+}
+
+// withBudget is Bind with an explicit budget, for tests of the limits.
+func withBudget(ctx context.Context, conn net.Conn, protocol string, budget Budget) net.Conn {
+	b := bind(ctx, conn, protocol).(*boundConn)
+	b.meter.budget = budget
 	return b
 }
 
 type boundConn struct {
 	net.Conn
-	stop func() bool
-	once sync.Once
+	stop  func() bool
+	once  sync.Once
+	meter meter
+}
+
+func (b *boundConn) Read(p []byte) (int, error) {
+	room, err := b.meter.room(len(p))
+	if err != nil {
+		return 0, err
+	}
+	n, err := b.Conn.Read(p[:room])
+	b.meter.read(n)
+	return n, err
+}
+
+// Write fails once the budget is spent, so that whatever call of the
+// library notices first reports the budget, not a closed connection. What
+// the server reads after a write is the answer to it: a new response.
+func (b *boundConn) Write(p []byte) (int, error) {
+	if err := b.exceeded(); err != nil {
+		return 0, err
+	}
+	n, err := b.Conn.Write(p)
+	if n > 0 {
+		b.meter.wrote()
+	}
+	return n, err
+}
+
+func (b *boundConn) exceeded() error {
+	b.meter.mu.Lock()
+	defer b.meter.mu.Unlock()
+	if b.meter.over == nil {
+		return nil
+	}
+	return b.meter.over
 }
 
 func (b *boundConn) Close() error {
