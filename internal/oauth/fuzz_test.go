@@ -121,7 +121,7 @@ func FuzzTokenResponse(f *testing.F) {
 			err = fmt.Errorf("oauth2: %w", errors.New(body))
 		}
 
-		e := classify(err, ctx, red.apply)
+		e := classify(err, ctx, nil, red.apply)
 		if e == nil {
 			t.Fatal("classify returned nil")
 		}
