@@ -292,7 +292,15 @@ func (s *Source) lead(ctx context.Context, c *call) {
 		return
 	}
 	if tok == nil || tok.AccessToken == "" {
-		err = rec.invalid("no access_token in the response")
+		e := rec.invalid("no access_token in the response")
+		// An error code in a 200 answer: x/oauth2's jwt flow does not
+		// look for one (its other flows do).
+		if tok != nil {
+			if code, _ := tok.Extra("error").(string); knownCodes[code] {
+				e.Code, e.Type, e.Description = code, typeFor(code, e.HTTPStatus), ""
+			}
+		}
+		err = e
 		return
 	}
 	lifetime, why := lifetimeOf(tok, fetched)
