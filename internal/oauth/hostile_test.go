@@ -21,10 +21,9 @@ import (
 )
 
 // heapBound is the heap high-water mark allowed while a hostile endpoint
-// is fetched from. Measured: at most 1.7 MiB with the budgets (2.9 MiB under
-// -race); 40 MiB for an
-// endless header line and 17.7 MiB for endless header lines with net/http's
-// default 10 MB header limit.
+// is fetched from. Measured: at most 1.7 MiB with the budgets (2.9 MiB
+// under -race); without them 40 MiB for an endless header line and 17.7 MiB
+// for endless header lines (net/http's default 10 MB header limit).
 const heapBound = 16 << 20
 
 // peakHeap runs f while sampling the live heap every millisecond and
