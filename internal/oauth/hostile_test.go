@@ -385,13 +385,14 @@ func TestResponseAtBudget(t *testing.T) {
 // token is taken as valid for an hour (RFC 6749 §5.1 makes expires_in
 // RECOMMENDED only).
 func TestExpiresIn(t *testing.T) {
-	for _, tc := range []struct {
+	type expiresCase struct {
 		name     string
 		form     bool
 		body     string
 		lifetime time.Duration // 0: an error
 		want     string
-	}{
+	}
+	cases := []expiresCase{
 		{"json 0", false, `{"access_token":"t1","expires_in":0}`, 0, "expires_in is zero or below"},
 		{"json -1", false, `{"access_token":"t1","expires_in":-1}`, 0, "expires_in is zero or below"},
 		{"json -3600", false, `{"access_token":"t1","expires_in":-3600}`, 0, "expires_in is zero or below"},
@@ -407,49 +408,69 @@ func TestExpiresIn(t *testing.T) {
 		{"json absent", false, `{"access_token":"t1"}`, time.Hour, ""},
 		{"json null", false, `{"access_token":"t1","expires_in":null}`, time.Hour, ""},
 		{"form absent", true, `access_token=t1`, time.Hour, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newTokenEndpoint(t)
-			e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
-				ct := "application/json"
-				if tc.form {
-					ct = "application/x-www-form-urlencoded"
-				}
-				w.Header().Set("Content-Type", ct)
-				_, _ = io.WriteString(w, tc.body)
-			})
-			clock := newFakeClock()
-			s := mustSource(t, microsoftSecretConfig(e))
-			s.now = clock.Now
-			tok, exp, err := s.Token(t.Context())
-			if tc.lifetime == 0 {
-				if err == nil {
-					t.Fatalf("token %q accepted, expiry in %v", tok, exp.Sub(clock.Now()))
-				}
-				oe := errorType(t, err)
-				if oe.Type != ErrorUnavailable || oe.HTTPStatus != 200 || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("%+v: %v", oe, err)
-				}
-				if st := s.State(); st.Acquired || st.LastErrorType != ErrorUnavailable {
-					t.Fatalf("state %+v", st)
-				}
-				return
+		{"form 0.5", true, `access_token=t1&expires_in=0.5`, 0, "expires_in is below one second"},
+	}
+	// x/oauth2's jwt flow reads JSON only, with expires_in a number.
+	jwtCases := map[string]bool{"json 0": true, "json -1": true, "json -3600": true, "json 600": true, "json absent": true, "json null": true}
+	for _, flow := range []string{ProviderMicrosoft, ProviderGoogleRefreshToken, ProviderGoogleServiceAccount} {
+		for _, tc := range cases {
+			if flow == ProviderGoogleServiceAccount && !jwtCases[tc.name] {
+				continue
 			}
-			if err != nil || tok != "t1" {
-				t.Fatalf("%q %v", tok, err)
-			}
-			if d := exp.Sub(clock.Now()); d > tc.lifetime || d < tc.lifetime-2*time.Second {
-				t.Fatalf("expiry in %v, want %v", d, tc.lifetime)
-			}
-			// Cached: the endpoint is not asked at every use.
-			for range 3 {
-				if _, _, err := s.Token(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if n := e.hits.Load(); n != 1 {
-				t.Fatalf("endpoint asked %d times", n)
-			}
-		})
+			t.Run(flow+", "+tc.name, func(t *testing.T) { testExpiresIn(t, flow, tc.form, tc.body, tc.lifetime, tc.want) })
+		}
+	}
+}
+
+func testExpiresIn(t *testing.T, flow string, form bool, body string, lifetime time.Duration, want string) {
+	e := newTokenEndpoint(t)
+	e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+		ct := "application/json"
+		if form {
+			ct = "application/x-www-form-urlencoded"
+		}
+		w.Header().Set("Content-Type", ct)
+		_, _ = io.WriteString(w, body)
+	})
+	c := microsoftSecretConfig(e)
+	switch flow {
+	case ProviderGoogleRefreshToken:
+		c = Config{Provider: flow, ClientID: testClientID, ClientSecret: testClientSecret,
+			RefreshToken: testRefreshToken, TokenURL: e.URL + "/token"}
+	case ProviderGoogleServiceAccount:
+		c = Config{Provider: flow, ServiceAccountKeyFile: writeSAKey(t, testKey(t, 1), "service_account", e.URL+"/token"),
+			Subject: testSubject}
+	}
+	clock := newFakeClock()
+	s := mustSource(t, c)
+	s.now = clock.Now
+	tok, exp, err := s.Token(t.Context())
+	if lifetime == 0 {
+		if err == nil {
+			t.Fatalf("token %q accepted, expiry in %v", tok, exp.Sub(clock.Now()))
+		}
+		oe := errorType(t, err)
+		if oe.Type != ErrorUnavailable || oe.HTTPStatus != 200 || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%+v: %v", oe, err)
+		}
+		if st := s.State(); st.Acquired || st.LastErrorType != ErrorUnavailable {
+			t.Fatalf("state %+v", st)
+		}
+		return
+	}
+	if err != nil || tok != "t1" {
+		t.Fatalf("%q %v", tok, err)
+	}
+	if d := exp.Sub(clock.Now()); d > lifetime || d < lifetime-2*time.Second {
+		t.Fatalf("expiry in %v, want %v", d, lifetime)
+	}
+	// Cached: the endpoint is not asked at every use.
+	for range 3 {
+		if _, _, err := s.Token(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.hits.Load(); n != 1 {
+		t.Fatalf("endpoint asked %d times", n)
 	}
 }

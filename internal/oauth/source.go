@@ -354,8 +354,11 @@ func lifetimeOf(tok *oauth2.Token, fetched time.Time) (time.Duration, string) {
 	default:
 		return 0, "expires_in is not a number"
 	}
-	if !(secs >= 1) { // also NaN
+	switch {
+	case !(secs > 0): // also NaN
 		return 0, "expires_in is zero or below"
+	case secs < 1:
+		return 0, "expires_in is below one second"
 	}
 	// x/oauth2 clamps JSON values to MaxInt32 seconds (68 years); keep
 	// the same ceiling so the Duration cannot overflow.
