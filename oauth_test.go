@@ -2,11 +2,15 @@ package emailqosreceiver
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,7 +69,9 @@ func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(body)
 	}
 	if r.Method != http.MethodPost || r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" {
-		reply(http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
+		// A refresh grant gets its refresh token and client secret back.
+		reply(http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type",
+			"error_description": echoText(r.PostForm.Get("refresh_token")) + " " + echoText(r.PostForm.Get("client_secret"))})
 		return
 	}
 	id, secret, basic := r.BasicAuth()
@@ -77,15 +83,17 @@ func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer e.mu.Unlock()
 	switch {
 	case id != oauthClientID || secret != e.secret:
-		// Like Entra, echo what was sent: the receiver must redact it.
+		// Like Entra, echo what was sent, and worse: encoded, lower-cased
+		// and in parts, in every field. The receiver must print none of it.
 		reply(http.StatusUnauthorized, map[string]string{
 			"error":             "invalid_client",
-			"error_description": "client secret " + secret + " is not valid for " + id,
+			"error_description": "client secret " + secret + " is not valid for " + id + ": " + echoText(secret),
+			"error_uri":         "https://login.example/error?secret=" + url.QueryEscape(echoText(secret)),
 		})
 	case e.fail != "":
 		reply(http.StatusBadRequest, map[string]string{
 			"error":             e.fail,
-			"error_description": "request by " + id + " refused (secret " + secret + ")",
+			"error_description": "request by " + id + " refused (secret " + secret + ") " + echoText(secret),
 		})
 	default:
 		tok := fmt.Sprintf("tok-%d-%s", len(e.issued)+1, oauthTokenMark)
@@ -98,6 +106,22 @@ func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 }
+
+// echoForms are the ways a token endpoint could write a secret back:
+// as sent, URL-encoded, base64 (alone and as the form field it came in),
+// hex, lower- and upper-cased, and its halves and middle part.
+func echoForms(secret string) []string {
+	if len(secret) < 8 {
+		return nil
+	}
+	n := len(secret)
+	return []string{secret, url.QueryEscape(secret), hex.EncodeToString([]byte(secret)),
+		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)),
+		base64.StdEncoding.EncodeToString([]byte("client_secret=" + url.QueryEscape(secret))),
+		strings.ToLower(secret), strings.ToUpper(secret), secret[:n/2], secret[n/2:], secret[n/4 : 3*n/4]}
+}
+
+func echoText(secret string) string { return strings.Join(echoForms(secret), " ") }
 
 // check is the mail server's BearerCheck.
 func (e *tokenEndpoint) check(user, token string) bool {
@@ -229,7 +253,8 @@ func (s *oauthScraper) scrapeOnce(t *testing.T) oauthResult {
 // logged with the probe failure) or anywhere in the scraped metrics.
 func (s *oauthScraper) assertNoSecrets(t *testing.T, e *tokenEndpoint) {
 	t.Helper()
-	secrets := append([]string{oauthClientSecret, oauthTokenMark}, e.tokens()...)
+	secrets := append(echoForms(oauthClientSecret), oauthTokenMark)
+	secrets = append(secrets, e.tokens()...)
 	for _, entry := range s.logs.All() {
 		text := entry.Message + " " + fmt.Sprint(entry.ContextMap())
 		for _, secret := range secrets {
@@ -378,4 +403,87 @@ func TestOAuthTokenEndpointHung(t *testing.T) {
 	assert.Zero(t, res.valid)
 	assert.Equal(t, "token_unavailable", res.tokenErrType)
 	s.assertNoSecrets(t, e)
+}
+
+// TestOAuthTokenEndpointHostile: a token endpoint that redirects (to plain
+// http on another host) or answers without end fails the probe at sign-in
+// as token_unavailable within the probe timeout + 1 s; the redirect target
+// gets no connection, so the client secret never reaches it.
+func TestOAuthTokenEndpointHostile(t *testing.T) {
+	t.Parallel()
+	var targetConns atomic.Int64
+	target := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"tok-stolen","expires_in":3600}`))
+	}))
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	target.Listener = l
+	target.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			targetConns.Add(1)
+		}
+	}
+	target.Start()
+	t.Cleanup(target.Close)
+
+	endless := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		chunk := []byte(strings.Repeat("A", 32<<10))
+		_, _ = w.Write([]byte(`{"access_token":"`))
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}
+	cases := map[string]struct {
+		handler http.HandlerFunc
+		want    string
+	}{
+		"endless body": {endless, "larger than 512 KiB"},
+	}
+	for _, code := range []int{301, 302, 303, 307, 308} {
+		cases[fmt.Sprintf("redirect %d", code)] = struct {
+			handler http.HandlerFunc
+			want    string
+		}{func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/token?client_secret="+url.QueryEscape(oauthClientSecret), code)
+		}, fmt.Sprintf("HTTP %d: a redirect", code)}
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newTokenEndpoint(t, time.Hour)
+			hostile := httptest.NewServer(tc.handler)
+			t.Cleanup(hostile.Close)
+			const timeout = 3 * time.Second
+			s, srv := oauthSetup(t, e, hostile.URL+"/tenant/token", timeout)
+
+			res := s.scrapeOnce(t)
+			assert.Less(t, res.elapsed, timeout+time.Second, "the scrape returns within the probe timeout + 1 s")
+			assert.Equal(t, int64(3), res.code, "the reader signs in first: %+v", res)
+			assert.Equal(t, "token_unavailable", res.errType)
+			assert.Zero(t, res.valid)
+			assert.Equal(t, "token_unavailable", res.tokenErrType)
+			assert.Empty(t, e.presented(), "nothing reached the mail server")
+			assert.Zero(t, srv.Deliveries())
+			var logged bool
+			for _, entry := range s.logs.All() {
+				if entry.Message != "probe failed" {
+					continue
+				}
+				msg := fmt.Sprint(entry.ContextMap()["error"])
+				logged = true
+				assert.Contains(t, msg, strings.TrimPrefix(hostile.URL, "http://")+"/tenant/token", "the error names the endpoint")
+				assert.Contains(t, msg, tc.want)
+				assert.NotContains(t, msg, "127.0.0.2", "the error does not quote the Location")
+			}
+			assert.True(t, logged, "the failure is logged")
+			s.assertNoSecrets(t, e)
+		})
+	}
+	t.Cleanup(func() {
+		assert.Zero(t, targetConns.Load(), "the redirect target got a connection")
+	})
 }

@@ -36,6 +36,7 @@ const (
 	probeSecret    = "PrObE-sEcReT-77Hq"
 	refreshToken   = "1//rEfReSh-T0ken-Yy6"
 	googleSecret   = "g00gle-Cl1ent-Secr3t"
+	revokedSecret  = "Rv0ked-Cl1ent-S3cret-Pq"
 	dave, erin     = "dave@d.test", "erin@d.test"
 	frank, lostUsr = "frank@f.test", "lost@l.test"
 )
@@ -183,10 +184,16 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		OAuth: &OAuthConfig{Provider: "google_refresh_token", ClientID: oauthClientID,
 			ClientSecret: configopaqueString(googleSecret), RefreshToken: configopaqueString(refreshToken), TokenURL: e.srv.URL}}
 
+	// A client secret the endpoint refuses: it answers invalid_client and
+	// writes the secret back in every encoding (echoForms).
+	o365rej := o365
+	o365rej.OAuth = &OAuthConfig{Provider: "client_credentials", ClientID: oauthClientID,
+		ClientSecret: configopaqueString(revokedSecret), TokenURL: e.srv.URL, Scopes: []string{"mail.probe"}}
+
 	cfg := testConfig(map[string]AccountConfig{
 		"dave": acct(dave, davePassword, ep(ok.SMTPAddr(), "starttls", ok), ep(ok.IMAPAddr(), "starttls", ok)),
 		"erin": acct(erin, erinPassword, ep(ok.SMTPSAddr(), "tls", ok), ep(ok.IMAPSAddr(), "tls", ok)),
-		"o365": o365, "gmail": gmail,
+		"o365": o365, "gmail": gmail, "o365rej": o365rej,
 		"badpw":   acct(dave, wrongPassword, ep(ok.SMTPAddr(), "starttls", ok), ep(ok.IMAPAddr(), "starttls", ok)),
 		"smtprej": acct(frank, frankPassword, ep(rej.SMTPAddr(), "starttls", rej), ep(rej.IMAPAddr(), "starttls", rej)),
 		"tlsfail": acct(dave, davePassword, ep(ok.SMTPAddr(), "tls", ok), ep(ok.IMAPAddr(), "tls", ok)),
@@ -197,7 +204,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	cfg.ProbeSecret = configopaqueString(probeSecret)
 	cfg.DeliveryTimeout = 2 * time.Second
 	cfg.Timeout = 6 * time.Second
-	cfg.Roundtrip = []RoundtripConfig{{Account: "dave"}, {Account: "o365"}, {Account: "gmail"}, {Account: "badpw"},
+	cfg.Roundtrip = []RoundtripConfig{{Account: "dave"}, {Account: "o365"}, {Account: "gmail"}, {Account: "o365rej"}, {Account: "badpw"},
 		{Account: "smtprej"}, {Account: "tlsfail"}, {Account: "wrongca"}, {Account: "down"}, {Account: "lost"}}
 	cfg.Transit.Directions = []string{"dave:erin", "erin:dave"}
 	cfg.Transcript = TranscriptConfig{Targets: []string{"*"}, Lines: 30}
@@ -218,6 +225,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	want := map[string][2]any{ // target -> error code, error.type
 		"dave": {0, ""}, "dave:erin": {0, ""}, "erin:dave": {0, ""}, "o365": {0, ""},
 		"gmail":   {3, "token_rejected"},
+		"o365rej": {3, "token_rejected"},
 		"badpw":   {3, "auth"},
 		"smtprej": {2, "auth"},
 		"tlsfail": {3, "tls"},
@@ -245,6 +253,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		"oauth client secret": {oauthClientID, oauthClientSecret},
 		"google secret":       {oauthClientID, googleSecret},
 		"refresh token":       {alice, refreshToken},
+		"revoked secret":      {oauthClientID, revokedSecret},
 		"token mark":          {alice, oauthTokenMark},
 	}
 	for _, tok := range e.tokens() {
@@ -252,6 +261,13 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	}
 	require.NotEmpty(t, e.tokens(), "the endpoint handed out access tokens")
 	scan := newSecretScanner(secrets)
+	// What the token endpoint writes back of the OAuth secrets: also
+	// lower- and upper-cased, hex, and in parts.
+	for _, name := range []string{"oauth client secret", "google secret", "refresh token", "revoked secret"} {
+		for _, f := range echoForms(secrets[name][1]) {
+			scan.forms[f] = name
+		}
+	}
 
 	transcripts, failed := 0, 0
 	for _, entry := range logs.All() {
@@ -277,7 +293,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		}
 	}
 	assert.Equal(t, len(want), transcripts, "one transcript per target")
-	assert.Equal(t, 7, failed)
+	assert.Equal(t, 8, failed)
 
 	b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(md)
 	require.NoError(t, err)
@@ -293,6 +309,10 @@ func TestNoSecretsAnywhere(t *testing.T) {
 			"334 " + base64.StdEncoding.EncodeToString([]byte(erinPassword)),
 			"secret=" + url.QueryEscape(davePassword),
 			`{"pw":` + mustJSON(erinPassword) + `}`,
+			"error_description: " + strings.ToLower(revokedSecret),
+			"error_description: ..." + revokedSecret[len(revokedSecret)/2:],
+			"client_secret=" + url.QueryEscape(googleSecret),
+			base64.StdEncoding.EncodeToString([]byte(refreshToken)),
 		}
 		for _, p := range planted {
 			entry := observer.LoggedEntry{Entry: zapcore.Entry{Message: "probe failed"},

@@ -4,14 +4,17 @@ package e2e
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +57,47 @@ func leaks(text string, secrets map[string][2]string) []string {
 	return found
 }
 
+// echoForms are what a token endpoint may write back of a secret besides
+// encodedForms: lower- and upper-cased, hex, and its halves and middle.
+func echoForms(secret string) []string {
+	n := len(secret)
+	return []string{strings.ToLower(secret), strings.ToUpper(secret), hex.EncodeToString([]byte(secret)),
+		base64.StdEncoding.EncodeToString([]byte("client_secret=" + url.QueryEscape(secret))),
+		secret[:n/2], secret[n/2:], secret[n/4 : 3*n/4]}
+}
+
+// echoingTokenEndpoint refuses every token request (invalid_client, or
+// invalid_grant for a refresh grant) and writes the credentials it got back
+// in every field, in all their encodedForms and echoForms.
+func echoingTokenEndpoint(t *testing.T) (tokenURL string, calls *atomic.Int64) {
+	t.Helper()
+	calls = &atomic.Int64{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_ = r.ParseForm()
+		var echo []string
+		for _, field := range []string{"client_secret", "refresh_token"} {
+			if v := r.PostForm.Get(field); len(v) >= 8 {
+				echo = append(echo, encodedForms(r.PostForm.Get("client_id"), v)...)
+				echo = append(echo, echoForms(v)...)
+			}
+		}
+		text := strings.Join(echo, " ")
+		code := "invalid_client"
+		if r.PostForm.Get("grant_type") == "refresh_token" {
+			code = "invalid_grant"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"error": code, "error_description": "AADSTS7000215: Invalid client secret provided: " + text,
+			"error_uri": "https://login.example/error?e=" + url.QueryEscape(text), "trace": text,
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/tenant/oauth2/v2.0/token", calls
+}
+
 // get fetches a page and fails the test unless it answers 200 with a body.
 func get(t *testing.T, u string) string {
 	t.Helper()
@@ -79,6 +123,9 @@ func TestNoSecretsInCollectorSurfaces(t *testing.T) {
 		badUser, badPW   = "probe@bad.test", "E2eBadAcctPwTt9"
 		wrongPW          = "E2eWr0ngPwZk42"
 		probeSecret      = "E2eProbeS3cretLm5"
+		oauthSecret      = "E2eOAuthCl1entSecretQw8"
+		googleSecret     = "E2eG00gleCl1entSecretJk3"
+		refreshToken     = "1//E2eRefreshT0kenVb6"
 	)
 	srv, err := mailtest.Start(mailtest.Options{TLS: true, Users: []mailtest.User{
 		{Address: goodUser, Password: goodPW}, {Address: badUser, Password: badPW},
@@ -88,6 +135,7 @@ func TestNoSecretsInCollectorSurfaces(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(caFile, srv.CACertPEM(), 0o600))
 	promPort, zPort := freePort(t), freePort(t)
+	tokenURL, tokenCalls := echoingTokenEndpoint(t)
 
 	config := fmt.Sprintf(`
 receivers:
@@ -113,9 +161,30 @@ receivers:
         password: ${env:E2E_WRONG_PW}
         smtp: { endpoint: %[3]s, security: starttls, tls: { ca_file: %[5]s } }
         imap: { endpoint: %[4]s, security: starttls, tls: { ca_file: %[5]s } }
+      o365:
+        address: %[1]s
+        oauth:
+          provider: client_credentials
+          client_id: e2e-probe-app
+          client_secret: ${env:E2E_OAUTH_SECRET}
+          token_url: %[8]s
+        smtp: { endpoint: %[3]s, security: starttls, tls: { ca_file: %[5]s } }
+        imap: { endpoint: %[4]s, security: starttls, tls: { ca_file: %[5]s } }
+      gmail:
+        address: %[1]s
+        oauth:
+          provider: google_refresh_token
+          client_id: e2e-probe-app
+          client_secret: ${env:E2E_GOOGLE_SECRET}
+          refresh_token: ${env:E2E_REFRESH_TOKEN}
+          token_url: %[8]s
+        smtp: { endpoint: %[3]s, security: starttls, tls: { ca_file: %[5]s } }
+        imap: { endpoint: %[4]s, security: starttls, tls: { ca_file: %[5]s } }
     roundtrip:
       - account: good
       - account: bad
+      - account: o365
+      - account: gmail
     transit:
       directions: [good:bad, badsmtp:good]
     transcript:
@@ -150,16 +219,18 @@ service:
     metrics:
       receivers: [emailqos]
       exporters: [prometheus]
-`, goodUser, badUser, srv.SMTPAddr(), srv.IMAPAddr(), caFile, promPort, zPort)
+`, goodUser, badUser, srv.SMTPAddr(), srv.IMAPAddr(), caFile, promPort, zPort, tokenURL)
 	c := startCollector(t, bin, config,
-		"E2E_GOOD_PW="+goodPW, "E2E_WRONG_PW="+wrongPW, "E2E_PROBE_SECRET="+probeSecret)
+		"E2E_GOOD_PW="+goodPW, "E2E_WRONG_PW="+wrongPW, "E2E_PROBE_SECRET="+probeSecret,
+		"E2E_OAUTH_SECRET="+oauthSecret, "E2E_GOOGLE_SECRET="+googleSecret, "E2E_REFRESH_TOKEN="+refreshToken)
 
 	promURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)
 	var prom string
 	require.Eventually(t, func() bool {
 		prom, _ = scrape(promURL)
 		codes := series(prom, "emailqos_error_code")
-		return len(codes) >= 3 && strings.Contains(prom, `emailqos_direction="good:good"`) &&
+		return len(codes) >= 5 && strings.Contains(prom, `emailqos_direction="good:good"`) &&
+			strings.Contains(prom, `emailqos_direction="o365:o365"`) && strings.Contains(prom, `emailqos_direction="gmail:gmail"`) &&
 			strings.Contains(prom, `emailqos_direction="bad:bad"`) &&
 			strings.Contains(prom, `emailqos_direction="badsmtp:good"`)
 	}, 30*time.Second, 200*time.Millisecond, "the probes ran")
@@ -171,8 +242,12 @@ service:
 			assert.Contains(t, line, `emailqos_error_code="3"`, "a wrong password fails at IMAP login: %s", line)
 		case strings.Contains(line, `emailqos_direction="badsmtp:good"`):
 			assert.Contains(t, line, `emailqos_error_code="2"`, "a wrong password fails at SMTP AUTH: %s", line)
+		case strings.Contains(line, `emailqos_direction="o365:o365"`), strings.Contains(line, `emailqos_direction="gmail:gmail"`):
+			assert.Contains(t, line, `emailqos_error_code="3"`, "a refused token fails at IMAP sign-in: %s", line)
+			assert.Contains(t, line, `error_type="token_rejected"`, line)
 		}
 	}
+	assert.GreaterOrEqual(t, tokenCalls.Load(), int64(2), "both OAuth accounts asked the token endpoint")
 	// The transcripts are logged: the scan below covers them.
 	require.Eventually(t, func() bool {
 		out := c.output.String()
@@ -192,6 +267,8 @@ service:
 	c.stop(t, 10*time.Second)
 	out := c.output.String()
 	pages["stdout/stderr"] = out
+	assert.Contains(t, out, "/tenant/oauth2/v2.0/token returned HTTP 400 invalid_client", "the token errors are logged, so scanned")
+	assert.Contains(t, out, "/tenant/oauth2/v2.0/token returned HTTP 400 invalid_grant", "the token errors are logged, so scanned")
 	assert.Contains(t, out, "[redacted]", "the transcripts show where credentials were")
 	assert.Contains(t, out, "C: T", "IMAP lines after STARTTLS are in the transcript")
 	assert.Contains(t, out, "smtp C: AUTH PLAIN [redacted]", "SMTP lines after STARTTLS are in the transcript")
@@ -209,8 +286,16 @@ service:
 		"wrong password": {badUser, wrongPW},
 		"probe_secret":   {"", probeSecret},
 	}
+	secrets["oauth client secret"] = [2]string{"e2e-probe-app", oauthSecret}
+	secrets["google client secret"] = [2]string{"e2e-probe-app", googleSecret}
+	secrets["refresh token"] = [2]string{goodUser, refreshToken}
 	for name, text := range pages {
 		assert.Empty(t, leaks(text, secrets), "%s", name)
+		for _, sec := range []string{oauthSecret, googleSecret, refreshToken} {
+			for _, f := range echoForms(sec) {
+				assert.NotContains(t, text, f, "%s: the token endpoint's echo of a secret", name)
+			}
+		}
 	}
 	// The scan finds what it looks for.
 	planted := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+badUser+"\x00"+wrongPW))

@@ -4,8 +4,10 @@
 // before they expire. It is built on golang.org/x/oauth2.
 //
 // Secrets (client secret, refresh token, private keys, client assertions,
-// access tokens) never appear in an error string: messages name fields and
-// endpoint error codes only, and anything an endpoint echoes back is redacted.
+// access tokens) never appear in an error string: messages name fields, the
+// endpoint, HTTP statuses and known error codes only, never text an endpoint
+// wrote. Token requests never follow redirects and read at most
+// maxResponseBytes.
 package oauth
 
 import (

@@ -2,14 +2,19 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/oauth2"
 )
@@ -28,13 +33,17 @@ const (
 	ErrorUnavailable = "token_unavailable"
 )
 
-// Error is a classified token acquisition failure. Its message holds only the
-// endpoint's error code, HTTP status and (redacted, truncated) description.
+// Error is a classified token acquisition failure. Its message holds only
+// the endpoint (host and path), the HTTP status, the endpoint's error code
+// when it is one of a fixed set, and a description of our own: never text
+// the endpoint wrote (error_description, error_uri, body), which may echo
+// the credentials in any encoding.
 type Error struct {
 	Type        string // ErrorRejected, ErrorScope or ErrorUnavailable
-	Code        string // RFC 6749 "error" from the endpoint, if any
+	Endpoint    string // host/path of the token endpoint, when a request was made
+	Code        string // RFC 6749 "error" from the endpoint, if in knownCodes
 	HTTPStatus  int    // 0 when no HTTP response was received
-	Description string // endpoint's error_description or transport error, redacted
+	Description string // ours: what went wrong, never endpoint text
 	// Err is the underlying transport/context error, for errors.Is (e.g.
 	// context.DeadlineExceeded). Endpoint responses are not kept: their
 	// bodies are free text.
@@ -44,11 +53,17 @@ type Error struct {
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("oauth: " + e.Type + ": ")
+	subject := "token endpoint"
+	if e.Endpoint != "" {
+		subject += " " + e.Endpoint
+	}
 	if e.HTTPStatus != 0 {
-		fmt.Fprintf(&b, "token endpoint returned HTTP %d", e.HTTPStatus)
+		fmt.Fprintf(&b, "%s returned HTTP %d", subject, e.HTTPStatus)
 		if e.Code != "" {
 			b.WriteString(" " + e.Code)
 		}
+	} else if e.Endpoint != "" {
+		b.WriteString("token request to " + e.Endpoint + " failed")
 	} else {
 		b.WriteString("token request failed")
 	}
@@ -60,34 +75,109 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// knownCodes are the error codes kept from a response: RFC 6749 §5.2 (token
+// endpoint) and §4.1.2.1 (access_denied, server_error,
+// temporarily_unavailable), and OpenID Connect Core §3.1.2.6's
+// interaction_required and consent_required, which Entra ID returns. Any
+// other value is dropped: it is endpoint text.
+var knownCodes = map[string]bool{
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true,
+	"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true,
+	"access_denied": true, "server_error": true, "temporarily_unavailable": true,
+	"interaction_required": true, "consent_required": true,
+}
+
 // classify turns a failure from x/oauth2 into an *Error. callCtx is the
 // context the request ran under, so a deadline is reported as such even
-// where x/oauth2 flattens the transport error into a string (jwt flow).
-func classify(err error, callCtx context.Context, redact func(string) string) *Error {
+// where x/oauth2 flattens the transport error into a string (jwt flow); rec
+// (nil when no request was made) holds what the transport saw. Nothing of
+// err's text is kept but what describeTransport picks for Go's own
+// network errors, which is redacted all the same.
+func classify(err error, callCtx context.Context, rec *callRecord, redact func(string) string) *Error {
+	ep, status, refused, terr := rec.snapshot()
+	if refused != nil {
+		c := *refused
+		return &c
+	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		e := &Error{Code: re.ErrorCode, Description: re.ErrorDescription}
+		e := &Error{Endpoint: ep, Code: re.ErrorCode}
 		if re.Response != nil {
 			e.HTTPStatus = re.Response.StatusCode
 		}
 		if e.Code == "" {
 			// The jwt flow does not parse error bodies.
-			e.Code, e.Description = parseErrorBody(re.Body)
+			e.Code = parseErrorCode(re.Body)
+		}
+		if !knownCodes[e.Code] {
+			e.Code = ""
 		}
 		e.Type = typeFor(e.Code, e.HTTPStatus)
-		// Redact before truncating so no secret is cut into an unmatched prefix.
-		e.Code = limit(errorCode(redact(e.Code)), 64)
-		e.Description = limit(firstLine(redact(e.Description)), 300)
 		return e
 	}
-	e := &Error{Type: ErrorUnavailable, Err: err}
+	e := &Error{Type: ErrorUnavailable, Endpoint: ep, Err: err}
+	if terr != nil {
+		e.Err = terr
+	}
 	if cerr := callCtx.Err(); cerr != nil {
 		// Keep the context error in the chain for errors.Is.
-		e.Err = fmt.Errorf("%w: %w", cerr, err)
+		e.Err = fmt.Errorf("%w: %w", cerr, e.Err)
+		e.Description = "no answer in time"
+		if errors.Is(cerr, context.Canceled) {
+			e.Description = "cancelled"
+		}
+		return e
 	}
-	// Strip any URL query a transport error echoes (url.Error quotes the URL).
-	e.Description = limit(firstLine(stripQueries(redact(err.Error()))), 300)
+	if terr != nil {
+		e.Description = limit(firstLine(redact(describeTransport(terr))), 300)
+		return e
+	}
+	// x/oauth2 could not use a response it read: not JSON nor a form,
+	// or a success without the fields of one.
+	e.HTTPStatus = status
+	e.Description = "not a usable token response"
 	return e
+}
+
+// describeTransport names a transport failure in our own words: net/http's
+// messages can quote what the endpoint sent ("malformed HTTP response %q")
+// and url.Error quotes the URL.
+func describeTransport(err error) string {
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		hostErr x509.HostnameError
+		authErr x509.UnknownAuthorityError
+		invErr  x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		alert   tls.AlertError
+		netErr  net.Error
+		opErr   *net.OpError
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &dnsErr):
+		return "cannot resolve the host name"
+	case errors.As(err, &certErr), errors.As(err, &hostErr), errors.As(err, &authErr), errors.As(err, &invErr):
+		return "TLS certificate not accepted"
+	case errors.As(err, &recErr):
+		return "TLS handshake failed: the endpoint does not answer in TLS"
+	case errors.As(err, &alert):
+		return "TLS handshake failed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the endpoint"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timed out"
+	case strings.Contains(msg, "server response headers exceeded"):
+		return fmt.Sprintf("response headers larger than %d KiB", maxHeaderBytes>>10)
+	case strings.Contains(msg, "malformed HTTP"):
+		return "the answer is not HTTP"
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return "cannot connect"
+	}
+	return "transport error"
 }
 
 func typeFor(code string, status int) string {
@@ -106,19 +196,19 @@ func typeFor(code string, status int) string {
 	return ErrorRejected
 }
 
-// parseErrorBody extracts RFC 6749 §5.2 fields from a JSON or form body.
-func parseErrorBody(body []byte) (code, desc string) {
+// parseErrorCode extracts the RFC 6749 §5.2 "error" field from a JSON or
+// form body.
+func parseErrorCode(body []byte) string {
 	var j struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description"`
+		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &j) == nil {
-		return j.Error, j.ErrorDescription
+		return j.Error
 	}
 	if v, err := url.ParseQuery(string(body)); err == nil {
-		return v.Get("error"), v.Get("error_description")
+		return v.Get("error")
 	}
-	return "", ""
+	return ""
 }
 
 func firstLine(s string) string {
@@ -127,20 +217,6 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
-}
-
-func stripQueries(s string) string {
-	for {
-		i := strings.Index(s, "?")
-		if i < 0 {
-			return s
-		}
-		j := strings.IndexAny(s[i:], "\" ")
-		if j < 0 {
-			return s[:i]
-		}
-		s = s[:i] + s[i+j:]
-	}
 }
 
 // redactor replaces every known secret in a message. Values shorter than 6
@@ -209,16 +285,4 @@ func (r *redactor) apply(s string) string {
 		}
 	}
 	return jwtRE.ReplaceAllString(s, "[REDACTED]")
-}
-
-// errorCode keeps only the characters RFC 6749 allows in an "error" code
-// (printable ASCII without '"' and '\\'), so an endpoint cannot break a log
-// line with it.
-func errorCode(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return -1
-		}
-		return r
-	}, s)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -45,12 +46,16 @@ func jsonEscaped(s string) string {
 	return b.String()
 }
 
+// endpointErrorRE is every message an endpoint's error response can give.
+var endpointErrorRE = regexp.MustCompile(`^oauth: token_[a-z]+: token (endpoint returned HTTP -?[0-9]+( [a-z_]+)?|request failed)$`)
+
 // FuzzTokenResponse feeds token endpoint error responses through classify,
 // which parses the bodies of the jwt flow (x/oauth2 leaves them unparsed)
 // and builds the error the receiver logs and reports. In the fuzzed body
 // $S stands for the secret, $Q for its URL-encoded form and $J for it as
 // JSON \u escapes. Whatever the endpoint answers, classify must not panic,
-// must return a typed single-line error, and a secret registered with the
+// must return a typed single-line error, a response must leave nothing but
+// its status and a known error code, and a secret registered with the
 // redactor (as a static secret, a rotating one or a PEM key line) must not
 // appear in the error string, raw or URL-encoded.
 func FuzzTokenResponse(f *testing.F) {
@@ -121,7 +126,7 @@ func FuzzTokenResponse(f *testing.F) {
 			err = fmt.Errorf("oauth2: %w", errors.New(body))
 		}
 
-		e := classify(err, ctx, red.apply)
+		e := classify(err, ctx, nil, red.apply)
 		if e == nil {
 			t.Fatal("classify returned nil")
 		}
@@ -133,6 +138,13 @@ func FuzzTokenResponse(f *testing.F) {
 		msg := e.Error()
 		if strings.ContainsAny(msg, "\r\n") {
 			t.Fatalf("error is not a single line: %q", msg)
+		}
+		// An endpoint's answer leaves only its status and a known code:
+		// no text of its own, whatever the encoding of an echo.
+		if mode%3 != 2 {
+			if !endpointErrorRE.MatchString(msg) || (e.Code != "" && !knownCodes[e.Code]) {
+				t.Fatalf("endpoint text in the error: %q", msg)
+			}
 		}
 		for _, form := range []string{secret, url.QueryEscape(secret)} {
 			if strings.Contains(msg, form) {
