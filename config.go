@@ -106,6 +106,9 @@ type Config struct {
 	// Transcript keeps protocol transcripts of chosen targets.
 	Transcript TranscriptConfig `mapstructure:"transcript"`
 
+	// Shard gives this replica of a fleet its share of the targets.
+	Shard ShardConfig `mapstructure:"shard"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -413,6 +416,7 @@ func (cfg *Config) Validate() error {
 		add("transit::mesh", "needs at least two accounts")
 	}
 	errs = append(errs, cfg.validateTranscript()...)
+	errs = append(errs, cfg.Shard.validate()...)
 	return errors.Join(errs...)
 }
 

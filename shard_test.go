@@ -1,0 +1,162 @@
+package emailqosreceiver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+)
+
+func TestShardValidation(t *testing.T) {
+	for _, tc := range []struct {
+		shard ShardConfig
+		want  string // "" = valid
+	}{
+		{ShardConfig{Count: 1, Index: 0}, ""},
+		{ShardConfig{Count: 3, Index: 0}, ""},
+		{ShardConfig{Count: 3, Index: 2}, ""},
+		{ShardConfig{Count: 0, Index: 0}, "shard::count: 0 must be at least 1"},
+		{ShardConfig{Count: -2, Index: 0}, "shard::count: -2 must be at least 1"},
+		{ShardConfig{Count: 3, Index: 3}, "shard::index: 3 is outside [0, 3)"},
+		{ShardConfig{Count: 3, Index: -1}, "shard::index: -1 is outside [0, 3)"},
+		{ShardConfig{Count: 1, Index: 1}, "shard::index: 1 is outside [0, 1)"},
+	} {
+		t.Run(fmt.Sprintf("%d/%d", tc.shard.Index, tc.shard.Count), func(t *testing.T) {
+			cfg := testConfig(map[string]AccountConfig{"a": {Address: alice, Password: "pw",
+				SMTP: EndpointConfig{Endpoint: "127.0.0.1:25"}, IMAP: IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "127.0.0.1:143"}}}})
+			cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+			cfg.Shard = tc.shard
+			err := cfg.Validate()
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestShardDefaultIsWhole(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	assert.Equal(t, 1, cfg.Shard.Count)
+	assert.Equal(t, 0, cfg.Shard.Index)
+	assert.True(t, cfg.Shard.owns("anything"))
+}
+
+// The assignment is part of the contract between releases: a replica of a
+// new version must own the same targets as the one it replaces, or targets
+// would move on every upgrade. These are FNV-1a 64 values mod 3.
+func TestShardAssignmentIsStable(t *testing.T) {
+	// FNV-1a 64 of "gmail:o365" is 0x3f5fc518e108d6da, of "o365:gmail"
+	// 0xfdd3c83bdb2da546 (computed apart from hash/fnv, from the FNV-1a
+	// definition: offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+	for name, want := range map[string]int{
+		"gmail:o365": int(uint64(0x3f5fc518e108d6da) % 3),
+		"o365:gmail": int(uint64(0xfdd3c83bdb2da546) % 3),
+	} {
+		assert.Equal(t, want, shardOf(name, 3), name)
+	}
+}
+
+// meshUsers are six mailboxes whose transit mesh is 30 directions.
+var meshUsers = []string{"u0@m.test", "u1@m.test", "u2@m.test", "u3@m.test", "u4@m.test", "u5@m.test"}
+
+func meshConfig(srv *mailtest.Server) *Config {
+	accounts := map[string]AccountConfig{}
+	var keys []string
+	for i, u := range meshUsers {
+		key := fmt.Sprintf("m%d", i)
+		accounts[key] = mailAccount(srv, u, "pw-"+key)
+		keys = append(keys, key)
+	}
+	cfg := testConfig(accounts)
+	cfg.Transit.Mesh = keys
+	return cfg
+}
+
+func withShard(cfg *Config, index, count int) *Config {
+	c := *cfg
+	c.Shard = ShardConfig{Count: count, Index: index}
+	return &c
+}
+
+// At the target-list level: the three shards' lists are disjoint and
+// together are the whole configuration.
+func TestShardTargetLists(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	cfg := meshConfig(srv)
+	all, err := buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	require.Len(t, all, 30)
+
+	owner := map[string]int{}
+	for i := range 3 {
+		c := withShard(cfg, i, 3)
+		require.NoError(t, c.Validate())
+		ts, err := buildTargets(context.Background(), c, nil)
+		require.NoError(t, err)
+		assert.NotEmpty(t, ts, "shard %d has no target of 30", i)
+		for _, tg := range ts {
+			prev, dup := owner[tg.Name]
+			assert.False(t, dup, "%s is in shards %d and %d", tg.Name, prev, i)
+			owner[tg.Name] = i
+		}
+	}
+	for _, tg := range all {
+		_, ok := owner[tg.Name]
+		assert.True(t, ok, "%s is in no shard", tg.Name)
+	}
+}
+
+// Three receivers, shard index 0, 1 and 2 of one 30-target configuration,
+// each run one collection against the same mail system: every target is
+// probed by exactly one of them (reported once, delivered once).
+func TestShardedReceiversProbeEachTargetOnce(t *testing.T) {
+	var users []mailtest.User
+	for i, u := range meshUsers {
+		users = append(users, mailtest.User{Address: u, Password: fmt.Sprintf("pw-m%d", i)})
+	}
+	srv := startMail(t, mailtest.Options{Users: users, DeliveryDelay: 10 * time.Millisecond})
+	cfg := meshConfig(srv)
+	cfg.DeliveryTimeout = 10 * time.Second
+
+	var mu sync.Mutex
+	reported := map[string][]int{}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		s, cancel := newTestScraper(t, withShard(cfg, i, 3))
+		defer cancel()
+		wg.Go(func() {
+			got, _ := scrapeOnce(t, s)
+			mu.Lock()
+			defer mu.Unlock()
+			for name, r := range got {
+				reported[name] = append(reported[name], i)
+				assert.Zero(t, r.code, "%s (shard %d): %s", name, i, r.typ)
+			}
+		})
+	}
+	wg.Wait()
+
+	require.Len(t, reported, 30, "every target of the mesh is reported")
+	for name, shards := range reported {
+		assert.Len(t, shards, 1, "%s probed by shards %v", name, shards)
+		assert.Equal(t, shardOf(name, 3), shards[0], name)
+	}
+	// Each target's probe went through the mail system once.
+	assert.Equal(t, 30, srv.Deliveries())
+	// Every shard got a share (30 names over 3 shards).
+	var per [3]int
+	for _, shards := range reported {
+		per[shards[0]]++
+	}
+	assert.False(t, slices.Contains(per[:], 0), "targets per shard: %v", per)
+}
