@@ -160,3 +160,24 @@ func TestShardedReceiversProbeEachTargetOnce(t *testing.T) {
 	}
 	assert.False(t, slices.Contains(per[:], 0), "targets per shard: %v", per)
 }
+
+// emailqos-check probes the shard it is given; a target of another shard is
+// named as such, not as unknown.
+func TestCheckHonoursShard(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	cfg := withShard(meshConfig(srv), 0, 3)
+	var other string
+	for _, n := range []string{"m0:m1", "m1:m0", "m0:m2", "m2:m0", "m1:m2", "m2:m1"} {
+		if shardOf(n, 3) != 0 {
+			other = n
+			break
+		}
+	}
+	require.NotEmpty(t, other)
+	_, err := Check(context.Background(), cfg, []string{other}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("target %q belongs to shard::index %d of 3", other, shardOf(other, 3)))
+	_, err = Check(context.Background(), cfg, []string{"nosuch"}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `target "nosuch" is not configured`)
+}
