@@ -67,6 +67,9 @@ func TestImageMetadata(t *testing.T) {
 	assert.NotEmpty(t, cfg.Labels["org.opencontainers.image.version"])
 	assert.Equal(t, "https://github.com/emailqos/emailqosreceiver", cfg.Labels["org.opencontainers.image.source"])
 	assert.Regexp(t, regexp.MustCompile(`^[0-9a-f]{40}$`), cfg.Labels["org.opencontainers.image.revision"])
+	if head, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		assert.Equal(t, strings.TrimSpace(string(head)), cfg.Labels["org.opencontainers.image.revision"], "the image is of this checkout")
+	}
 	t.Logf("image %s: %d bytes (%.1f MB)", img, inspect[0].Size, float64(inspect[0].Size)/1e6)
 	assert.Less(t, inspect[0].Size, int64(200e6), "a minimal image: the binary and CA certificates")
 
