@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
 
 func TestShardValidation(t *testing.T) {
@@ -117,8 +120,9 @@ func TestShardTargetLists(t *testing.T) {
 }
 
 // Three receivers, shard index 0, 1 and 2 of one 30-target configuration,
-// each run one collection against the same mail system: every target is
-// probed by exactly one of them (reported once, delivered once).
+// started from the factory as a collector would and run for one collection
+// each against the same mail system: every target is probed by exactly one
+// of them (reported once, delivered once).
 func TestShardedReceiversProbeEachTargetOnce(t *testing.T) {
 	var users []mailtest.User
 	for i, u := range meshUsers {
@@ -127,38 +131,52 @@ func TestShardedReceiversProbeEachTargetOnce(t *testing.T) {
 	srv := startMail(t, mailtest.Options{Users: users, DeliveryDelay: 10 * time.Millisecond})
 	cfg := meshConfig(srv)
 	cfg.DeliveryTimeout = 10 * time.Second
+	// One collection at start, none after it within the test.
+	cfg.InitialDelay = 0
+	cfg.CollectionInterval = time.Hour
 
-	var mu sync.Mutex
-	reported := map[string][]int{}
-	var wg sync.WaitGroup
+	var sinks [3]*consumertest.MetricsSink
 	for i := range 3 {
-		s, cancel := newTestScraper(t, withShard(cfg, i, 3))
-		defer cancel()
-		wg.Go(func() {
-			got, _ := scrapeOnce(t, s)
-			mu.Lock()
-			defer mu.Unlock()
-			for name, r := range got {
-				reported[name] = append(reported[name], i)
-				assert.Zero(t, r.code, "%s (shard %d): %s", name, i, r.typ)
-			}
-		})
+		c := withShard(cfg, i, 3)
+		require.NoError(t, c.Validate())
+		sinks[i] = new(consumertest.MetricsSink)
+		rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), c, sinks[i])
+		require.NoError(t, err)
+		require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+		t.Cleanup(func() { assert.NoError(t, rcv.Shutdown(context.Background())) })
 	}
-	wg.Wait()
 
-	require.Len(t, reported, 30, "every target of the mesh is reported")
-	for name, shards := range reported {
+	// reported: target -> the shards that reported it, with its error code.
+	reported := func() map[string][]int {
+		out := map[string][]int{}
+		for i, sink := range sinks {
+			for _, md := range sink.AllMetrics() {
+				for name, rm := range resources(t, filterTargets(md)) {
+					out[name] = append(out[name], i)
+					assert.Zero(t, attr(rm, "emailqos.error_code").Int(), "%s (shard %d): %s", name, i, attr(rm, "error.type").Str())
+				}
+			}
+		}
+		return out
+	}
+	// Until the three collections reported; bounded, never timed.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(reported()) < 30 {
+		require.True(t, time.Now().Before(deadline), "targets reported: %d of 30", len(reported()))
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := reported()
+	require.Len(t, got, 30, "every target of the mesh is reported")
+	var per [3]int
+	for name, shards := range got {
 		assert.Len(t, shards, 1, "%s probed by shards %v", name, shards)
 		assert.Equal(t, shardOf(name, 3), shards[0], name)
+		per[shards[0]]++
 	}
 	// Each target's probe went through the mail system once.
 	assert.Equal(t, 30, srv.Deliveries())
-	// Every shard got a share (30 names over 3 shards).
-	var per [3]int
-	for _, shards := range reported {
-		per[shards[0]]++
-	}
 	assert.False(t, slices.Contains(per[:], 0), "targets per shard: %v", per)
+	t.Logf("targets per shard: %v", per)
 }
 
 // emailqos-check probes the shard it is given; a target of another shard is
