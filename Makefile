@@ -369,7 +369,7 @@ image: dist podman-tools
 	cp packaging/container/passwd packaging/container/group packaging/container/config.yaml $(IMAGE_DIR)/; \
 	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/
 	@echo "==> image: $(PODMAN) build -> $(IMAGE)"
-	cd "$(ROOT)" && $(PODMAN_ENV) $(PODMAN) build --no-cache --runtime runc --network host \
+	cd "$(ROOT)" && $(PODMAN_ENV) $(PODMAN) build --layers=false --runtime runc --network host \
 		-f packaging/Containerfile -t $(IMAGE) \
 		--build-arg VERSION=$(DIST_VERSION) \
 		--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
