@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"hash/fnv"
 
+	"go.opentelemetry.io/collector/confmap"
+
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 )
 
@@ -18,13 +20,33 @@ type ShardConfig struct {
 	// Index is this replica's share, in [0, Count).
 	Index int `mapstructure:"index"`
 
+	// noIndex: the configuration shards (count above 1) but gives no index,
+	// or an empty one, as `${env:SHARD_INDEX}` becomes when the variable is
+	// not set. Decoded alone it would be 0, and every such replica would
+	// probe shard 0's targets while the others' went unprobed.
+	noIndex bool
+
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// Unmarshal decodes the shard and notes a missing or empty index.
+func (sc *ShardConfig) Unmarshal(conf *confmap.Conf) error {
+	type plain ShardConfig // without this method, so no recursion
+	if err := conf.Unmarshal((*plain)(sc)); err != nil {
+		return err
+	}
+	v := conf.Get("index")
+	sc.noIndex = sc.Count > 1 && (v == nil || v == "")
+	return nil
 }
 
 func (sc ShardConfig) validate() []error {
 	if sc.Count < 1 {
 		return []error{fmt.Errorf("shard::count: %d must be at least 1", sc.Count)}
+	}
+	if sc.noIndex {
+		return []error{fmt.Errorf("shard::index: missing or empty: with shard::count %d each replica needs its own index (e.g. ${env:SHARD_INDEX}, the pod's ordinal; is the variable set?)", sc.Count)}
 	}
 	if sc.Index < 0 || sc.Index >= sc.Count {
 		return []error{fmt.Errorf("shard::index: %d is outside [0, %d) for shard::count %d", sc.Index, sc.Count, sc.Count)}

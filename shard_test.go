@@ -3,6 +3,8 @@ package emailqosreceiver
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -198,4 +201,85 @@ func TestCheckHonoursShard(t *testing.T) {
 	_, err = Check(context.Background(), cfg, []string{"nosuch"}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `target "nosuch" is not configured`)
+}
+
+// The shard as the collector decodes it: a missing index is an error, never
+// a silent index 0.
+func TestShardFromConfmap(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		shard map[string]any
+		want  ShardConfig
+		err   string
+	}{
+		{"index as a number", map[string]any{"count": 3, "index": 1}, ShardConfig{Count: 3, Index: 1}, ""},
+		{"index 0", map[string]any{"count": 3, "index": 0}, ShardConfig{Count: 3, Index: 0}, ""},
+		{"no shard", nil, ShardConfig{Count: 1}, ""},
+		{"count 1 without index", map[string]any{"count": 1}, ShardConfig{Count: 1}, ""},
+		{"empty index", map[string]any{"count": 3, "index": ""}, ShardConfig{}, "'index' expected type 'int'"},
+		{"null index", map[string]any{"count": 3, "index": nil}, ShardConfig{}, "shard::index: missing or empty"},
+		{"no index", map[string]any{"count": 3}, ShardConfig{}, "shard::index: missing or empty"},
+		{"not a number", map[string]any{"count": 3, "index": "two"}, ShardConfig{}, "index"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := createDefaultConfig().(*Config)
+			raw := map[string]any{}
+			if tc.shard != nil {
+				raw["shard"] = tc.shard
+			}
+			err := confmap.NewFromStringMap(raw).Unmarshal(cfg)
+			if err == nil {
+				errs := cfg.Shard.validate()
+				if len(errs) > 0 {
+					err = errs[0]
+				}
+			}
+			if tc.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want.Count, cfg.Shard.Count)
+			assert.Equal(t, tc.want.Index, cfg.Shard.Index)
+		})
+	}
+}
+
+// The index from the environment, as the Kubernetes manifests give it: an
+// unset or empty variable is an error naming the field, never index 0.
+func TestShardIndexFromEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+receivers:
+  emailqos:
+    shard:
+      count: 3
+      index: ${env:EMAILQOS_TEST_SHARD_INDEX}
+    accounts:
+      a:
+        address: a@example.org
+        password: pw
+        smtp: {endpoint: 127.0.0.1:25}
+        imap: {endpoint: 127.0.0.1:143}
+    roundtrip: [{account: a}]
+`), 0o600))
+	load := func() (*Config, error) {
+		cfg, _, err := LoadCollectorConfig(context.Background(), path, "")
+		return cfg, err
+	}
+	t.Setenv("EMAILQOS_TEST_SHARD_INDEX", "2")
+	cfg, err := load()
+	require.NoError(t, err)
+	assert.Equal(t, 2, cfg.Shard.Index)
+
+	t.Setenv("EMAILQOS_TEST_SHARD_INDEX", "")
+	_, err = load()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "shard::index: missing or empty")
+
+	require.NoError(t, os.Unsetenv("EMAILQOS_TEST_SHARD_INDEX"))
+	_, err = load()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "shard::index: missing or empty")
 }
