@@ -33,7 +33,12 @@ func TestKubernetesConfigValidates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o600))
 
-	env := os.Environ()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SHARD_INDEX=") {
+			env = append(env, kv)
+		}
+	}
 	for _, m := range exampleEnvRef.FindAllStringSubmatch(cm.Data["config.yaml"], -1) {
 		env = append(env, m[1]+"=dummy-"+strings.ToLower(m[1]))
 	}
@@ -42,14 +47,15 @@ func TestKubernetesConfigValidates(t *testing.T) {
 			env = append(env, e.Name+"="+e.Value)
 		}
 	}
-	validate := func(index int) (string, error) {
+	run := func(extra ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, "validate", "--config", path)
-		cmd.Env = append(env, "SHARD_INDEX="+strconv.Itoa(index))
+		cmd.Env = append(env, extra...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	validate := func(index int) (string, error) { return run("SHARD_INDEX=" + strconv.Itoa(index)) }
 	for i := range *sts.Spec.Replicas {
 		out, err := validate(i)
 		assert.NoError(t, err, "replica %d: otelcol-emailqos validate:\n%s", i, out)
@@ -57,4 +63,9 @@ func TestKubernetesConfigValidates(t *testing.T) {
 	out, err := validate(*sts.Spec.Replicas)
 	assert.Error(t, err, "an ordinal outside the shard count is refused")
 	assert.Contains(t, out, "shard::index")
+	// A pod without the ordinal label (before Kubernetes 1.28) is refused
+	// too, rather than taking shard 0's targets.
+	out, err = run()
+	assert.Error(t, err, "no SHARD_INDEX is refused")
+	assert.Contains(t, out, "shard::index: missing or empty")
 }
