@@ -108,8 +108,15 @@ func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
 		}
 	}
 	if s.cfg.Shard.Count > 1 {
-		s.logger.Info("shard of a fleet", zap.Int("shard_index", s.cfg.Shard.Index),
-			zap.Int("shard_count", s.cfg.Shard.Count), zap.Int("targets", len(targets)))
+		fields := []zap.Field{zap.Int("shard_index", s.cfg.Shard.Index),
+			zap.Int("shard_count", s.cfg.Shard.Count), zap.Int("targets", len(targets))}
+		if len(targets) == 0 {
+			// Fewer targets than replicas, or an unlucky hash: legal, but
+			// this replica probes nothing.
+			s.logger.Warn("this shard of the fleet has no targets", fields...)
+		} else {
+			s.logger.Info("shard of a fleet", fields...)
+		}
 	}
 	s.targets = targets
 	s.slots = make([]targetSlot, len(targets))

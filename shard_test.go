@@ -15,6 +15,9 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
@@ -282,4 +285,24 @@ receivers:
 	_, err = load()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "shard::index: missing or empty")
+}
+
+// A replica whose shard has no target starts, says so, and probes nothing.
+func TestShardWithoutTargets(t *testing.T) {
+	srv := startMail(t, mailtest.Options{})
+	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw")})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	cfg = withShard(cfg, (shardOf("a", 3)+1)%3, 3)
+	require.NoError(t, cfg.Validate())
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	settings := receivertest.NewNopSettings(metadata.Type)
+	settings.Logger = zap.New(core)
+	s := newScraper(cfg, settings, t.Context())
+	require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
+	assert.Equal(t, 1, logs.FilterMessage("this shard of the fleet has no targets").Len())
+	md, err := s.scrape(context.Background())
+	require.NoError(t, err)
+	assert.Zero(t, filterTargets(md).ResourceMetrics().Len())
+	assert.Zero(t, srv.Deliveries())
 }
