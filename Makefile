@@ -329,3 +329,59 @@ package-test: package
 soak:
 	@echo "==> soak: go test -tags soak -run TestSoak ./ (prints goroutines, heap, probes/s)"
 	cd "$(ROOT)" && $(GO) test -tags soak -count=1 -run '^TestSoak$$' -timeout 10m -v .
+
+# ---------------------------------------------------------------------------
+# Container image (packaging/Containerfile) and its end-to-end test. Not part
+# of `make test`: .ci/run runs `make image-e2e` after it.
+
+.PHONY: image image-e2e podman-tools
+
+DIST_VERSION := $(shell awk '$$1 == "version:" {print $$2; exit}' "$(ROOT)/builder-config.yaml")
+IMAGE_NAME   ?= localhost/otelcol-emailqos
+IMAGE_TAG    ?= $(DIST_VERSION)
+IMAGE        ?= $(IMAGE_NAME):$(IMAGE_TAG)
+IMAGE_DIR    := $(BUILD_DIR)/image
+PODMAN       ?= podman
+# podman reads only this file when CONTAINERS_CONF is set; see its comments.
+PODMAN_ENV   := CONTAINERS_CONF="$(ROOT)/packaging/container/containers.conf"
+
+## podman-tools: install podman, runc and ca-certificates with apt-get when missing
+podman-tools:
+	@missing=(); \
+	command -v $(PODMAN) >/dev/null 2>&1 || missing+=(podman); \
+	command -v runc >/dev/null 2>&1 || missing+=(runc); \
+	[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates); \
+	if [ "$${#missing[@]}" -eq 0 ]; then \
+		echo "==> podman-tools: using $$(command -v $(PODMAN)) ($$($(PODMAN) --version)), $$(command -v runc)"; \
+	else \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		echo "==> podman-tools: apt-get install $${missing[*]}"; \
+		$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -q; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$${missing[@]}" </dev/null; \
+	fi
+
+## image: container image $(IMAGE) of the distribution (podman, FROM scratch:
+## the static binary, CA certificates, user 10001, /etc/otelcol-emailqos/config.yaml)
+image: dist podman-tools
+	@echo "==> image: CGO_ENABLED=0 go build -> $(IMAGE_DIR)/otelcol-emailqos"
+	@cd "$(ROOT)"; rm -rf $(IMAGE_DIR); mkdir -p $(IMAGE_DIR); \
+	(cd $(DIST_DIR) && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o "$(ROOT)/$(IMAGE_DIR)/otelcol-emailqos" .); \
+	cp packaging/container/passwd packaging/container/group packaging/container/config.yaml $(IMAGE_DIR)/; \
+	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/
+	@echo "==> image: $(PODMAN) build -> $(IMAGE)"
+	cd "$(ROOT)" && $(PODMAN_ENV) $(PODMAN) build --layers=false --runtime runc --network host \
+		-f packaging/Containerfile -t $(IMAGE) \
+		--build-arg VERSION=$(DIST_VERSION) \
+		--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+		--build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		$(IMAGE_DIR)
+	@cd "$(ROOT)" && $(PODMAN_ENV) $(PODMAN) image inspect $(IMAGE) \
+		--format 'PASS: image {{index .RepoTags 0}}, {{.Size}} bytes, user {{.Config.User}}'
+
+## image-e2e: run the image with podman against the demo mail system and read its
+## Prometheus exporter (go test -tags 'e2e image' ./internal/e2e/)
+image-e2e: image demo
+	@echo "==> image-e2e: go test -tags 'e2e image' -run TestImage ./internal/e2e/ with $(IMAGE)"
+	cd "$(ROOT)" && $(PODMAN_ENV) EMAILQOS_IMAGE="$(IMAGE)" EMAILQOS_DEMO="$(ROOT)/$(DEMO_BIN)" \
+		EMAILQOS_COLLECTOR="$(ROOT)/$(DIST_BIN)" \
+		$(GO) test -tags 'e2e image' -count=1 -v -timeout 10m -run 'TestImage' ./internal/e2e/

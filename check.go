@@ -157,6 +157,10 @@ func Check(ctx context.Context, cfg *Config, names []string, logger *zap.Logger)
 		seen := map[string]bool{}
 		for _, n := range names {
 			t, ok := byName[n]
+			if !ok && cfg.targetNames()[n] {
+				return nil, fmt.Errorf("target %q belongs to shard::index %d of %d, not to this one (%d): set the shard index to check it",
+					n, shardOf(n, cfg.Shard.Count), cfg.Shard.Count, cfg.Shard.Index)
+			}
 			if !ok {
 				return nil, fmt.Errorf("target %q is not configured (targets: %s)", n, strings.Join(known, ", "))
 			}

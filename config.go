@@ -110,6 +110,9 @@ type Config struct {
 	// Transcript keeps protocol transcripts of chosen targets.
 	Transcript TranscriptConfig `mapstructure:"transcript"`
 
+	// Shard gives this replica of a fleet its share of the targets.
+	Shard ShardConfig `mapstructure:"shard"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -468,6 +471,7 @@ func (cfg *Config) Validate() error {
 		}
 	}
 	errs = append(errs, cfg.validateTranscript()...)
+	errs = append(errs, cfg.Shard.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -43,6 +43,7 @@ func createDefaultConfig() component.Config {
 			SweepInterval: defaultSweepInterval,
 		},
 		Transcript: TranscriptConfig{Lines: defaultTranscriptLines},
+		Shard:      ShardConfig{Count: 1},
 	}
 }
 

@@ -93,12 +93,31 @@ func (s *emailqosScraper) start(ctx context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
-	for _, key := range sortedKeys(tokens) {
-		s.tokens = append(s.tokens, accountToken{key: key, source: tokens[key]})
-	}
 	targets, err := buildTargets(ctx, s.cfg, tokens)
 	if err != nil {
 		return err
+	}
+	// A shard reports the tokens of its own targets' accounts only, so
+	// that a fleet does not report (and fetch) every token N times.
+	used := map[string]bool{}
+	for _, t := range targets {
+		used[t.Sender.Key], used[t.Receiver.Key] = true, true
+	}
+	for _, key := range sortedKeys(tokens) {
+		if s.cfg.Shard.Count <= 1 || used[key] {
+			s.tokens = append(s.tokens, accountToken{key: key, source: tokens[key]})
+		}
+	}
+	if s.cfg.Shard.Count > 1 {
+		fields := []zap.Field{zap.Int("shard_index", s.cfg.Shard.Index),
+			zap.Int("shard_count", s.cfg.Shard.Count), zap.Int("targets", len(targets))}
+		if len(targets) == 0 {
+			// Fewer targets than replicas, or an unlucky hash: legal, but
+			// this replica probes nothing.
+			s.logger.Warn("this shard of the fleet has no targets", fields...)
+		} else {
+			s.logger.Info("shard of a fleet", fields...)
+		}
 	}
 	s.targets = targets
 	s.slots = make([]targetSlot, len(targets))
@@ -487,7 +506,7 @@ func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Sou
 			}
 		}
 	}
-	return targets, nil
+	return cfg.Shard.shardTargets(targets), nil
 }
 
 func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig) (*probe.Account, error) {

@@ -66,6 +66,9 @@ expect_component() { # KIND NAME [ALTERNATIVE NAME...]
 expect_component receivers emailqos
 expect_component processors batch
 expect_component processors memory_limiter
+# The fleet's (deploy/kubernetes): the vantage point and liveness/readiness.
+expect_component processors resource
+expect_component extensions health_check
 expect_component exporters debug
 expect_component exporters otlp_grpc otlp
 expect_component exporters otlp_http otlphttp
