@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +44,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	delay := fs.Duration("delay", 200*time.Millisecond, "delay between SMTP acceptance and IMAP visibility")
 	useTLS := fs.Bool("tls", false, "offer STARTTLS and start implicit-TLS listeners with a throwaway CA")
 	caOut := fs.String("ca-out", "", "with -tls, write the throwaway CA certificate (PEM) to this file")
+	fault := fs.String("fault", "", "break the mail system to see the alerts fire: "+strings.Join(faultNames(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,6 +53,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if *caOut != "" && !*useTLS {
 		return errors.New("-ca-out needs -tls")
+	}
+	faults, ok := demoFaults[*fault]
+	if !ok {
+		return fmt.Errorf("-fault %q: unknown; one of %s", *fault, strings.Join(faultNames(), ", "))
 	}
 
 	logger, err := zap.NewDevelopment(zap.IncreaseLevel(zap.InfoLevel))
@@ -72,6 +79,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	srv.SetFaults(faults)
 	if *caOut != "" {
 		if err := os.WriteFile(*caOut, srv.CACertPEM(), 0o644); err != nil {
 			return errors.Join(err, srv.Close())
@@ -83,6 +91,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		security = "STARTTLS on the plain ports, implicit TLS on the TLS ports"
 	}
 	fmt.Fprintf(out, "emailqos demo mail system (delivery delay %v, security %s)\n", *delay, security)
+	if *fault != "" {
+		fmt.Fprintf(out, "  FAULT %s: %s\n", *fault, faultHelp[*fault])
+	}
 	fmt.Fprintf(out, "  SMTP  %s\n  IMAP  %s\n", srv.SMTPAddr(), srv.IMAPAddr())
 	if *useTLS {
 		fmt.Fprintf(out, "  SMTPS %s\n  IMAPS %s\n", srv.SMTPSAddr(), srv.IMAPSAddr())
@@ -99,4 +110,32 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping")
 	return srv.Close()
+}
+
+// demoFaults are the failures -fault injects, one per alert a newcomer
+// may want to see fire (deploy/prometheus/emailqos-alerts.yaml).
+var demoFaults = map[string]mailtest.Faults{
+	"":          {},
+	"smtp-auth": {RejectAuth: true},
+	"lost":      {Blackhole: true},
+	"cleanup":   {FailExpunge: true},
+	"junk":      {Junk: true},
+}
+
+var faultHelp = map[string]string{
+	"smtp-auth": "SMTP AUTH refused (535): error code 2, error.type auth, alert EmailQoSProbeFailing",
+	"lost":      "messages accepted and never delivered: error code 4, alert EmailQoSProbeFailing",
+	"cleanup":   "IMAP EXPUNGE refused: error code 5, alert EmailQoSCleanupFailing",
+	"junk":      "messages filed into Junk: alert EmailQoSProbesInJunk",
+}
+
+func faultNames() []string {
+	var names []string
+	for n := range demoFaults {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }
