@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	useTLS := fs.Bool("tls", false, "offer STARTTLS and start implicit-TLS listeners with a throwaway CA")
 	caOut := fs.String("ca-out", "", "with -tls, write the throwaway CA certificate (PEM) to this file")
 	fault := fs.String("fault", "", "break the mail system to see the alerts fire: "+strings.Join(faultNames(), ", "))
+	faultAfter := fs.Duration("fault-after", 0, "with -fault, run healthy for this long first")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +58,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	faults, ok := demoFaults[*fault]
 	if !ok {
 		return fmt.Errorf("-fault %q: unknown; one of %s", *fault, strings.Join(faultNames(), ", "))
+	}
+	if *faultAfter < 0 || (*faultAfter > 0 && *fault == "") {
+		return errors.New("-fault-after needs -fault and a duration of 0 or more")
 	}
 
 	logger, err := zap.NewDevelopment(zap.IncreaseLevel(zap.InfoLevel))
@@ -79,7 +83,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv.SetFaults(faults)
+	if *faultAfter == 0 {
+		srv.SetFaults(faults)
+	} else {
+		// Healthy first, so that the dashboard has data of both kinds.
+		timer := time.AfterFunc(*faultAfter, func() {
+			srv.SetFaults(faults)
+			logger.Info("fault switched on", zap.String("fault", *fault))
+		})
+		defer timer.Stop()
+	}
 	if *caOut != "" {
 		if err := os.WriteFile(*caOut, srv.CACertPEM(), 0o644); err != nil {
 			return errors.Join(err, srv.Close())
@@ -92,7 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "emailqos demo mail system (delivery delay %v, security %s)\n", *delay, security)
 	if *fault != "" {
-		fmt.Fprintf(out, "  FAULT %s: %s\n", *fault, faultHelp[*fault])
+		fmt.Fprintf(out, "  FAULT %s (after %v): %s\n", *fault, *faultAfter, faultHelp[*fault])
 	}
 	fmt.Fprintf(out, "  SMTP  %s\n  IMAP  %s\n", srv.SMTPAddr(), srv.IMAPAddr())
 	if *useTLS {

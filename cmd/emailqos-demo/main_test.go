@@ -63,5 +63,6 @@ func TestFaultFlag(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("run did not stop")
 	}
-	assert.Contains(t, out.String(), "FAULT smtp-auth: SMTP AUTH refused")
+	assert.Contains(t, out.String(), "FAULT smtp-auth (after 0s): SMTP AUTH refused")
+	assert.ErrorContains(t, run(context.Background(), []string{"-fault-after", "1s"}, &bytes.Buffer{}), "-fault-after needs -fault")
 }
