@@ -21,8 +21,9 @@
 # SMTP_PORT, IMAP_PORT, PROM_PORT (the collector's exporter; CONFIG must
 # match these three), PROMETHEUS_PORT, PROMETHEUS (binary; PROMETHEUS=none
 # runs without it), PROM_DIR, RULES, SCRAPE_INTERVAL, EVAL_INTERVAL,
-# DEMO_FAULT, DEMO_FAULT_AFTER, DEMO_TLS=1 (the demo's TLS listeners, CA
-# written to DEMO_CA).
+# DEMO_FAULT, DEMO_FAULT_AFTER, DEMO_AUTH_RESULTS (cmd/emailqos-demo
+# -auth-results), DEMO_TLS=1 (the demo's TLS listeners, CA written to
+# DEMO_CA).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -116,6 +117,9 @@ trap 'log "terminated"; exit 143' TERM
 demo_args=(-smtp "127.0.0.1:$SMTP_PORT" -imap "127.0.0.1:$IMAP_PORT")
 if [ -n "$DEMO_FAULT" ]; then
 	demo_args+=(-fault "$DEMO_FAULT" -fault-after "$DEMO_FAULT_AFTER")
+fi
+if [ -n "${DEMO_AUTH_RESULTS:-}" ]; then
+	demo_args+=(-auth-results "$DEMO_AUTH_RESULTS")
 fi
 if [ "${DEMO_TLS:-0}" = 1 ]; then
 	demo_args+=(-tls -ca-out "${DEMO_CA:?DEMO_TLS=1 needs DEMO_CA}")

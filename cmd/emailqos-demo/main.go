@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	caOut := fs.String("ca-out", "", "with -tls, write the throwaway CA certificate (PEM) to this file")
 	fault := fs.String("fault", "", "break the mail system to see the alerts fire: "+strings.Join(faultNames(), ", "))
 	faultAfter := fs.Duration("fault-after", 0, "with -fault, run healthy for this long first")
+	authResults := fs.String("auth-results", "", "stamp delivered messages with this Authentication-Results verdict (e.g. \"spf=pass; dkim=pass; dmarc=fail\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		IMAPListen:    *imapAddr,
 		TLS:           *useTLS,
 		DeliveryDelay: *delay,
+		AuthResults:   *authResults,
 		OnVisible: func(rcpt string, at time.Time) {
 			logger.Info("message delivered", zap.String("rcpt", rcpt), zap.Time("visible_at", at))
 		},
