@@ -95,8 +95,9 @@ func promAPI(ctx context.Context, base, path string, q url.Values) (json.RawMess
 }
 
 type promAlert struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	State       string            `json:"state"`
 }
 
 func firing(ctx context.Context, base string) ([]promAlert, error) {
@@ -248,6 +249,15 @@ service:
 	byName := map[string]int{}
 	for _, a := range got {
 		byName[a.Labels["alertname"]]++
+		// The annotations render, and say what to check first.
+		for k, v := range a.Annotations {
+			assert.NotContains(t, v, "error expanding", "%s %s", a.Labels["alertname"], k)
+			assert.NotContains(t, v, "<no value>", "%s %s", a.Labels["alertname"], k)
+		}
+		assert.Contains(t, a.Annotations["description"], "Check first:", a.Labels["alertname"])
+		if a.Labels["alertname"] == "EmailQoSProbeFailing" {
+			assert.Equal(t, "Email probe "+a.Labels["emailqos_direction"]+" fails (error code 2)", a.Annotations["summary"])
+		}
 	}
 	// Besides, the demo's throwaway certificates expire within 14 days.
 	assert.Equal(t, map[string]int{"EmailQoSProbeFailing": 3, "EmailQoSCertificateExpiring": 4}, byName,

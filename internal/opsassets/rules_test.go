@@ -234,6 +234,7 @@ type scenario struct {
 	minutes int
 	probes  map[dir][]*res
 	tokens  map[string][]tok // account -> per collection
+	every   time.Duration    // collection_interval; 0: 5m
 	checks  []check
 }
 
@@ -252,21 +253,25 @@ func (s scenario) series(expiration time.Duration) []inputSeries {
 			updates[k] = append(updates[k], update{at, p.v()})
 		}
 	}
+	every := s.every
+	if every == 0 {
+		every = collection
+	}
 	for d, rs := range s.probes {
 		for k, r := range rs {
 			if r == nil {
 				continue
 			}
-			at := time.Duration(k)*collection + done
+			at := time.Duration(k)*every + done
 			if r.code == 4 {
-				at = time.Duration(k)*collection + doneLost
+				at = time.Duration(k)*every + doneLost
 			}
 			add(at, d.points(r))
 		}
 	}
 	for acct, ts := range s.tokens {
 		for k, t := range ts {
-			add(time.Duration(k)*collection+done, tokenPoints(acct, demo.instance, t))
+			add(time.Duration(k)*every+done, tokenPoints(acct, demo.instance, t))
 		}
 	}
 	var out []inputSeries
@@ -796,6 +801,9 @@ func latency(e time.Duration) []scenario {
 			scenario{alert: rule.alert, kind: "threshold", name: rule.d.kind + ": 1s over the limit fires", minutes: 110,
 				probes: mk(seq(h, repeat(8, rule.slow(rule.limit+1)))),
 				checks: []check{{at: 80, fire: true, labels: l}}},
+			scenario{alert: rule.alert, kind: "changing", name: rule.d.kind + ": 1m probes, every other one slow", minutes: 60, every: time.Minute,
+				probes: mk(seq(repeat(20, g), everyNth(40, 2, s, g))),
+				checks: []check{{at: 45, fire: true, labels: l}, {at: 59, fire: true, labels: l}}},
 			scenario{alert: rule.alert, kind: "threshold", name: rule.d.kind + ": three slow probes in 30m fire", minutes: 110,
 				probes: mk(seq(h, repeat(3, s), repeat(8, g))),
 				checks: []check{{at: 75, fire: true, labels: l}, {at: 110, never: 20, labels: l}}},
@@ -847,6 +855,14 @@ func budget(e time.Duration) []scenario {
 		{alert: a, kind: "threshold", name: "40 slow minutes (8 probes) fire", minutes: 460,
 			probes: mk(seq(h, repeat(8, s), repeat(8, g))),
 			checks: []check{{at: 440, fire: true, labels: l}}},
+		// 1m probes: the 1m subquery step reads every probe (a 5m step read
+		// one in five, so 20% slow probes never fired).
+		{alert: a, kind: "threshold", name: "1m probes, every 5th slow for 7h (20%) fires", minutes: 420, every: time.Minute,
+			probes: mk(everyNth(420, 5, s, g)),
+			checks: []check{{at: 400, fire: true, labels: l}}},
+		{alert: a, kind: "threshold", name: "1m probes, every 10th slow (exactly 10%) does not", minutes: 420, every: time.Minute,
+			probes: mk(everyNth(420, 10, s, g)),
+			checks: []check{{at: 420, never: 420, labels: l}}},
 		{alert: a, kind: "threshold", name: "exactly 30s never fires", minutes: 460,
 			probes: mk(seq(h, repeat(12, slow(30)), repeat(4, g))),
 			checks: []check{{at: 460, never: 460, labels: l}}},
@@ -984,4 +1000,16 @@ func oauthExpiring(e time.Duration) []scenario {
 			tokens: mk(cat(rep(12, fresh), rep(3, tok{valid: true, expiry: 239}))),
 			checks: []check{{at: 62, fire: true, labels: l}}},
 	}
+}
+
+// everyNth is n results, every nth of them (from the first) bad.
+func everyNth(n, nth int, bad, good *res) []*res {
+	out := make([]*res, n)
+	for i := range out {
+		out[i] = good
+		if i%nth == 0 {
+			out[i] = bad
+		}
+	}
+	return out
 }
