@@ -70,7 +70,7 @@ prometheus-pkg:
 
 ## chromium-pkg: headless Chromium for demo-ui-test (Debian package chromium)
 chromium-pkg:
-	$(call apt_install,chromium,chromium)
+	$(call apt_install,chromium,chromium fonts-dejavu-core)
 
 ## rules-test: promtool test rules on every alert rule, scenario by scenario
 ## (internal/opsassets/rules_test.go; the test files are left in _build/rules-test)
