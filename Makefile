@@ -40,10 +40,51 @@ CORE_STABLE := v1.65.0
 # Files written by mdatagen (paths that do not exist are ignored).
 GENERATED := internal/metadata internal/metadatatest documentation.md config.schema.yaml generated_*.go
 
-.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean fuzz check-tool
+.PHONY: test generate check-generated fmt-check vet unit precision build ocb dist check-dist-versions demo check-dist e2e integration run clean fuzz check-tool rules-test prometheus-pkg chromium-pkg demo-ui-test
 
-## test: check-generated + fmt-check + vet + unit + precision + build + check-dist + e2e
-test: check-generated fmt-check vet unit precision build check-dist e2e
+## test: check-generated + fmt-check + vet + rules-test + unit + precision + build + check-dist + e2e
+test: check-generated fmt-check vet rules-test unit precision build check-dist e2e
+
+# Debian packages some targets need, installed with apt-get when missing
+# (as root, as CI runs; otherwise the target says what to install). The lock
+# timeout waits for another apt-get instead of failing.
+APT_GET := apt-get -o DPkg::Lock::Timeout=600
+define apt_install # $(1): command that must exist, $(2): Debian package
+	@if command -v $(1) >/dev/null 2>&1; then \
+		echo "==> $(2): using $$(command -v $(1))"; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "==> $(2): apt-get install $(2)"; \
+		DEBIAN_FRONTEND=noninteractive $(APT_GET) update -q && \
+		DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q --no-install-recommends $(2) </dev/null; \
+		command -v $(1) >/dev/null; \
+	else \
+		echo "FAIL: $(1) is missing: install the Debian package $(2) (sudo apt-get install $(2))"; exit 1; \
+	fi
+endef
+
+## prometheus-pkg: Prometheus and promtool (Debian package prometheus; the
+## package's service is not started: there may be no systemd, and make run
+## and the tests start the binary themselves)
+prometheus-pkg:
+	$(call apt_install,promtool,prometheus)
+
+## chromium-pkg: headless Chromium for demo-ui-test (Debian package chromium)
+chromium-pkg:
+	$(call apt_install,chromium,chromium fonts-dejavu-core)
+
+## rules-test: promtool test rules on every alert rule, scenario by scenario
+## (internal/opsassets/rules_test.go; the test files are left in _build/rules-test)
+rules-test: prometheus-pkg
+	@echo "==> rules-test: go test -tags rules -run TestAlertRulesWithPromtool ./internal/opsassets/"
+	cd "$(ROOT)" && $(GO) vet -tags rules ./internal/opsassets/
+	cd "$(ROOT)" && $(GO) test -tags rules -count=1 -run TestAlertRulesWithPromtool -v ./internal/opsassets/ | grep -E '^(=== RUN|\s*--- |\s+rules_test|ok|FAIL|PASS)'
+
+## demo-ui-test: scripts/run-demo.sh with a failing mail system, its Prometheus
+## and the shipped rules (time-scaled); headless Chromium checks the alerts page
+## (screenshot in _build/demo-ui/), and the dashboard's queries return data
+demo-ui-test: build prometheus-pkg chromium-pkg
+	@echo "==> demo-ui-test: go test -tags 'e2e demoui' -run TestDemoAlertsUI ./internal/e2e/"
+	cd "$(ROOT)" && EMAILQOS_COLLECTOR="$(ROOT)/$(DIST_BIN)" $(GO) test -tags 'e2e demoui' -count=1 -run TestDemoAlertsUI -timeout 10m -v ./internal/e2e/
 
 ## check-dist: scripts/check-distribution.sh on the built binary (components, validate)
 check-dist:
@@ -203,8 +244,10 @@ check-tool:
 	@echo "==> build: go build -o $(BUILD_DIR)/emailqos-check ./cmd/emailqos-check"
 	cd "$(ROOT)" && $(GO) build -o $(BUILD_DIR)/emailqos-check ./cmd/emailqos-check
 
-## run: build, then run the demo mail system and the collector (Ctrl-C stops both)
-run: build
+## run: build, then run the demo mail system, the collector and a Prometheus
+## with the alert rules on localhost:9090 (Ctrl-C stops all three).
+## DEMO_FAULT=smtp-auth (lost, cleanup, junk) breaks the mail system.
+run: build prometheus-pkg
 	cd "$(ROOT)" && scripts/run-demo.sh
 
 ## clean: remove build outputs

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +44,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	delay := fs.Duration("delay", 200*time.Millisecond, "delay between SMTP acceptance and IMAP visibility")
 	useTLS := fs.Bool("tls", false, "offer STARTTLS and start implicit-TLS listeners with a throwaway CA")
 	caOut := fs.String("ca-out", "", "with -tls, write the throwaway CA certificate (PEM) to this file")
+	fault := fs.String("fault", "", "break the mail system to see the alerts fire: "+strings.Join(faultNames(), ", "))
+	faultAfter := fs.Duration("fault-after", 0, "with -fault, run healthy for this long first")
+	authResults := fs.String("auth-results", "", "stamp delivered messages with this Authentication-Results verdict (e.g. \"spf=pass; dkim=pass; dmarc=fail\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,6 +55,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if *caOut != "" && !*useTLS {
 		return errors.New("-ca-out needs -tls")
+	}
+	faults, ok := demoFaults[*fault]
+	if !ok {
+		return fmt.Errorf("-fault %q: unknown; one of %s", *fault, strings.Join(faultNames(), ", "))
+	}
+	if *faultAfter < 0 || (*faultAfter > 0 && *fault == "") {
+		return errors.New("-fault-after needs -fault and a duration of 0 or more")
 	}
 
 	logger, err := zap.NewDevelopment(zap.IncreaseLevel(zap.InfoLevel))
@@ -64,6 +76,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		IMAPListen:    *imapAddr,
 		TLS:           *useTLS,
 		DeliveryDelay: *delay,
+		AuthResults:   *authResults,
 		OnVisible: func(rcpt string, at time.Time) {
 			logger.Info("message delivered", zap.String("rcpt", rcpt), zap.Time("visible_at", at))
 		},
@@ -71,6 +84,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if *faultAfter == 0 {
+		srv.SetFaults(faults)
+	} else {
+		// Healthy first, so that the dashboard has data of both kinds.
+		timer := time.AfterFunc(*faultAfter, func() {
+			srv.SetFaults(faults)
+			logger.Info("fault switched on", zap.String("fault", *fault))
+		})
+		defer timer.Stop()
 	}
 	if *caOut != "" {
 		if err := os.WriteFile(*caOut, srv.CACertPEM(), 0o644); err != nil {
@@ -83,6 +106,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		security = "STARTTLS on the plain ports, implicit TLS on the TLS ports"
 	}
 	fmt.Fprintf(out, "emailqos demo mail system (delivery delay %v, security %s)\n", *delay, security)
+	if *fault != "" {
+		fmt.Fprintf(out, "  FAULT %s (after %v): %s\n", *fault, *faultAfter, faultHelp[*fault])
+	}
 	fmt.Fprintf(out, "  SMTP  %s\n  IMAP  %s\n", srv.SMTPAddr(), srv.IMAPAddr())
 	if *useTLS {
 		fmt.Fprintf(out, "  SMTPS %s\n  IMAPS %s\n", srv.SMTPSAddr(), srv.IMAPSAddr())
@@ -99,4 +125,32 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping")
 	return srv.Close()
+}
+
+// demoFaults are the failures -fault injects, one per alert a newcomer
+// may want to see fire (deploy/prometheus/emailqos-alerts.yaml).
+var demoFaults = map[string]mailtest.Faults{
+	"":          {},
+	"smtp-auth": {RejectAuth: true},
+	"lost":      {Blackhole: true},
+	"cleanup":   {FailExpunge: true},
+	"junk":      {Junk: true},
+}
+
+var faultHelp = map[string]string{
+	"smtp-auth": "SMTP AUTH refused (535): error code 2, error.type auth, alert EmailQoSProbeFailing",
+	"lost":      "messages accepted and never delivered: error code 4, alert EmailQoSProbeFailing",
+	"cleanup":   "IMAP EXPUNGE refused: error code 5, alert EmailQoSCleanupFailing",
+	"junk":      "messages filed into Junk: alert EmailQoSProbesInJunk",
+}
+
+func faultNames() []string {
+	var names []string
+	for n := range demoFaults {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }

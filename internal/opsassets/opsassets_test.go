@@ -155,10 +155,28 @@ func TestAlertRules(t *testing.T) {
 			assert.NotEmpty(t, r.Annotations["summary"], r.Alert)
 		}
 	}
-	// The conditions operators asked for are covered.
-	for _, a := range []string{"EmailQoSSMTPFailing", "EmailQoSMailboxFailing", "EmailQoSProbeLost", "EmailQoSCleanupFailing",
-		"EmailQoSDeliverySlow", "EmailQoSProbesArrivingLate", "EmailQoSOAuthTokenInvalid", "EmailQoSOAuthTokenExpiring"} {
+	// The conditions operators asked for are covered: a failing direction
+	// (sending, mailbox or delivery: one alert whatever the cause), cleanup,
+	// slow delivery, late probes, OAuth2 tokens, TLS downgrades and missing
+	// data.
+	for _, a := range []string{"EmailQoSProbeFailing", "EmailQoSCleanupFailing",
+		"EmailQoSDeliverySlow", "EmailQoSProbesArrivingLate", "EmailQoSOAuthTokenInvalid", "EmailQoSOAuthTokenExpiring",
+		"EmailQoSTLSVersionLow", "EmailQoSDirectionNotReporting", "EmailQoSCollectorNotReporting"} {
 		assert.True(t, alerts[a], "alert %s", a)
+	}
+
+	// Every alert says what to check first and links its section of
+	// TROUBLESHOOTING.md, which exists.
+	anchors := markdownAnchors(string(readFile(t, "TROUBLESHOOTING.md")))
+	const base = "https://github.com/emailqos/emailqosreceiver/blob/main/TROUBLESHOOTING.md#"
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			assert.Contains(t, r.Annotations["description"], "Check first:", r.Alert)
+			link := r.Annotations["runbook_url"]
+			if assert.True(t, strings.HasPrefix(link, base), "%s: runbook_url %q", r.Alert, link) {
+				assert.True(t, anchors[strings.TrimPrefix(link, base)], "%s: TROUBLESHOOTING.md has no section #%s", r.Alert, strings.TrimPrefix(link, base))
+			}
+		}
 	}
 
 	// promtool, when installed (Debian package prometheus), checks the
@@ -169,6 +187,22 @@ func TestAlertRules(t *testing.T) {
 	} else {
 		t.Log("promtool not installed: syntax not checked by promtool")
 	}
+}
+
+var nonAnchor = regexp.MustCompile(`[^a-z0-9 _-]`)
+
+// markdownAnchors returns the anchors GitHub gives the headings of a
+// Markdown document (lower case, punctuation dropped, spaces to hyphens).
+func markdownAnchors(md string) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		out[strings.ReplaceAll(nonAnchor.ReplaceAllString(strings.ToLower(title), ""), " ", "-")] = true
+	}
+	return out
 }
 
 type panel struct {
