@@ -398,7 +398,7 @@ func (c *Client) Top(num, lines int) ([]byte, error) {
 		return nil, err
 	}
 	var buf []byte
-	err := c.r.readDotLines(c.maxResponse, func(line []byte) error {
+	err := c.r.readDotLines(min(c.maxResponse, maxTopSize), func(line []byte) error {
 		buf = append(buf, line...)
 		buf = append(buf, '\r', '\n')
 		return nil

@@ -18,6 +18,10 @@ const (
 	// MaxResponseSize is the most a multi-line response (TOP, UIDL) may
 	// carry, counting each line with its CRLF after dot-unstuffing.
 	MaxResponseSize = 16 << 20
+	// maxTopSize bounds a TOP answer: a message's header block (and the
+	// body lines asked for, none for a probe), which is rarely over 100 KB
+	// (Postfix's header_size_limit is 102,400 by default).
+	maxTopSize = 1 << 20
 	// maxCapaSize bounds a CAPA listing, which is a handful of short lines.
 	maxCapaSize = 64 << 10
 	// maxListEntries bounds UIDL so that a flood of tiny lines cannot turn
@@ -32,8 +36,8 @@ var (
 	ErrLineTooLong = fmt.Errorf("pop3: response line longer than %d bytes", MaxLineLength)
 	// ErrResponseTooLarge is returned when a multi-line response exceeds
 	// its size limit.
-	ErrResponseTooLarge = fmt.Errorf("pop3: multi-line response larger than its limit (%d bytes for CAPA, %d for others, %d entries for UIDL)",
-		maxCapaSize, MaxResponseSize, maxListEntries)
+	ErrResponseTooLarge = fmt.Errorf("pop3: multi-line response larger than its limit (%d bytes for CAPA, %d for TOP, %d for others, %d entries for UIDL)",
+		maxCapaSize, maxTopSize, MaxResponseSize, maxListEntries)
 )
 
 // reader reads CRLF-terminated lines with a hard length bound. It exists
