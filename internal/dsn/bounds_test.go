@@ -129,3 +129,24 @@ func BenchmarkParse(b *testing.B) {
 		}
 	})
 }
+
+// TestErrorsQuoteNoNoticeText: a notice's text never reaches an error, so
+// whoever sends one cannot write into the collector's logs through it.
+func TestErrorsQuoteNoNoticeText(t *testing.T) {
+	const mark = "INJECTED\x1b[2Ktext"
+	p, msg := newProbe(t, testKey)
+	good := sample(t, "postfix-failed", msg, p.Token, p.Token)
+	for name, n := range map[string][]byte{
+		"top header":      append([]byte(mark+"\r\n"), good...),
+		"action":          bytes.Replace(good, []byte("Action: failed"), []byte("Action: "+mark), 1),
+		"part header":     bytes.Replace(good, []byte("Content-Description: Delivery report\r\n"), []byte(mark+"\r\n"), 1),
+		"returned header": bytes.Replace(good, []byte("Return-Path: <alice@a.test>\r\n"), []byte(mark+"\r\n"), 1),
+	} {
+		r, err := Parse(n)
+		if err == nil {
+			_, err = r.Verify(testKey, p.Token)
+		}
+		require.Error(t, err, name)
+		assert.NotContains(t, err.Error(), "INJECTED", name)
+	}
+}

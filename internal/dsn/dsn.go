@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-message"
 
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/safetext"
 )
 
 // Bounds on what Parse reads, so a hostile notice cannot blow memory or
@@ -73,7 +74,9 @@ const (
 // Recipient is one per-recipient block of a delivery-status part.
 type Recipient struct {
 	// FinalRecipient is the address of the Final-Recipient field, without
-	// its address type.
+	// its address type: text from the notice's sender, bounded and with
+	// control characters escaped, for logs and traces, not for metric
+	// attributes.
 	FinalRecipient string
 	Action         Action
 	// Status is the RFC 3463 status code (such as 5.1.1); empty when the
@@ -90,7 +93,8 @@ type Report struct {
 	// OriginalEnvelopeID is the Original-Envelope-Id, xtext-decoded
 	// (RFC 3461 section 4); empty when absent.
 	OriginalEnvelopeID string
-	// ReportingMTA is the name part of the Reporting-MTA field.
+	// ReportingMTA is the name part of the Reporting-MTA field, treated
+	// like FinalRecipient.
 	ReportingMTA string
 	// ArrivalDate is the Arrival-Date; zero when absent or unreadable.
 	ArrivalDate time.Time
@@ -126,7 +130,9 @@ func Parse(msg []byte) (*Report, error) {
 	}
 	e, err := message.ReadWithOptions(bytes.NewReader(msg), &message.ReadOptions{MaxHeaderBytes: MaxHeaderBytes})
 	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return nil, fmt.Errorf("%w: header: %v", ErrNotDSN, err)
+		// The reader's error quotes the offending line: notice text is
+		// kept out of errors.
+		return nil, fmt.Errorf("%w: unreadable header", ErrNotDSN)
 	}
 	if e == nil {
 		return nil, ErrNotDSN
@@ -150,7 +156,7 @@ func Parse(msg []byte) (*Report, error) {
 			break
 		}
 		if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return nil, fmt.Errorf("%w: part %d: %v", ErrMalformed, n+1, err)
+			return nil, fmt.Errorf("%w: part %d unreadable", ErrMalformed, n+1)
 		}
 		if n >= MaxParts {
 			return nil, fmt.Errorf("%w: more than %d parts", ErrMalformed, MaxParts)
@@ -275,7 +281,7 @@ func (r *Report) parseStatus(body []byte) error {
 				case ActionFailed, ActionDelayed, ActionDelivered, ActionRelayed, ActionExpanded:
 					rc.Action = a
 				default:
-					return fmt.Errorf("%w: recipient %d: Action %q is not one of RFC 3464's", ErrMalformed, i+1, clip(f.value))
+					return fmt.Errorf("%w: recipient %d: Action is not one of RFC 3464's", ErrMalformed, i+1)
 				}
 			case "status":
 				if s := firstWord(f.value); validStatus(s) {
@@ -329,13 +335,13 @@ func fieldBlocks(body []byte) [][]field {
 }
 
 // typedValue returns the value of a "type; value" field (Final-Recipient,
-// Reporting-MTA), bounded in length.
+// Reporting-MTA), bounded in length and with control characters escaped.
 func typedValue(v string) string {
 	if _, rest, ok := strings.Cut(v, ";"); ok {
 		v = rest
 	}
 	v = strings.Trim(strings.TrimSpace(v), "<>")
-	return clip(v)
+	return clip(safetext.Escape(v))
 }
 
 func firstWord(v string) string {
@@ -430,6 +436,13 @@ func (r *Report) Probe(key []byte) (probemsg.Probe, error) {
 	}
 	p, err := probemsg.Parse(r.ReturnedHeaders, key)
 	if err != nil {
+		// Only the sentinel: probemsg's detail can quote a header line.
+		for _, sentinel := range []error{probemsg.ErrNotProbe, probemsg.ErrBadMAC, probemsg.ErrMalformed} {
+			if errors.Is(err, sentinel) {
+				err = sentinel
+				break
+			}
+		}
 		return probemsg.Probe{}, fmt.Errorf("dsn: returned headers: %w", err)
 	}
 	if r.OriginalEnvelopeID != "" && r.OriginalEnvelopeID != p.Token {
