@@ -90,7 +90,7 @@ type Options struct {
 type DSN struct {
 	// EnvelopeID is the ENVID, sent xtext-encoded (RFC 3461 section 4,
 	// by go-smtp's client); printable US-ASCII, at most 100 characters
-	// once encoded (RFC 3461 section 4.4).
+	// once encoded (RFC 3461 section 4.4). Empty sends no ENVID.
 	EnvelopeID string
 }
 
