@@ -173,9 +173,9 @@ unit:
 ## such as 30000x, as CI uses, avoids go's spurious deadline failures), with
 ## a hard limit of FUZZTIMEOUT per target (go test -timeout: a hang fails).
 ## go test -fuzz takes one target per run, so they are listed here. With the
-## 11 targets the total is 11 x FUZZTIME of fuzzing plus building and replaying
+## 12 targets the total is 12 x FUZZTIME of fuzzing plus building and replaying
 ## the corpora, about 2.5 min at the defaults, and never more than
-## 11 x FUZZTIMEOUT (22 min) plus building. Not part of `test`.
+## 12 x FUZZTIMEOUT (24 min) plus building. Not part of `test`.
 FUZZTIME    ?= 10s
 FUZZTIMEOUT ?= 2m
 FUZZ_TARGETS := \
@@ -187,6 +187,7 @@ FUZZ_TARGETS := \
 	./internal/oauth:FuzzTokenResponse \
 	./internal/pop3:FuzzReadResponse \
 	./internal/probemsg:FuzzParse \
+	./internal/dsn:FuzzParse \
 	./internal/transcript:FuzzRedaction \
 	./internal/authres:FuzzParse \
 	./internal/received:FuzzParse

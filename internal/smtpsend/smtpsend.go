@@ -76,6 +76,47 @@ type Options struct {
 	AllowPlaintextAuth bool
 	// Transcript, when set, records the conversation (redacted).
 	Transcript *transcript.Transcript
+	// DSN, when set, asks for delivery status notifications (RFC 3461).
+	// Off (nil) by default.
+	DSN *DSN
+}
+
+// DSN asks the server for notices about the message, where it advertises
+// the DSN extension: MAIL FROM gets RET=HDRS ENVID=<EnvelopeID> and every
+// RCPT TO NOTIFY=FAILURE,DELAY. RET=HDRS keeps the notice small while it
+// still returns the probe's header fields, which prove whose notice it is.
+// A server without DSN gets no parameters (RFC 3461 section 4: they must
+// not be sent to it); MTAs still bounce failures then (RFC 3464).
+type DSN struct {
+	// EnvelopeID is the ENVID, sent xtext-encoded (RFC 3461 section 4,
+	// by go-smtp's client); printable US-ASCII, at most 100 characters
+	// once encoded (RFC 3461 section 4.4). Empty sends no ENVID.
+	EnvelopeID string
+}
+
+// maxEnvelopeID is RFC 3461 section 4.4's limit on the encoded ENVID.
+const maxEnvelopeID = 100
+
+func (d *DSN) validate() error {
+	if d == nil || d.EnvelopeID == "" {
+		return nil
+	}
+	n := 0
+	for i := 0; i < len(d.EnvelopeID); i++ {
+		c := d.EnvelopeID[i]
+		switch {
+		case c < ' ' || c > '~':
+			return fmt.Errorf("dsn envelope id %q is not printable US-ASCII", d.EnvelopeID)
+		case c == ' ' || c == '+' || c == '=':
+			n += 3 // xtext "+XX"
+		default:
+			n++
+		}
+	}
+	if n > maxEnvelopeID {
+		return fmt.Errorf("dsn envelope id is %d characters once xtext-encoded, more than RFC 3461's %d", n, maxEnvelopeID)
+	}
+	return nil
 }
 
 // Send submits msg and records each step in rec. Every wait is bounded by
@@ -156,6 +197,9 @@ func (s *sender) validate(msg Message) error {
 			return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig,
 				fmt.Errorf("invalid envelope address %q", a))
 		}
+	}
+	if err := s.opts.DSN.validate(); err != nil {
+		return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
 	}
 	return nil
 }
@@ -317,11 +361,19 @@ func (s *sender) submit(c *smtp.Client, msg Message) (Result, error) {
 				return errNoSMTPUTF8
 			}
 		}
+		var ro *smtp.RcptOptions
+		// Checked here as well as in go-smtp, so that what is sent never
+		// depends on the library silently dropping parameters.
+		if dsn, _ := c.Extension("DSN"); dsn && s.opts.DSN != nil {
+			mo.Return = smtp.DSNReturnHeaders
+			mo.EnvelopeID = s.opts.DSN.EnvelopeID
+			ro = &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyFailure, smtp.DSNNotifyDelayed}}
+		}
 		if err := c.Mail(msg.From, mo); err != nil {
 			return err
 		}
 		for _, to := range msg.To {
-			if err := c.Rcpt(to, nil); err != nil {
+			if err := c.Rcpt(to, ro); err != nil {
 				return err
 			}
 		}
