@@ -263,3 +263,15 @@ func TestDripOneByteAtATime(t *testing.T) {
 	// the third (a lower bound, which load cannot break).
 	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 }
+
+func TestBlackHole(t *testing.T) {
+	addr := BlackHole(t)
+	// Two connections: each is accepted and neither gets a byte.
+	for range 2 {
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "A1 NOOP\r\n")
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+		_, err := c.br.ReadString('\n')
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	}
+}
