@@ -303,7 +303,7 @@ func TestPollStalls(t *testing.T) {
 	opts.PollInterval = 100 * time.Millisecond
 	s := openSession(t, opts, nil)
 	s.stallAfter = opts.PollInterval
-	e.proxy.stall.Store(true)
+	e.proxy.stall(t)
 	p, _ := e.probe(t, e.key)
 	start := time.Now()
 	_, err := s.Wait(ctxTimeout(t, 300*time.Millisecond), p.Token, nil)
