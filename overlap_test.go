@@ -129,6 +129,15 @@ func TestCollectionsNeverOverlap(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	core, logs := observer.New(zapcore.WarnLevel)
+	// A probe that fails shows why: this test has failed under load with
+	// a failed probe and nothing to say what failed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range logs.All() {
+				t.Logf("%s %v", e.Message, e.ContextMap())
+			}
+		}
+	})
 	settings := receivertest.NewNopSettings(metadata.Type)
 	settings.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)
