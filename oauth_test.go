@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
@@ -393,7 +394,7 @@ func TestOAuthTokenEndpointHung(t *testing.T) {
 	t.Parallel()
 	e := newTokenEndpoint(t, time.Hour)
 	const timeout = 2 * time.Second
-	s, _ := oauthSetup(t, e, "http://"+blackhole(t)+"/token", timeout)
+	s, _ := oauthSetup(t, e, "http://"+faultnet.BlackHole(t)+"/token", timeout)
 
 	res := s.scrapeOnce(t)
 	assert.Less(t, res.elapsed, timeout+time.Second, "the scrape returns within the probe timeout")

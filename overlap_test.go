@@ -1,11 +1,8 @@
 package emailqosreceiver
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,47 +18,34 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
 
-// sessionProxy forwards IMAP connections to a server and counts the
-// sessions open at once. A session is open from the connection's accept
-// until the client sends LOGOUT (or the connection ends). LOGOUT is marked
-// before it is forwarded, and the client waits for its answer before the
-// probe ends, so the next probe's connection is always accepted after the
-// mark: an overlap seen here is a real one, not a race of the proxy.
+// sessionProxy counts the IMAP sessions open at once through a faultnet
+// proxy. A session is open from the connection's accept until the client
+// sends LOGOUT (or the connection ends). LOGOUT is marked before it is
+// forwarded, and the client waits for its answer before the probe ends, so
+// the next probe's connection is always accepted after the mark: an
+// overlap seen here is a real one, not a race of the proxy.
 type sessionProxy struct {
-	ln       net.Listener
-	upstream string
-	wg       sync.WaitGroup
+	*faultnet.Proxy
 
 	mu       sync.Mutex
 	open     int
 	maxOpen  int
 	sessions int
-	conns    map[net.Conn]struct{}
 }
 
 func startSessionProxy(t *testing.T, upstream string) *sessionProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &sessionProxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	p := &sessionProxy{Proxy: faultnet.ProxyT(t, upstream)}
+	require.NoError(t, p.Set(faultnet.Fault{OnConn: p.session}))
 	return p
 }
 
-func (p *sessionProxy) addr() string { return p.ln.Addr().String() }
+func (p *sessionProxy) addr() string { return p.Addr() }
 
 func (p *sessionProxy) stats() (maxOpen, sessions int) {
 	p.mu.Lock()
@@ -69,23 +53,14 @@ func (p *sessionProxy) stats() (maxOpen, sessions int) {
 	return p.maxOpen, p.sessions
 }
 
-func (p *sessionProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		p.conns[c] = struct{}{}
-		p.open++
-		p.sessions++
-		p.maxOpen = max(p.maxOpen, p.open)
-		p.mu.Unlock()
-		p.wg.Go(func() { p.serve(c) })
-	}
-}
-
-func (p *sessionProxy) serve(c net.Conn) {
+// session opens a session at accept; LOGOUT or the connection's end
+// closes it, once.
+func (p *sessionProxy) session() (func([]byte), func()) {
+	p.mu.Lock()
+	p.open++
+	p.sessions++
+	p.maxOpen = max(p.maxOpen, p.open)
+	p.mu.Unlock()
 	var closed sync.Once
 	end := func() {
 		closed.Do(func() {
@@ -94,40 +69,12 @@ func (p *sessionProxy) serve(c net.Conn) {
 			p.mu.Unlock()
 		})
 	}
-	defer func() {
-		end()
-		c.Close()
-		p.mu.Lock()
-		delete(p.conns, c)
-		p.mu.Unlock()
-	}()
-	up, err := net.DialTimeout("tcp", p.upstream, 5*time.Second)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, _ = io.Copy(c, up)
-		c.Close()
-	})
-	r := bufio.NewReader(c)
-	for {
-		line, err := r.ReadBytes('\n')
-		if fields := bytes.Fields(line); len(fields) == 2 && bytes.EqualFold(fields[1], []byte("LOGOUT")) {
+	line := func(l []byte) {
+		if fields := bytes.Fields(l); len(fields) == 2 && bytes.EqualFold(fields[1], []byte("LOGOUT")) {
 			end()
 		}
-		if len(line) > 0 {
-			if _, werr := up.Write(line); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
 	}
-	up.Close()
-	wg.Wait()
+	return line, end
 }
 
 // probeResult is one target's reported probe, as the overlap tests read it.
@@ -182,6 +129,15 @@ func TestCollectionsNeverOverlap(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	core, logs := observer.New(zapcore.WarnLevel)
+	// A probe that fails shows why: this test has failed under load with
+	// a failed probe and nothing to say what failed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range logs.All() {
+				t.Logf("%s %v", e.Message, e.ContextMap())
+			}
+		}
+	})
 	settings := receivertest.NewNopSettings(metadata.Type)
 	settings.Logger = zap.New(core)
 	sink := new(consumertest.MetricsSink)

@@ -3,7 +3,6 @@ package emailqosreceiver
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -20,26 +19,19 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
 
 const (
-	alice = "alice@a.test"
-	bob   = "bob@b.test"
+	alice = mailtest.Alice
+	bob   = mailtest.Bob
 	carol = "carol@c.test"
 )
 
-func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
-	t.Helper()
-	opts.Users = append(opts.Users,
-		mailtest.User{Address: alice, Password: "alice-pw"},
-		mailtest.User{Address: bob, Password: "bob-pw"})
-	srv, err := mailtest.Start(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Close()) })
-	return srv
-}
+// startMail is the one in-process mail system fixture, with alice and bob.
+var startMail = mailtest.StartT
 
 func mailAccount(srv *mailtest.Server, addr, password string) AccountConfig {
 	return AccountConfig{
@@ -170,36 +162,10 @@ func TestFailedProbeStillEmits(t *testing.T) {
 	assert.False(t, hasLatency, "no latency is reported for a message that was not delivered")
 }
 
-// blackhole accepts connections and never answers.
-func blackhole(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return l.Addr().String()
-}
-
 func TestHungTargetDoesNotHoldOthers(t *testing.T) {
 	srv := startMail(t, mailtest.Options{})
 	hung := mailAccount(srv, bob, "bob-pw")
-	hung.IMAP.Endpoint = blackhole(t)
+	hung.IMAP.Endpoint = faultnet.BlackHole(t)
 	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw"), "hung": hung})
 	cfg.DeliveryTimeout = time.Second
 	cfg.Timeout = 2 * time.Second

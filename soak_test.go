@@ -6,12 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"reflect"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 )
@@ -35,99 +33,16 @@ const (
 	soakTolerance = 0.10
 )
 
-// Modes of a flakyForwarder.
-const (
-	modePass  = iota // forwards to the server
-	modeReset        // resets the connection at once
-	modeHang         // accepts and never answers
-)
+// flakyModes are what a flaky forwarder does with the connections it
+// accepts, in turn: forward them to the server, reset them at once, hold
+// them unanswered.
+var flakyModes = [...]faultnet.Fault{{}, {Reset: true}, {Silent: true}}
 
-// flakyForwarder forwards TCP connections to a server, resets them, or
-// holds them unanswered, as its mode says when they are accepted.
-type flakyForwarder struct {
-	ln       net.Listener
-	upstream string
-	mode     atomic.Int32
-	wg       sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func startFlaky(t *testing.T, upstream string) *flakyForwarder {
+// startFlaky is a faultnet proxy in front of upstream whose mode the soak
+// switches between collections.
+func startFlaky(t *testing.T, upstream string) *faultnet.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	f := &flakyForwarder{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
-	f.wg.Go(f.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		f.mu.Lock()
-		for c := range f.conns {
-			c.Close()
-		}
-		f.mu.Unlock()
-		f.wg.Wait()
-	})
-	return f
-}
-
-func (f *flakyForwarder) addr() string { return f.ln.Addr().String() }
-
-func (f *flakyForwarder) track(c net.Conn, on bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if on {
-		f.conns[c] = struct{}{}
-	} else {
-		delete(f.conns, c)
-	}
-}
-
-func (f *flakyForwarder) accept() {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		mode := f.mode.Load()
-		if mode == modeReset {
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0)
-			}
-			c.Close()
-			continue
-		}
-		f.track(c, true)
-		f.wg.Go(func() {
-			defer func() {
-				c.Close()
-				f.track(c, false)
-			}()
-			if mode == modeHang {
-				// Until the client gives up.
-				_, _ = io.Copy(io.Discard, c)
-				return
-			}
-			up, err := net.DialTimeout("tcp", f.upstream, 5*time.Second)
-			if err != nil {
-				return
-			}
-			f.track(up, true)
-			defer func() {
-				up.Close()
-				f.track(up, false)
-			}()
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				_, _ = io.Copy(up, c)
-				up.Close()
-			})
-			_, _ = io.Copy(c, up)
-			c.Close()
-			wg.Wait()
-		})
-	}
+	return faultnet.ProxyT(t, upstream)
 }
 
 // closedPort is a loopback address nothing listens on.
@@ -241,7 +156,7 @@ func TestSoak(t *testing.T) {
 	imapFlaky := startFlaky(t, healthy.IMAPAddr())
 	smtpFlaky := startFlaky(t, healthy.SMTPAddr())
 	pop3Flaky := startFlaky(t, pop.Addr())
-	flaky := []*flakyForwarder{imapFlaky, smtpFlaky, pop3Flaky}
+	flaky := []*faultnet.Proxy{imapFlaky, smtpFlaky, pop3Flaky}
 
 	accounts := map[string]AccountConfig{}
 	imapAcct := func(key string, srv *mailtest.Server, detection string) AccountConfig {
@@ -263,12 +178,12 @@ func TestSoak(t *testing.T) {
 	}
 	popAcct("p1", popMail.SMTPAddr(), pop.Addr())
 	popAcct("p2", popMail.SMTPAddr(), pop.Addr())
-	popAcct("p3", popMail.SMTPAddr(), pop3Flaky.addr())
+	popAcct("p3", popMail.SMTPAddr(), pop3Flaky.Addr())
 	f1 := imapAcct("h10", healthy, "idle")
-	f1.IMAP.Endpoint = imapFlaky.addr()
+	f1.IMAP.Endpoint = imapFlaky.Addr()
 	accounts["h10"] = f1
 	f2 := imapAcct("h11", healthy, "poll")
-	f2.SMTP.Endpoint = smtpFlaky.addr()
+	f2.SMTP.Endpoint = smtpFlaky.Addr()
 	accounts["h11"] = f2
 	imapAcct("a1", rejecting, "idle")
 	imapAcct("b1", blackhole, "idle")
@@ -307,7 +222,10 @@ func TestSoak(t *testing.T) {
 	for k := range soakCollections {
 		// Two collections each of passing, resetting and hanging.
 		for _, f := range flaky {
-			f.mode.Store(int32(k / 2 % 3))
+			require.NoError(t, f.Set(flakyModes[k/2%3]))
+			// The proxy records what clients send: forgotten, so that the
+			// heap measured is the receiver's, not the recording's.
+			f.ResetCounters()
 		}
 		md, err := s.scrape(context.Background())
 		require.NoError(t, err)

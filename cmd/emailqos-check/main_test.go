@@ -30,14 +30,12 @@ const (
 
 func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
 	t.Helper()
+	// The shared fixture's alice and bob are there too, unused.
 	opts.Users = []mailtest.User{
 		{Address: "probe@gmail.test", Password: gmailPW},
 		{Address: "probe@o365.test", Password: o365PW},
 	}
-	srv, err := mailtest.Start(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	return srv
+	return mailtest.StartT(t, opts)
 }
 
 // writeConfig writes a collector configuration with an emailqos receiver

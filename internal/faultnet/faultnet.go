@@ -32,6 +32,8 @@ type Fault struct {
 	Unanswered bool
 	// Silent accepts connections and never sends a byte.
 	Silent bool
+	// Reset accepts connections and resets them (TCP RST) at once.
+	Reset bool
 
 	// StallOn stops a connection's server-to-client stream in the middle of
 	// the first server line it matches: the first half of that line is
@@ -63,6 +65,13 @@ type Fault struct {
 	// for another host name); the connection is closed after the handshake,
 	// which the client is expected to refuse.
 	TLS *tls.Config
+
+	// OnConn, when set, is called as each relayed connection is accepted.
+	// The line function it returns sees every complete line that client
+	// sends, before any rule applies and before the line is forwarded; end
+	// is called once when the connection ends. Tests use it to follow
+	// sessions (from accept to LOGOUT) without a proxy of their own.
+	OnConn func() (line func([]byte), end func())
 }
 
 func (f *Fault) lines() bool {
@@ -290,6 +299,11 @@ func (p *Proxy) handle(client net.Conn) {
 				return
 			}
 		}
+	case f.Reset:
+		if tc, ok := client.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		return
 	case f.TLS != nil:
 		tc := tls.Server(client, f.TLS)
 		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
@@ -307,6 +321,11 @@ func (p *Proxy) handle(client net.Conn) {
 	}
 	defer p.untrack(server)
 	c := &relay{p: p, client: client, server: server}
+	if f.OnConn != nil {
+		var end func()
+		c.watch, end = f.OnConn()
+		defer end()
+	}
 	if len(f.Prefix) > 0 {
 		if _, err := client.Write(f.Prefix); err != nil {
 			return
@@ -328,6 +347,7 @@ type relay struct {
 	client, server net.Conn
 	stalled        atomic.Bool
 	dripping       atomic.Bool
+	watch          func([]byte) // from Fault.OnConn at accept; nil without
 }
 
 // pump copies src to dst. fromClient tells the direction.
@@ -345,7 +365,7 @@ func (r *relay) pump(src, dst net.Conn, fromClient bool) {
 				r.p.lineCount.Add(int64(bytes.Count(data, []byte{'\n'})))
 			}
 			f := r.p.fault.Load()
-			if !f.lines() && len(pending) == 0 {
+			if !f.lines() && r.watch == nil && len(pending) == 0 {
 				if !r.forward(dst, data, fromClient) {
 					return
 				}
@@ -357,12 +377,15 @@ func (r *relay) pump(src, dst net.Conn, fromClient bool) {
 						break
 					}
 					line := pending[:i+1]
+					if fromClient && r.watch != nil {
+						r.watch(bytes.Clone(line))
+					}
 					if !r.line(dst, bytes.Clone(line), fromClient, r.p.fault.Load()) {
 						return
 					}
 					pending = pending[i+1:]
 				}
-				if !r.p.fault.Load().lines() && len(pending) > 0 {
+				if !r.p.fault.Load().lines() && r.watch == nil && len(pending) > 0 {
 					// Rules switched off: what is left is not held back.
 					if !r.forward(dst, pending, fromClient) {
 						return

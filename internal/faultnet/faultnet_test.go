@@ -263,3 +263,60 @@ func TestDripOneByteAtATime(t *testing.T) {
 	// the third (a lower bound, which load cannot break).
 	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 }
+
+func TestBlackHole(t *testing.T) {
+	addr := BlackHole(t)
+	// Two connections: each is accepted and neither gets a byte.
+	for range 2 {
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "A1 NOOP\r\n")
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+		_, err := c.br.ReadString('\n')
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	}
+}
+
+func TestResetAtAccept(t *testing.T) {
+	p := proxy(t, echo(t))
+	require.NoError(t, p.Set(Fault{Reset: true}))
+	// On loopback the reset may beat the end of connect: either fails.
+	c, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
+	if err == nil {
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = c.Read(make([]byte, 1))
+	}
+	require.Error(t, err)
+	assert.ErrorIs(t, err, syscall.ECONNRESET, "a reset, not an orderly close")
+	// Back to relaying for the next connection.
+	require.NoError(t, p.Clear())
+	assert.Equal(t, "hello there\r\n", dial(t, p.Addr()).line(t))
+}
+
+func TestOnConnSeesLinesAndEnd(t *testing.T) {
+	p := proxy(t, echo(t))
+	lines := make(chan string, 8)
+	ended := make(chan struct{})
+	conns := 0
+	require.NoError(t, p.Set(Fault{OnConn: func() (func([]byte), func()) {
+		conns++ // accepts are serial: no lock needed
+		return func(l []byte) { lines <- string(l) }, func() { close(ended) }
+	}}))
+	c := dial(t, p.Addr())
+	assert.Equal(t, "hello there\r\n", c.line(t))
+	// A line in two writes is seen once, whole, before the server answers.
+	_, _ = io.WriteString(c, "A1 NO")
+	time.Sleep(20 * time.Millisecond)
+	_, _ = io.WriteString(c, "OP\r\nA2 LOGOUT\r\n")
+	assert.Equal(t, "ok A1 NOOP\r\n", c.line(t))
+	assert.Equal(t, "ok A2 LOGOUT\r\n", c.line(t))
+	assert.Equal(t, "A1 NOOP\r\n", <-lines)
+	assert.Equal(t, "A2 LOGOUT\r\n", <-lines)
+	require.NoError(t, c.Close())
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("end not called after the client closed")
+	}
+	assert.Equal(t, 1, conns)
+}

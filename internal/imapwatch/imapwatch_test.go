@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"go.uber.org/goleak"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -359,7 +360,7 @@ func TestTLSUntrustedCertificate(t *testing.T) {
 func TestBlackHole(t *testing.T) {
 	for _, sec := range []transport.Security{transport.None, transport.STARTTLS, transport.TLS} {
 		t.Run(string(sec), func(t *testing.T) {
-			addr := blackHole(t)
+			addr := faultnet.BlackHole(t)
 			opts := Options{Endpoint: transport.Endpoint{Address: addr, Security: sec}, Username: "u", Password: "p", AllowPlaintextAuth: true}
 			start := time.Now()
 			_, err := Open(ctxTimeout(t, 200*time.Millisecond), opts, nil)

@@ -5,14 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -172,126 +171,28 @@ func checkWindow(t *testing.T, arr Arrival, before, after time.Time) {
 	}
 }
 
-// blackHole accepts connections and never says a word.
-func blackHole(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
-// proxy forwards loopback connections to a target and records what clients
-// send, so tests can check what went over the wire in clear.
-type proxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-	// stall makes new connections go nowhere: accepted, never answered.
-	stall atomic.Bool
-
-	mu    sync.Mutex
-	conns []net.Conn
-	sent  bytes.Buffer
-}
+// proxy is a faultnet proxy in front of the server that records what
+// clients send, so tests can check what went over the wire in clear.
+type proxy struct{ *faultnet.Proxy }
 
 func newProxy(t testing.TB, target string) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	return &proxy{faultnet.ProxyT(t, target)}
+}
+
+func (p *proxy) addr() string { return p.Addr() }
+
+// stall makes new connections go nowhere: accepted, never answered.
+func (p *proxy) stall(t testing.TB) {
+	t.Helper()
+	if err := p.Set(faultnet.Fault{Silent: true}); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if p.stall.Load() {
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			p.mu.Unlock()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			_, _ = io.Copy(up, io.TeeReader(c, p))
-			_ = up.Close()
-			_ = c.Close()
-		}()
-		go func() {
-			defer p.wg.Done()
-			_, _ = io.Copy(c, up)
-			_ = c.Close()
-			_ = up.Close()
-		}()
-	}
-}
-
-// Write records client bytes.
-func (p *proxy) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sent.Write(b)
 }
 
 // lines returns the lines clients sent so far.
 func (p *proxy) lines() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Split(strings.TrimSuffix(p.sent.String(), "\r\n"), "\r\n")
+	return strings.Split(strings.TrimSuffix(string(p.Sent()), "\r\n"), "\r\n")
 }
 
 // verbs counts the commands clients sent, by upper-case verb.

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/goleak"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
@@ -248,7 +249,7 @@ func TestTLSUntrustedCertificate(t *testing.T) {
 func TestBlackHole(t *testing.T) {
 	for _, sec := range []transport.Security{transport.None, transport.STARTTLS, transport.TLS} {
 		t.Run(string(sec), func(t *testing.T) {
-			opts := Options{Endpoint: transport.Endpoint{Address: blackHole(t), Security: sec},
+			opts := Options{Endpoint: transport.Endpoint{Address: faultnet.BlackHole(t), Security: sec},
 				Username: testUser, Password: testPassword, AllowPlaintextAuth: true}
 			start := time.Now()
 			_, err := Open(ctxTimeout(t, 200*time.Millisecond), opts, nil)
@@ -302,7 +303,7 @@ func TestPollStalls(t *testing.T) {
 	opts.PollInterval = 100 * time.Millisecond
 	s := openSession(t, opts, nil)
 	s.stallAfter = opts.PollInterval
-	e.proxy.stall.Store(true)
+	e.proxy.stall(t)
 	p, _ := e.probe(t, e.key)
 	start := time.Now()
 	_, err := s.Wait(ctxTimeout(t, 300*time.Millisecond), p.Token, nil)

@@ -20,20 +20,12 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const (
-	alice = "alice@a.test"
-	bob   = "bob@b.test"
+	alice = mailtest.Alice
+	bob   = mailtest.Bob
 )
 
-func startMail(t *testing.T, opts mailtest.Options) *mailtest.Server {
-	t.Helper()
-	opts.Users = append(opts.Users,
-		mailtest.User{Address: alice, Password: "alice-pw"},
-		mailtest.User{Address: bob, Password: "bob-pw"})
-	srv, err := mailtest.Start(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, srv.Close()) })
-	return srv
-}
+// startMail is the one in-process mail system fixture, with alice and bob.
+var startMail = mailtest.StartT
 
 func account(srv *mailtest.Server, key, addr, password string, method imapwatch.Method) *Account {
 	return &Account{
