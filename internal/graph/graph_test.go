@@ -236,6 +236,16 @@ func TestThrottlingBoundedByContext(t *testing.T) {
 	}
 }
 
+func TestLongRetryAfterNotSleptWithoutDeadline(t *testing.T) {
+	f, c := newPair(t, graphtest.Options{}, graph.Options{})
+	f.Throttle(1, 503, time.Hour)
+	start := time.Now()
+	_, err := c.Get(context.Background(), "b@m365.test", "AAMk1")
+	if kindOf(err) != restcall.KindThrottled || time.Since(start) > 5*time.Second {
+		t.Fatalf("got %v after %v", err, time.Since(start))
+	}
+}
+
 func TestGatewayTimeoutNotRetriedForSend(t *testing.T) {
 	f, c := newPair(t, graphtest.Options{}, graph.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -288,12 +298,14 @@ func TestUnknownUserAndResync(t *testing.T) {
 	if !errors.As(err, &e) || e.Kind != restcall.KindNotFound || e.Code != "ErrorInvalidUser" {
 		t.Fatalf("unknown user: %#v", err)
 	}
-	_, _, err = c.Delta(ctx, f.URL()+"/v1.0/users/b@m365.test/mailFolders/Inbox/messages/delta?$deltatoken=garbage")
-	if kindOf(err) != restcall.KindResync {
-		t.Fatalf("expired link: %v", err)
+	for _, tok := range []string{"garbage", "x.c"} {
+		_, _, err = c.Delta(ctx, f.URL()+"/v1.0/users/b@m365.test/mailFolders/Inbox/messages/delta?$deltatoken="+tok)
+		if kindOf(err) != restcall.KindResync {
+			t.Fatalf("expired link %q: %v", tok, err)
+		}
 	}
 	_, _, err = c.Delta(ctx, "https://evil.test/v1.0/users/b/mailFolders/Inbox/messages/delta")
-	if kindOf(err) != restcall.KindProtocol || f.Requests() != 2 {
+	if kindOf(err) != restcall.KindProtocol || f.Requests() != 3 {
 		t.Fatalf("foreign link: %v", err)
 	}
 }

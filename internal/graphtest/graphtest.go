@@ -376,7 +376,11 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, user, folder stri
 			bad()
 			return
 		}
-		from, _ = strconv.ParseInt(p[0], 10, 64)
+		var err error
+		if from, err = strconv.ParseInt(p[0], 10, 64); err != nil {
+			bad()
+			return
+		}
 		created = p[1] == "c"
 	} else if t := q.Get("$skiptoken"); t != "" {
 		p := strings.Split(t, ".")

@@ -73,8 +73,7 @@ func IsKind(err error, k Kind) bool {
 	return errors.As(err, &e) && e.Kind == k
 }
 
-// TokenFunc returns a bearer token; oauth.Source.Token fits through a small
-// adapter (func(ctx) (string, error) { t, _, err := s.Token(ctx); return t, err }).
+// TokenFunc returns a bearer token; FromSource adapts an *oauth.Source.
 type TokenFunc func(ctx context.Context) (string, error)
 
 // Classifier maps an error response to a code of the API's closed set, a
@@ -93,6 +92,9 @@ type Client struct {
 	// doubles per attempt up to MaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
 	MaxAttempts            int
+	// MaxWait caps one throttling wait (default 2 min): a longer Retry-After
+	// is reported at once, even when the context has no deadline.
+	MaxWait time.Duration
 }
 
 // DefaultMaxBody is the response budget when none is set: far above a page
@@ -165,7 +167,11 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (int, error) {
 			wait = backoff
 			backoff = min(2*backoff, maxBackoff)
 		}
-		if i >= attempts {
+		maxWait := c.MaxWait
+		if maxWait <= 0 {
+			maxWait = 2 * time.Minute
+		}
+		if i >= attempts || wait > maxWait {
 			return status, e
 		}
 		// Never sleep past the deadline: a wait that cannot end in time is
@@ -282,4 +288,14 @@ func OneOf(code string, set map[string]bool) string {
 		return code
 	}
 	return "other"
+}
+
+// FromSource adapts a token source shaped like oauth.Source.Token.
+func FromSource(s interface {
+	Token(ctx context.Context) (string, time.Time, error)
+}) TokenFunc {
+	return func(ctx context.Context) (string, error) {
+		t, _, err := s.Token(ctx)
+		return t, err
+	}
 }

@@ -1,6 +1,7 @@
 package restcall
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -30,5 +31,17 @@ func TestOneOf(t *testing.T) {
 	set := map[string]bool{"A": true}
 	if OneOf("A", set) != "A" || OneOf("free text from the server", set) != "other" || OneOf("", set) != "" {
 		t.Fatal("OneOf does not keep the set closed")
+	}
+}
+
+type fakeSource struct{}
+
+func (fakeSource) Token(context.Context) (string, time.Time, error) {
+	return "t0k", time.Time{}, nil
+}
+
+func TestFromSource(t *testing.T) {
+	if tok, err := FromSource(fakeSource{})(context.Background()); tok != "t0k" || err != nil {
+		t.Fatal(tok, err)
 	}
 }
