@@ -115,6 +115,9 @@ type Ref struct {
 // Send submits raw (users.messages.send with the base64url "raw" field) and
 // returns the sent message's id. Not retried on 504 (it may have gone out).
 func (c *Client) Send(ctx context.Context, user string, raw []byte) (Ref, error) {
+	if err := restcall.Need("gmailapi", "messages.send", "user", user); err != nil {
+		return Ref{}, err
+	}
 	if len(raw) == 0 {
 		return Ref{}, errors.New("gmailapi messages.send: empty message")
 	}
@@ -130,6 +133,9 @@ func (c *Client) Send(ctx context.Context, user string, raw []byte) (Ref, error)
 // HistoryID returns the mailbox's current historyId (users.getProfile), the
 // baseline for History.
 func (c *Client) HistoryID(ctx context.Context, user string) (uint64, error) {
+	if err := restcall.Need("gmailapi", "getProfile", "user", user); err != nil {
+		return 0, err
+	}
 	var p struct {
 		HistoryID string `json:"historyId"` // uint64 as a JSON string
 	}
@@ -165,6 +171,9 @@ type historyPage struct {
 // oneself is one message that gets INBOX after SENT. A KindResync error
 // (HTTP 404) means start is too old: take a new baseline with HistoryID.
 func (c *Client) History(ctx context.Context, user string, start uint64) ([]Ref, uint64, error) {
+	if err := restcall.Need("gmailapi", "history.list", "user", user); err != nil {
+		return nil, 0, err
+	}
 	q := url.Values{}
 	q.Set("startHistoryId", strconv.FormatUint(start, 10))
 	q.Add("historyTypes", "messageAdded")
@@ -286,6 +295,9 @@ func (m Message) Category() string {
 // Get reads a message's labels and the named headers (format=metadata;
 // all headers when none are named).
 func (c *Client) Get(ctx context.Context, user, id string, headers ...string) (Message, error) {
+	if err := restcall.Need("gmailapi", "messages.get", "user", user, "message id", id); err != nil {
+		return Message{}, err
+	}
 	q := url.Values{}
 	q.Set("format", "metadata")
 	for _, h := range headers {
@@ -300,6 +312,9 @@ func (c *Client) Get(ctx context.Context, user, id string, headers ...string) (M
 // Delete removes the message permanently (users.messages.delete, 204; needs
 // the https://mail.google.com/ scope).
 func (c *Client) Delete(ctx context.Context, user, id string) error {
+	if err := restcall.Need("gmailapi", "messages.delete", "user", user, "message id", id); err != nil {
+		return err
+	}
 	_, err := c.rc.Do(ctx, restcall.Request{Op: "messages.delete", Method: http.MethodDelete,
 		URL: c.userURL(user, "messages", id), Idempotent: true}, nil)
 	return err
@@ -307,6 +322,9 @@ func (c *Client) Delete(ctx context.Context, user, id string) error {
 
 // Trash moves the message to the trash (users.messages.trash).
 func (c *Client) Trash(ctx context.Context, user, id string) error {
+	if err := restcall.Need("gmailapi", "messages.trash", "user", user, "message id", id); err != nil {
+		return err
+	}
 	_, err := c.rc.Do(ctx, restcall.Request{Op: "messages.trash", Method: http.MethodPost,
 		URL: c.userURL(user, "messages", id, "trash"), Idempotent: true}, nil)
 	return err

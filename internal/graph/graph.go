@@ -160,6 +160,9 @@ func (c *Client) userURL(user string, parts ...string) string {
 // travel unchanged. Success is 202 Accepted: queued, not yet sent, unlike
 // SMTP's 250 after DATA. Not retried on 504 (it may have been accepted).
 func (c *Client) SendMIME(ctx context.Context, user string, raw []byte) error {
+	if err := restcall.Need("graph", "sendMail", "user", user); err != nil {
+		return err
+	}
 	if len(raw) == 0 {
 		return errors.New("graph sendMail: empty message")
 	}
@@ -185,6 +188,9 @@ type deltaPage struct {
 // created messages, and returns the deltaLink for Delta. The messages already
 // there are read and dropped (page by page), so use it on probe mailboxes.
 func (c *Client) Baseline(ctx context.Context, user, folder string) (string, error) {
+	if err := restcall.Need("graph", "delta", "user", user, "folder", folder); err != nil {
+		return "", err
+	}
 	q := url.Values{}
 	q.Set("changeType", "created")
 	q.Set("$select", selectFields)
@@ -249,6 +255,9 @@ func (c *Client) sameOrigin(link string) error {
 
 // Get reads one message with its internetMessageHeaders.
 func (c *Client) Get(ctx context.Context, user, id string) (Message, error) {
+	if err := restcall.Need("graph", "get", "user", user, "message id", id); err != nil {
+		return Message{}, err
+	}
 	var m Message
 	_, err := c.rc.Do(ctx, restcall.Request{Op: "get", Method: http.MethodGet,
 		URL: c.userURL(user, "messages", id) + "?$select=" + url.QueryEscape(selectFields), Idempotent: true}, &m)
@@ -258,6 +267,9 @@ func (c *Client) Get(ctx context.Context, user, id string) (Message, error) {
 // PermanentDelete removes the message for good (message-permanentdelete:
 // 204). Retried on 504: deleting twice is harmless (the second is a 404).
 func (c *Client) PermanentDelete(ctx context.Context, user, id string) error {
+	if err := restcall.Need("graph", "permanentDelete", "user", user, "message id", id); err != nil {
+		return err
+	}
 	_, err := c.rc.Do(ctx, restcall.Request{Op: "permanentDelete", Method: http.MethodPost,
 		URL: c.userURL(user, "messages", id, "permanentDelete"), Idempotent: true}, nil)
 	return err
@@ -267,6 +279,9 @@ func (c *Client) PermanentDelete(ctx context.Context, user, id string) error {
 // e.g. FolderDeletedItems) and returns the moved message's new id (message-
 // move: 201 with the message).
 func (c *Client) Move(ctx context.Context, user, id, destination string) (string, error) {
+	if err := restcall.Need("graph", "move", "user", user, "message id", id, "destination", destination); err != nil {
+		return "", err
+	}
 	body, _ := json.Marshal(struct {
 		DestinationID string `json:"destinationId"`
 	}{destination})

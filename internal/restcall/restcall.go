@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emailqos/emailqosreceiver/internal/oauth"
@@ -298,4 +299,15 @@ func FromSource(s interface {
 		t, _, err := s.Token(ctx)
 		return t, err
 	}
+}
+
+// Need refuses a call whose named inputs (name, value pairs) are empty, with
+// an error naming the field, before anything is sent.
+func Need(api, op string, kv ...string) error {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if strings.TrimSpace(kv[i+1]) == "" {
+			return &Error{API: api, Op: op, Kind: KindBadRequest, Err: fmt.Errorf("%s is empty", kv[i])}
+		}
+	}
+	return nil
 }
