@@ -17,7 +17,10 @@ import (
 	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/scraper/scraperhelper"
 
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
+	"github.com/emailqos/emailqosreceiver/internal/probe"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
 // Security values accepted in `security`. LogicMonitor's spellings map onto
@@ -25,32 +28,33 @@ import (
 // LogicMonitor's "TLS" means STARTTLS while ours means implicit TLS, values are
 // case-sensitive: an upper-case LogicMonitor spelling is rejected with a hint
 // instead of silently picking the other mode.
+// The values are the engine's (internal/transport); only the alias is ours.
 const (
-	securityNone     = "none"
-	securityStartTLS = "starttls"
-	securityTLS      = "tls"
+	securityNone     = string(transport.None)
+	securityStartTLS = string(transport.STARTTLS)
+	securityTLS      = string(transport.TLS)
 	securitySSL      = "ssl" // alias of tls
 )
 
-// Detection methods for the arrival of a probe.
+// Detection methods for the arrival of a probe, as the engine names them.
 const (
-	detectionAuto    = "auto"
-	detectionIdle    = "idle"
-	detectionPoll    = "poll"
-	detectionPrecise = "precise"
+	detectionAuto    = string(imapwatch.MethodAuto)
+	detectionIdle    = string(imapwatch.MethodIdle)
+	detectionPoll    = string(imapwatch.MethodPoll)
+	detectionPrecise = string(imapwatch.MethodPrecise)
 )
 
-// Retrieval protocols.
+// Retrieval protocols, as the engine names them.
 const (
-	retrievalIMAP = "imap"
-	retrievalPOP3 = "pop3"
+	retrievalIMAP = probe.RetrievalIMAP
+	retrievalPOP3 = probe.RetrievalPOP3
 )
 
 // Cleanup policies for a probe message once it has been measured.
 const (
-	cleanupDelete = "delete"
-	cleanupMove   = "move"
-	cleanupKeep   = "keep"
+	cleanupDelete = string(probe.CleanupDelete)
+	cleanupMove   = string(probe.CleanupMove)
+	cleanupKeep   = string(probe.CleanupKeep)
 )
 
 const (

@@ -24,6 +24,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/safetext"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -556,17 +557,16 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		junk = *a.IMAP.JunkFolders
 	}
 	return &probe.Account{
-		Key:       key,
-		Address:   a.Address,
-		Username:  username,
-		Password:  string(a.Password),
-		SMTP:      smtpEP,
-		IMAP:      imapEP,
-		Retrieval: retrieval,
-		POP3:      pop3EP,
-		Mailbox:   mailbox,
-		Detection: imapwatch.Method(detection),
-		MACKey:    probemsg.DeriveKey(secret, a.Address),
+		Key:         key,
+		Address:     a.Address,
+		Credentials: saslx.Credentials{Username: username, Password: string(a.Password)},
+		SMTP:        smtpEP,
+		IMAP:        imapEP,
+		Retrieval:   retrieval,
+		POP3:        pop3EP,
+		Mailbox:     mailbox,
+		Detection:   imapwatch.Method(detection),
+		MACKey:      probemsg.DeriveKey(secret, a.Address),
 		// What the delivered probe's header is read with.
 		AuthServIDs: a.AuthServIDs,
 		Domains:     providerDomains(a, smtpEP, imapEP, pop3EP),

@@ -42,9 +42,6 @@ const (
 	MethodPrecise Method = "precise"
 )
 
-// TokenHeader carries the token that identifies a probe.
-const TokenHeader = "X-Emailqos-Token"
-
 const (
 	defaultMailbox         = "INBOX"
 	defaultPollInterval    = 5 * time.Second
@@ -67,18 +64,13 @@ const (
 
 // Options configures a Session.
 type Options struct {
-	Endpoint           transport.Endpoint
-	Username, Password string
+	Endpoint transport.Endpoint
+	// Credentials sign in with LOGIN, or with AUTHENTICATE XOAUTH2 or
+	// OAUTHBEARER when they hold a Token.
+	saslx.Credentials
 	// AllowPlaintextAuth permits credentials on an unencrypted connection;
 	// only for a user who configured security none explicitly.
 	AllowPlaintextAuth bool
-	// Token, when set, signs in with AUTHENTICATE XOAUTH2 or OAUTHBEARER
-	// (whichever the server offers, or Mechanism) instead of LOGIN. It is
-	// asked for a token at every login, reconnects included.
-	Token steps.TokenSource
-	// TokenType classifies a Token error into an error type.
-	TokenType func(error) string
-	Mechanism string
 	// Mailbox is watched; "INBOX" when empty.
 	Mailbox string
 	// Method is "auto" when empty.
@@ -425,7 +417,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 // login authenticates and returns the capabilities that follow.
 func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapSet) (imap.CapSet, error) {
 	fail := func(typ string, err error) (imap.CapSet, error) {
-		return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, s.opts.Password))
+		return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, transcript.RedactError(err, s.opts.Username, s.opts.Password))
 	}
 	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
 		return fail(steps.TypeAuth, errors.New("imap: refusing to send credentials over an unencrypted connection"))
@@ -445,7 +437,7 @@ func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapS
 		}
 		// The token is a secret like the password: keep it out of errors.
 		fail = func(typ string, err error) (imap.CapSet, error) {
-			return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, token))
+			return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, transcript.RedactError(err, s.opts.Username, token))
 		}
 	}
 	start := time.Now()
@@ -500,14 +492,6 @@ func hasMech(caps imap.CapSet, mech string) bool {
 		}
 	}
 	return false
-}
-
-// redact keeps the password out of an error a server may have echoed it in.
-func redact(err error, password string) error {
-	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
 }
 
 // imapType types a server's refusal by its RFC 5530 response code; other

@@ -261,7 +261,7 @@ type hit struct {
 func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) (_ *imap.SearchData, resp time.Time, _ error) {
 	crit := &imap.SearchCriteria{
 		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
-		Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: token}},
+		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}},
 	}
 	start := time.Now()
 	var data *imap.SearchData

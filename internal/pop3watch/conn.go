@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -182,15 +181,22 @@ func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) erro
 		return fail(steps.TypeAuth, errors.New("pop3: refusing to send credentials over an unencrypted connection"))
 	}
 	var mech sasl.Client
-	if s.opts.SASL != nil {
+	if s.opts.Token != nil {
 		// Before the login's timer starts: a token refresh is not the
-		// server's login time.
-		var err error
-		if mech, err = s.opts.SASL(ctx); err != nil {
-			return fail(tokenType(err), err)
+		// server's login time. A token per login: one may expire while the
+		// probe waits.
+		token, err := s.opts.Token(ctx)
+		if err == nil {
+			// No mechanism list: the session does not read CAPA's SASL
+			// line, so Pick takes Mechanism, else XOAUTH2.
+			mech, _, err = saslx.Pick(nil, s.opts.Username, token, s.opts.Mechanism)
 		}
-		if mech == nil {
-			return fail(steps.TypeConfig, errors.New("pop3: SASL returned no mechanism"))
+		if err != nil {
+			typ := tokenType(err)
+			if s.opts.TokenType != nil {
+				typ = s.opts.TokenType(err)
+			}
+			return fail(typ, err)
 		}
 	}
 	pc.lo = time.Now()
@@ -205,7 +211,7 @@ func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) erro
 	if err != nil {
 		// Typed before redacting, which drops the error's chain.
 		typ := pop3.ErrorType(err)
-		return fail(typ, redact(err, s.opts.Password))
+		return fail(typ, transcript.RedactError(err, s.opts.Username, s.opts.Password))
 	}
 	return nil
 }
@@ -222,15 +228,6 @@ func tokenType(err error) string {
 		return oe.Type
 	}
 	return steps.TypeTokenUnavailable
-}
-
-// redact keeps the password out of an error: the pop3 client never puts
-// arguments in its errors, but a server may echo one in its -ERR text.
-func redact(err error, password string) error {
-	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
 }
 
 // list reads the session's UIDL listing; rec, when not nil, times it as

@@ -20,6 +20,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -45,19 +46,13 @@ const (
 
 // Account is one mail account as the engine sees it.
 type Account struct {
-	Key      string
-	Address  string
-	Username string
-	Password string
-	SMTP     transport.Endpoint
-	IMAP     transport.Endpoint
-	Mailbox  string
-	// Token, when set, signs in with OAuth2 bearer tokens instead of the
-	// password; TokenType classifies its errors and Mechanism forces a SASL
-	// mechanism.
-	Token     steps.TokenSource
-	TokenType func(error) string
-	Mechanism string
+	Key     string
+	Address string
+	// Credentials sign in to SMTP, IMAP and POP3 alike.
+	saslx.Credentials
+	SMTP    transport.Endpoint
+	IMAP    transport.Endpoint
+	Mailbox string
 	// Retrieval is how probes are read back: RetrievalIMAP (default) or
 	// RetrievalPOP3, from the POP3 endpoint.
 	Retrieval string
@@ -204,20 +199,16 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	return res
 }
 
-// withTranscript returns a copy of a that registers its credentials, and
-// every token its source hands out, with tr, whose lines are then scrubbed
-// of them (a second line of defence beside the protocol redaction).
-func (a *Account) withTranscript(tr *transcript.Transcript) *Account {
+// credentials returns a's credentials; with a transcript, they and every
+// token their source hands out are registered with tr, whose lines are then
+// scrubbed of them (a second line of defence beside the protocol
+// redaction).
+func (a *Account) credentials(tr *transcript.Transcript) saslx.Credentials {
+	c := a.Credentials
 	if tr == nil {
-		return a
+		return c
 	}
 	tr.Secret(a.Username, a.Password)
-	c := &Account{
-		Key: a.Key, Address: a.Address, Username: a.Username, Password: a.Password,
-		SMTP: a.SMTP, IMAP: a.IMAP, Mailbox: a.Mailbox, TokenType: a.TokenType, Mechanism: a.Mechanism,
-		Retrieval: a.Retrieval, POP3: a.POP3, Detection: a.Detection,
-		JunkFolders: a.JunkFolders, DiscoverJunk: a.DiscoverJunk,
-	}
 	if src := a.Token; src != nil {
 		c.Token = func(ctx context.Context) (string, error) {
 			tok, err := src(ctx)
@@ -298,14 +289,10 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		// target's configuration, before anything was sent.
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
 	}
-	sender := t.Sender.withTranscript(tr)
 	sent, deferred, err := submit(ctx, t, smtpsend.Options{
-		Endpoint: sender.SMTP,
-		Auth: smtpsend.Auth{
-			Username: sender.Username, Password: sender.Password,
-			Token: sender.Token, TokenType: sender.TokenType, Mechanism: sender.Mechanism,
-		},
-		AllowPlaintextAuth: sender.SMTP.Security == transport.None,
+		Endpoint:           t.Sender.SMTP,
+		Auth:               t.Sender.credentials(tr),
+		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
 		Transcript:         tr,
 	}, smtpsend.Message{
 		From: t.Sender.Address,

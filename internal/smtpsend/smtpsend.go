@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -36,19 +35,6 @@ const (
 	quitTimeout = 5 * time.Second
 )
 
-// Auth holds the submission credentials. An empty Username means no AUTH.
-type Auth struct {
-	Username string
-	Password string
-	// Token, when set, signs in with an OAuth2 bearer token (XOAUTH2 or
-	// OAUTHBEARER, whichever the server offers) instead of the password.
-	Token steps.TokenSource
-	// TokenType classifies a Token error into an error type.
-	TokenType func(error) string
-	// Mechanism forces XOAUTH2 or OAUTHBEARER for Token.
-	Mechanism string
-}
-
 // Message is what is submitted: the envelope and the RFC 5322 data.
 type Message struct {
 	From string
@@ -68,7 +54,9 @@ type Result struct {
 // Options says where and how to submit.
 type Options struct {
 	Endpoint transport.Endpoint
-	Auth     Auth
+	// Auth holds the submission credentials. An empty Username means no
+	// AUTH.
+	Auth saslx.Credentials
 	// LocalName is the EHLO name; "localhost" when empty.
 	LocalName string
 	// AllowPlaintextAuth lets credentials go over an unencrypted
@@ -384,7 +372,7 @@ func (s *sender) fail(step string, code int, typ string, err error) *steps.Error
 	if se.Reply.Code == 0 {
 		se.Reply = reply(se.Err)
 	}
-	se.Err = redact(se.Err, s.opts.Auth, s.token)
+	se.Err = transcript.RedactError(se.Err, s.opts.Auth.Username, s.opts.Auth.Password, s.token)
 	return se
 }
 
@@ -463,35 +451,6 @@ func dialStep(ep transport.Endpoint, err error) string {
 		return steps.SMTPConnect
 	}
 	return steps.SMTPTLS
-}
-
-// redact keeps the password out of error text, in case a server or library
-// echoed the credentials back in any of the forms they were sent in.
-func redact(err error, a Auth, token string) error {
-	if err == nil || (a.Password == "" && token == "") {
-		return err
-	}
-	var secrets []string
-	if a.Password != "" {
-		secrets = append(secrets,
-			a.Password,
-			base64.StdEncoding.EncodeToString([]byte(a.Password)),
-			base64.StdEncoding.EncodeToString([]byte("\x00"+a.Username+"\x00"+a.Password)))
-	}
-	if token != "" {
-		secrets = append(secrets, token,
-			base64.StdEncoding.EncodeToString([]byte("user="+a.Username+"\x01auth=Bearer "+token+"\x01\x01")))
-	}
-	msg := err.Error()
-	redacted := msg
-	for _, sec := range secrets {
-		redacted = strings.ReplaceAll(redacted, sec, "[redacted]")
-	}
-	if redacted == msg {
-		return err
-	}
-	// The original is dropped, not wrapped, so it cannot be printed.
-	return errors.New(redacted)
 }
 
 func isASCII(s string) bool {

@@ -93,10 +93,6 @@ var Types = []string{
 	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
 }
 
-// TokenSource yields OAuth2 bearer tokens. Errors are classified with the
-// token types above by the caller's TokenType.
-type TokenSource func(ctx context.Context) (string, error)
-
 // Error is a probe failure tagged with the step it happened in, its error code
 // and its type.
 type Error struct {
