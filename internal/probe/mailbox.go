@@ -94,6 +94,14 @@ type arrival struct {
 	Folder    string
 }
 
+// The detection method and placement of every POP3 arrival, in imapwatch's
+// terms, which the metrics use for both protocols: POP3 can only poll, and
+// sees the maildrop only.
+const (
+	pop3Method    = imapwatch.MethodPoll
+	pop3Placement = imapwatch.PlacementInbox
+)
+
 // Placements of a probe (Result.Placement). POP3 sees the maildrop only, so
 // its probes are inbox or missing.
 const (

@@ -6,7 +6,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/pop3watch"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -39,8 +38,8 @@ type pop3Mailbox struct{ s *pop3watch.Session }
 
 func (m pop3Mailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
 	a, err := m.s.Wait(ctx, token, accept)
-	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: imapwatch.MethodPoll, Header: a.Header,
-		Placement: imapwatch.PlacementInbox}, err
+	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: pop3Method, Header: a.Header,
+		Placement: pop3Placement}, err
 }
 
 func (m pop3Mailbox) Delete(ctx context.Context, a arrival) error { return m.s.Delete(ctx, a.ID) }
