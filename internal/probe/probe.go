@@ -230,11 +230,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		defer cancel()
 	}
 
+	// Every failure reaching fail is a *steps.Error: the engine's packages
+	// fail with one, and what they might return otherwise is typed where it
+	// is returned, in the step it happened in.
 	fail := func(err error) Result {
 		var se *steps.Error
-		if !errors.As(err, &se) {
-			se = steps.Fail(ctx, "probe", steps.CodeSearch, "", err)
-		}
+		errors.As(err, &se)
 		res.Code, res.ErrorType, res.Err = se.Code, se.Type, se
 		if res.Total == 0 {
 			res.Total = time.Since(res.Start)
@@ -246,7 +247,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// that the arrival is seen the moment the server announces it.
 	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
-		return fail(err)
+		return fail(steps.Fail(ctx, t.Receiver.connectStep(), steps.CodeMailboxConnect, "", err))
 	}
 
 	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
@@ -301,7 +302,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	}, rec, logger)
 	res.Deferrals = deferred.count
 	if err != nil {
-		return nil, err
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, "", err)
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -314,8 +315,9 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	cancelWait()
 	res.Total = time.Since(res.Start)
 	if err != nil {
-		var se *steps.Error
-		if errors.As(err, &se) && se.Code == steps.CodeSearch {
+		se := steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, "", err)
+		err = se
+		if se.Code == steps.CodeSearch {
 			missed = &lateProbe{token: p.Token, sentAt: p.SentAt}
 			if se.Type == steps.TypeNotFound {
 				res.Placement = PlacementMissing
@@ -362,6 +364,14 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", cleanupErr)
 	}
 	return nil, nil
+}
+
+// connectStep is the first step of a's mailbox session.
+func (a *Account) connectStep() string {
+	if a.Retrieval == RetrievalPOP3 {
+		return steps.POP3Connect
+	}
+	return steps.IMAPConnect
 }
 
 func (a *Account) deleteStep() string {
