@@ -61,7 +61,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	invalid := func(err error) ([]imap.UID, error) {
-		return nil, &steps.Error{Step: steps.IMAPSearch, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: err}
+		return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, err)
 	}
 	var junk *junkFolder
 	if folder != "" && folder != s.opts.Mailbox {
@@ -100,7 +100,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
-		return nil, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
 	}
 	if s.broken {
 		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.

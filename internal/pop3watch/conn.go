@@ -106,7 +106,7 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 	pc := &conn{cancel: cancel}
 	fail := func(step, typ string, err error) (*conn, error) {
 		pc.close()
-		return nil, steps.Fail(s.failCtx(ctx), step, steps.CodeMailboxConnect, typ, err)
+		return nil, steps.Fail(s.failCtx(ctx), step, typ, err)
 	}
 
 	stop := context.AfterFunc(ctx, cancel)
@@ -175,7 +175,7 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 // login authenticates with SASL or USER/PASS, never in clear unless allowed.
 func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) error {
 	fail := func(typ string, err error) error {
-		return steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, typ, err)
+		return steps.Fail(s.failCtx(ctx), POP3Login, typ, err)
 	}
 	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
 		return fail(steps.TypeAuth, errors.New("pop3: refusing to send credentials over an unencrypted connection"))

@@ -183,7 +183,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		pc.close()
 		// Classified before the session's life ends, or the failure would
 		// read as a cancellation.
-		se := steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		se := steps.Fail(s.failCtx(ctx), POP3Login, pop3.ErrorType(err), err)
 		s.lifeCancel()
 		return nil, se
 	}
@@ -195,7 +195,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	}
 	if err := s.list(ctx, pc, rec); err != nil {
 		pc.close()
-		se := steps.Fail(s.failCtx(ctx), POP3List, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		se := steps.Fail(s.failCtx(ctx), POP3List, pop3.ErrorType(err), err)
 		s.lifeCancel()
 		return nil, se
 	}
@@ -276,7 +276,7 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	if pc.marked > 0 {
-		return steps.Fail(s.failCtx(ctx), POP3Quit, steps.CodeCleanup, pop3.ErrorType(err), err)
+		return steps.Fail(s.failCtx(ctx), POP3Quit, pop3.ErrorType(err), err)
 	}
 	s.log.Debug("POP3 QUIT failed", zap.Error(err))
 	return nil

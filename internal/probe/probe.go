@@ -247,7 +247,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// that the arrival is seen the moment the server announces it.
 	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
-		return fail(steps.Fail(ctx, t.Receiver.connectStep(), steps.CodeMailboxConnect, "", err))
+		return fail(steps.Fail(ctx, t.Receiver.connectStep(), "", err))
 	}
 
 	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
@@ -275,7 +275,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
 	if err == nil && closeErr != nil {
-		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", closeErr))
+		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), "", closeErr))
 	}
 	return res
 }
@@ -288,7 +288,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	if err != nil {
 		// An address or target name the message cannot carry: the
 		// target's configuration, before anything was sent.
-		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
 	sent, deferred, err := submit(ctx, t, smtpsend.Options{
 		Endpoint:           t.Sender.SMTP,
@@ -302,7 +302,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	}, rec, logger)
 	res.Deferrals = deferred.count
 	if err != nil {
-		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, "", err)
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -315,7 +315,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	cancelWait()
 	res.Total = time.Since(res.Start)
 	if err != nil {
-		se := steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, "", err)
+		se := steps.Fail(ctx, steps.DeliveryWait, "", err)
 		err = se
 		if se.Code == steps.CodeSearch {
 			missed = &lateProbe{token: p.Token, sentAt: p.SentAt}
@@ -336,7 +336,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	if arrival.SeenAt.Add(arrival.Uncertainty).Before(p.SentAt) {
 		// Seen before the probe was even sent: clock trouble or a
 		// duplicate, never a negative latency.
-		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
+		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.TypeProtocol,
 			fmt.Errorf("message seen %s before it was sent", p.SentAt.Sub(arrival.SeenAt)))
 	}
 	if latency < 0 {
@@ -361,7 +361,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		cleanupErr = sess.Delete(ctx, arrival)
 	}
 	if cleanupErr != nil {
-		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", cleanupErr)
+		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), "", cleanupErr)
 	}
 	return nil, nil
 }

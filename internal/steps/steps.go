@@ -121,10 +121,18 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Fail wraps err as a step failure. When typ is empty the type is derived
-// from err and from ctx: a done context is a timeout or a cancellation
-// whatever error the library returned for its closed connection.
-func Fail(ctx context.Context, step string, code int, typ string, err error) *Error {
+// Fail wraps err as a failure of step, with the step's code (see Code).
+// When typ is empty the type is derived from err and from ctx: a done
+// context is a timeout or a cancellation whatever error the library
+// returned for its closed connection. An err that already is a step
+// failure is returned as it is.
+func Fail(ctx context.Context, step string, typ string, err error) *Error {
+	return FailCode(ctx, step, Code(step), typ, err)
+}
+
+// FailCode is Fail with a code other than the step's, for the exceptions
+// listed in codes.go.
+func FailCode(ctx context.Context, step string, code int, typ string, err error) *Error {
 	var se *Error
 	if errors.As(err, &se) {
 		return se
