@@ -1,5 +1,18 @@
 package steps
 
+// Error codes, kept from LogicMonitor's Email_RoundTrip/Email_TransitTime so
+// that their users can move dashboards and alerts over unchanged.
+const (
+	CodeInvalidInstance = -2
+	CodeMissingParams   = -1
+	CodeOK              = 0
+	CodeSMTPConnect     = 1
+	CodeSMTPSend        = 2
+	CodeMailboxConnect  = 3
+	CodeSearch          = 4
+	CodeCleanup         = 5
+)
+
 // codes is the error code of a failure in each step: the one answer to
 // "which code does this failure get". The codes group the steps the way
 // LogicMonitor's Email_RoundTrip/Email_TransitTime do: connecting to and
