@@ -253,18 +253,8 @@ func (tc TranscriptConfig) enabled(name string) bool {
 // targetNames is the set of every configured target's name.
 func (cfg *Config) targetNames() map[string]bool {
 	names := map[string]bool{}
-	for _, rt := range cfg.Roundtrip {
-		names[rt.targetName()] = true
-	}
-	for _, dir := range cfg.Transit.Directions {
-		names[dir] = true
-	}
-	for _, s := range cfg.Transit.Mesh {
-		for _, r := range cfg.Transit.Mesh {
-			if s != r {
-				names[s+":"+r] = true
-			}
-		}
+	for _, t := range cfg.targets() {
+		names[t.name] = true
 	}
 	return names
 }
@@ -895,28 +885,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// resolve returns the endpoint's address with its port and its security,
-// filling either in from the other. An unset security never resolves to
-// none, so credentials are only sent in clear when none was written out.
-func (e EndpointConfig) resolve(defaultPorts map[string]int) (addr, security string) {
-	security, _ = parseSecurity(e.Security)
-	host, port, err := net.SplitHostPort(e.Endpoint)
-	if err != nil {
-		host, port = e.Endpoint, ""
-	}
-	if security == "" {
-		security = securityStartTLS
-		switch port {
-		case "465", "993", "995":
-			security = securityTLS
-		}
-	}
-	if port == "" {
-		port = strconv.Itoa(defaultPorts[security])
-	}
-	return net.JoinHostPort(host, port), security
 }
 
 var (
