@@ -216,8 +216,8 @@ func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) erro
 	return nil
 }
 
-// tokenType types a failure of Options.SASL, which usually means that no
-// token could be obtained.
+// tokenType types a failure of Options.Token without a TokenType, which
+// usually means that no token could be obtained.
 func tokenType(err error) string {
 	var se *steps.Error
 	if errors.As(err, &se) && se.Type != "" {
