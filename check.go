@@ -1,5 +1,12 @@
 package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
+// The API of the emailqos-check command (cmd/emailqos-check): load a
+// collector configuration, list its targets, probe them once. It lives in
+// the receiver package, in this file only, because it must run exactly what
+// the receiver runs: the configuration's defaults and validation, the target
+// list (Config.targets) and buildTargets are unexported, and an internal
+// package between the two would have to export them to both.
+
 import (
 	"context"
 	"errors"

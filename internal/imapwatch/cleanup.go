@@ -88,7 +88,7 @@ func (s *Session) MoveUIDsFrom(ctx context.Context, folder string, uids []imap.U
 }
 
 func cleanupErr(typ string, err error) error {
-	return &steps.Error{Step: steps.IMAPDelete, Code: steps.CodeCleanup, Type: typ, Err: err}
+	return steps.New(steps.IMAPDelete, typ, err)
 }
 
 // cleanup removes or moves the messages uids of folder ("" is the watched
@@ -144,7 +144,7 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
-		return steps.Fail(ctx, steps.IMAPDelete, steps.CodeCleanup, imapType(err), err)
+		return steps.Fail(ctx, steps.IMAPDelete, imapType(err), err)
 	}
 	if s.broken {
 		// Still the same message: a reconnect checks UIDVALIDITY.

@@ -15,9 +15,6 @@ import (
 )
 
 const (
-	// probeTokenPrefix starts every probe token (see probemsg). It only
-	// narrows the server-side search; what makes a hit a probe is accept.
-	probeTokenPrefix = "eq"
 	// tokenBatch bounds the tokens ORed into one UID SEARCH, keeping the
 	// command short and its nesting shallow.
 	tokenBatch = 32
@@ -64,7 +61,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	invalid := func(err error) ([]imap.UID, error) {
-		return nil, &steps.Error{Step: steps.IMAPSearch, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: err}
+		return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, err)
 	}
 	var junk *junkFolder
 	if folder != "" && folder != s.opts.Mailbox {
@@ -103,7 +100,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 		if ctx.Err() == nil {
 			s.failed(err)
 		}
-		return nil, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
 	}
 	if s.broken {
 		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.
@@ -131,7 +128,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 	var searches []imap.SearchCriteria
 	if tokens == nil {
 		searches = append(searches, imap.SearchCriteria{
-			Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: probeTokenPrefix}},
+			Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: probemsg.TokenPrefix}},
 		})
 	}
 	for batch := range slices.Chunk(tokens, tokenBatch) {
@@ -166,7 +163,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 
 	wanted := func(header []byte) bool {
 		for _, v := range tokenValues(header) {
-			if (tokens == nil && strings.HasPrefix(v, probeTokenPrefix)) || slices.Contains(tokens, v) {
+			if (tokens == nil && strings.HasPrefix(v, probemsg.TokenPrefix)) || slices.Contains(tokens, v) {
 				return true
 			}
 		}
@@ -201,7 +198,7 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 // so that the nesting stays logarithmic.
 func anyToken(tokens []string) imap.SearchCriteria {
 	if len(tokens) == 1 {
-		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: tokens[0]}}}
+		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: tokens[0]}}}
 	}
 	mid := len(tokens) / 2
 	return imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{anyToken(tokens[:mid]), anyToken(tokens[mid:])}}}

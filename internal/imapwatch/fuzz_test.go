@@ -110,7 +110,7 @@ func FuzzHeaderToken(f *testing.F) {
 		if !hasToken(header, p.Token) {
 			t.Fatalf("probemsg.Parse accepts the probe %s, but hasToken does not find its token (values %q): Wait would reject it as a lookalike", p.Token, values)
 		}
-		if !slices.ContainsFunc(values, func(v string) bool { return strings.HasPrefix(v, probeTokenPrefix) }) {
+		if !slices.ContainsFunc(values, func(v string) bool { return strings.HasPrefix(v, probemsg.TokenPrefix) }) {
 			t.Fatalf("probemsg.Parse accepts the probe %s, but FindProbes would not see a probe token (values %q)", p.Token, values)
 		}
 	})

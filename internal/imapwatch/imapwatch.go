@@ -42,9 +42,6 @@ const (
 	MethodPrecise Method = "precise"
 )
 
-// TokenHeader carries the token that identifies a probe.
-const TokenHeader = "X-Emailqos-Token"
-
 const (
 	defaultMailbox         = "INBOX"
 	defaultPollInterval    = 5 * time.Second
@@ -67,18 +64,13 @@ const (
 
 // Options configures a Session.
 type Options struct {
-	Endpoint           transport.Endpoint
-	Username, Password string
+	Endpoint transport.Endpoint
+	// Credentials sign in with LOGIN, or with AUTHENTICATE XOAUTH2 or
+	// OAUTHBEARER when they hold a Token.
+	saslx.Credentials
 	// AllowPlaintextAuth permits credentials on an unencrypted connection;
 	// only for a user who configured security none explicitly.
 	AllowPlaintextAuth bool
-	// Token, when set, signs in with AUTHENTICATE XOAUTH2 or OAUTHBEARER
-	// (whichever the server offers, or Mechanism) instead of LOGIN. It is
-	// asked for a token at every login, reconnects included.
-	Token steps.TokenSource
-	// TokenType classifies a Token error into an error type.
-	TokenType func(error) string
-	Mechanism string
 	// Mailbox is watched; "INBOX" when empty.
 	Mailbox string
 	// Method is "auto" when empty.
@@ -211,13 +203,13 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	if err := s.openJunk(ctx); err != nil {
 		s.dropConn()
 		s.lifeCancel()
-		return nil, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
+		return nil, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
 	}
 	if s.method == MethodIdle {
 		if err := s.startIdle(ctx); err != nil {
 			s.dropConn()
 			s.lifeCancel()
-			return nil, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
+			return nil, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
 		}
 	}
 	return s, nil
@@ -271,8 +263,7 @@ func (s *Session) resolveMethod() error {
 		}
 	case MethodIdle:
 		if !hasIdle {
-			return &steps.Error{Step: steps.IMAPSelect, Code: steps.CodeMailboxConnect, Type: steps.TypeConfig,
-				Err: errors.New("imap: method idle configured but the server does not offer IDLE")}
+			return steps.New(steps.IMAPSelect, steps.TypeConfig, errors.New("imap: method idle configured but the server does not offer IDLE"))
 		}
 		s.method = MethodIdle
 	default:
@@ -289,7 +280,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	ep := s.opts.Endpoint
 	fail := func(step, typ string, err error) error {
 		s.dropConn()
-		return steps.Fail(ctx, step, steps.CodeMailboxConnect, typ, err)
+		return steps.Fail(ctx, step, typ, err)
 	}
 
 	// The connection lives as long as the session; only the dial itself is
@@ -308,7 +299,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		if ep.Security == transport.TLS && !(errors.As(err, &op) && op.Op == "dial") && ctx.Err() == nil {
 			step = steps.IMAPTLS
 		}
-		return steps.Fail(ctx, step, steps.CodeMailboxConnect, "", err)
+		return steps.Fail(ctx, step, "", err)
 	}
 	s.conn = &watchConn{Conn: raw}
 	s.connCancel = cancel
@@ -425,7 +416,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 // login authenticates and returns the capabilities that follow.
 func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapSet) (imap.CapSet, error) {
 	fail := func(typ string, err error) (imap.CapSet, error) {
-		return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, s.opts.Password))
+		return nil, steps.Fail(ctx, steps.IMAPLogin, typ, transcript.RedactError(err, s.opts.Username, s.opts.Password))
 	}
 	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
 		return fail(steps.TypeAuth, errors.New("imap: refusing to send credentials over an unencrypted connection"))
@@ -445,7 +436,7 @@ func (s *Session) login(ctx context.Context, rec *steps.Recorder, caps imap.CapS
 		}
 		// The token is a secret like the password: keep it out of errors.
 		fail = func(typ string, err error) (imap.CapSet, error) {
-			return nil, steps.Fail(ctx, steps.IMAPLogin, steps.CodeMailboxConnect, typ, redact(err, token))
+			return nil, steps.Fail(ctx, steps.IMAPLogin, typ, transcript.RedactError(err, s.opts.Username, token))
 		}
 	}
 	start := time.Now()
@@ -500,14 +491,6 @@ func hasMech(caps imap.CapSet, mech string) bool {
 		}
 	}
 	return false
-}
-
-// redact keeps the password out of an error a server may have echoed it in.
-func redact(err error, password string) error {
-	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
 }
 
 // imapType types a server's refusal by its RFC 5530 response code; other
@@ -643,8 +626,7 @@ func (s *Session) reconnect(ctx context.Context) error {
 	if s.method == MethodIdle && !s.caps.Has(imap.CapIdle) {
 		if s.opts.Method != MethodAuto {
 			s.dropConn()
-			return &steps.Error{Step: steps.IMAPSelect, Code: steps.CodeMailboxConnect, Type: steps.TypeConfig,
-				Err: errors.New("imap: server no longer offers IDLE")}
+			return steps.New(steps.IMAPSelect, steps.TypeConfig, errors.New("imap: server no longer offers IDLE"))
 		}
 		s.method = MethodPoll
 	}
@@ -686,7 +668,7 @@ func (s *Session) Close(ctx context.Context) error {
 	s.rec.Add(steps.IMAPLogout, start, time.Since(start))
 	s.dropConn()
 	if err != nil {
-		return steps.Fail(ctx, steps.IMAPLogout, steps.CodeCleanup, imapType(err), err)
+		return steps.Fail(ctx, steps.IMAPLogout, imapType(err), err)
 	}
 	return nil
 }

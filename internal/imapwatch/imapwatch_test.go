@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/emailqos/emailqosreceiver/internal/faultnet"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -361,7 +362,7 @@ func TestBlackHole(t *testing.T) {
 	for _, sec := range []transport.Security{transport.None, transport.STARTTLS, transport.TLS} {
 		t.Run(string(sec), func(t *testing.T) {
 			addr := faultnet.BlackHole(t)
-			opts := Options{Endpoint: transport.Endpoint{Address: addr, Security: sec}, Username: "u", Password: "p", AllowPlaintextAuth: true}
+			opts := Options{Endpoint: transport.Endpoint{Address: addr, Security: sec}, Credentials: saslx.Credentials{Username: "u", Password: "p"}, AllowPlaintextAuth: true}
 			start := time.Now()
 			_, err := Open(ctxTimeout(t, 200*time.Millisecond), opts, nil)
 			requireStepErr(t, err, steps.CodeMailboxConnect, steps.TypeTimeout)
@@ -638,9 +639,9 @@ func TestCommandsCount(t *testing.T) {
 }
 
 func TestInvalidOptions(t *testing.T) {
-	_, err := Open(context.Background(), Options{Username: "u"}, nil)
+	_, err := Open(context.Background(), Options{Credentials: saslx.Credentials{Username: "u"}}, nil)
 	requireStepErr(t, err, steps.CodeMissingParams, steps.TypeConfig)
-	_, err = Open(context.Background(), Options{Endpoint: transport.Endpoint{Address: "127.0.0.1:1", Security: transport.TLS}, Username: "u", Method: "push"}, nil)
+	_, err = Open(context.Background(), Options{Endpoint: transport.Endpoint{Address: "127.0.0.1:1", Security: transport.TLS}, Credentials: saslx.Credentials{Username: "u"}, Method: "push"}, nil)
 	requireStepErr(t, err, steps.CodeInvalidInstance, steps.TypeConfig)
 }
 

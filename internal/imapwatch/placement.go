@@ -386,7 +386,7 @@ func (s *Session) ensureWatched(ctx context.Context) error {
 	case err != nil:
 		return err
 	case data.UIDValidity != s.uidValidity:
-		return steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, steps.TypeProtocol,
+		return steps.Fail(ctx, steps.IMAPSelect, steps.TypeProtocol,
 			fmt.Errorf("imap: UIDVALIDITY of %q changed from %d to %d", s.opts.Mailbox, s.uidValidity, data.UIDValidity))
 	}
 	changed := data.UIDNext != s.watchedNext || data.NumMessages != s.leftCount

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -142,8 +143,7 @@ func scriptedOptions(ss *scriptedServer, sec transport.Security) Options {
 	_, pool := testCert(nil)
 	o := Options{
 		Endpoint:     transport.Endpoint{Address: ss.addr, Security: sec, TLSConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
-		Username:     testUser,
-		Password:     testPassword,
+		Credentials:  saslx.Credentials{Username: testUser, Password: testPassword},
 		Method:       MethodPoll,
 		PollInterval: 100 * time.Millisecond,
 	}

@@ -172,8 +172,7 @@ func (ts *testServer) options(method Method) Options {
 	_, pool := testCert(ts.t)
 	o := Options{
 		Endpoint:     transport.Endpoint{Address: ts.addr, Security: ts.security},
-		Username:     testUser,
-		Password:     testPassword,
+		Credentials:  saslx.Credentials{Username: testUser, Password: testPassword},
 		Method:       method,
 		PollInterval: 100 * time.Millisecond,
 	}

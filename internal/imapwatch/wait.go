@@ -42,11 +42,10 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
+		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errClosed)
 	}
 	if !probemsg.Searchable(token) {
-		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
-			Err: errors.New("imap: the probe token must be non-empty printable ASCII without spaces")}
+		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
 	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
@@ -79,7 +78,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		if ctx.Err() != nil {
 			if s.dropped {
 				// The connection was lost and could not be restored in time.
-				return Arrival{}, steps.Fail(ctx, steps.IMAPConnect, steps.CodeMailboxConnect, "", errors.New("imap: connection lost"))
+				return Arrival{}, steps.Fail(ctx, steps.IMAPConnect, "", errors.New("imap: connection lost"))
 			}
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 				if arr, found := s.finalJunk(w); found {
@@ -90,8 +89,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		if s.broken {
 			if reconnects == maxReconnects {
-				return Arrival{}, &steps.Error{Step: steps.IMAPConnect, Code: steps.CodeMailboxConnect, Type: steps.TypeConnect,
-					Err: fmt.Errorf("imap: connection lost %d times during the wait", reconnects+1)}
+				return Arrival{}, steps.New(steps.IMAPConnect, steps.TypeConnect, fmt.Errorf("imap: connection lost %d times during the wait", reconnects+1))
 			}
 			reconnects++
 			if err := s.reconnect(ctx); err != nil {
@@ -110,7 +108,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
 				}
-				return Arrival{}, steps.Fail(ctx, steps.IMAPSelect, steps.CodeMailboxConnect, imapType(err), err)
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
 			}
 			continue
 		}
@@ -130,7 +128,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
 				}
-				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
 			}
 			if found {
 				return arr, nil
@@ -154,7 +152,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
 				}
-				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, steps.CodeSearch, searchType(err), err)
+				return Arrival{}, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
 			}
 			if found {
 				return arr, nil
@@ -169,7 +167,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 					if ctx.Err() != nil || s.failed(err) {
 						continue
 					}
-					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, searchType(err), err)
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
 				}
 				continue // updates flushed on entering IDLE may be pending
 			}
@@ -181,7 +179,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 					if ctx.Err() != nil || s.failed(err) {
 						continue
 					}
-					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, searchType(err), err)
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
 				}
 				nextPoll = start.Add(pollEvery)
 				if s.method == MethodPoll {
@@ -227,8 +225,7 @@ func waitEnded(ctx context.Context) error {
 	if errors.Is(context.Cause(ctx), context.Canceled) {
 		typ = steps.TypeCanceled
 	}
-	return &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: typ,
-		Err: fmt.Errorf("imap: probe not found: %w", context.Cause(ctx))}
+	return steps.New(steps.DeliveryWait, typ, fmt.Errorf("imap: probe not found: %w", context.Cause(ctx)))
 }
 
 func searchType(err error) string {
@@ -261,7 +258,7 @@ type hit struct {
 func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) (_ *imap.SearchData, resp time.Time, _ error) {
 	crit := &imap.SearchCriteria{
 		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
-		Header: []imap.SearchCriteriaHeaderField{{Key: TokenHeader, Value: token}},
+		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}},
 	}
 	start := time.Now()
 	var data *imap.SearchData

@@ -27,6 +27,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -74,15 +75,14 @@ func account(t *testing.T, domain string, mode transport.Security) *probe.Accoun
 	addr, pass := env(t, "EMAILQOS_"+D+"_PROBE_ADDR"), env(t, "EMAILQOS_"+D+"_PROBE_PASS")
 	smtp, imapEP := endpoints(t, domain, mode)
 	return &probe.Account{
-		Key:       domain,
-		Address:   addr,
-		Username:  addr,
-		Password:  pass,
-		SMTP:      smtp,
-		IMAP:      imapEP,
-		Mailbox:   "INBOX",
-		Detection: imapwatch.MethodAuto,
-		MACKey:    probemsg.DeriveKey([]byte(pass), addr),
+		Key:         domain,
+		Address:     addr,
+		Credentials: saslx.Credentials{Username: addr, Password: pass},
+		SMTP:        smtp,
+		IMAP:        imapEP,
+		Mailbox:     "INBOX",
+		Detection:   imapwatch.MethodAuto,
+		MACKey:      probemsg.DeriveKey([]byte(pass), addr),
 	}
 }
 

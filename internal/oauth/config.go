@@ -198,6 +198,10 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckURL is checkURL for other clients that send bearer tokens (the Graph
+// and Gmail API clients), so every credential-bearing URL follows one rule.
+func CheckURL(raw string) error { return checkURL(raw) }
+
 // checkURL requires an absolute https URL; plain http is allowed only to
 // loopback (tests, local proxies) since the request carries credentials.
 func checkURL(raw string) error {

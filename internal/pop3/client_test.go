@@ -517,7 +517,7 @@ func TestStalledServerEndsWithContext(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Stat returned after %v", d)
 	}
-	if f := steps.Fail(ctx, "pop3.stat", steps.CodeMailboxConnect, pop3.ErrorType(err), err); f.Type != steps.TypeTimeout {
+	if f := steps.Fail(ctx, "pop3.stat", pop3.ErrorType(err), err); f.Type != steps.TypeTimeout {
 		t.Errorf("failure type = %q, want timeout", f.Type)
 	}
 }

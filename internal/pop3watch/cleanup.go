@@ -88,7 +88,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 		err := s.bound(ctx, pc, func() error { return pc.c.Dele(num) })
 		if err != nil {
 			if first == nil {
-				first = steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(err), err)
+				first = steps.Fail(s.failCtx(ctx), POP3Delete, pop3.ErrorType(err), err)
 			}
 			if pc.broken {
 				break
@@ -104,7 +104,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	qerr := s.quit(ctx, pc, rec)
 	if qerr != nil {
 		if pc.marked > 0 && first == nil {
-			first = steps.Fail(s.failCtx(ctx), POP3Quit, steps.CodeCleanup, pop3.ErrorType(qerr), qerr)
+			first = steps.Fail(s.failCtx(ctx), POP3Quit, pop3.ErrorType(qerr), qerr)
 		}
 		return first
 	}
@@ -149,10 +149,10 @@ func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, erro
 			// A failed reconnect is a failed cleanup here.
 			return nil, nil, cleanupErr(se.Step, se.Type, se.Err)
 		}
-		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, "", openErr)
+		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, "", openErr)
 	}
 	if listErr != nil {
-		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(listErr), listErr)
+		return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, pop3.ErrorType(listErr), listErr)
 	}
 	nums := make([]int, len(uids))
 	for i, uid := range uids {
@@ -167,7 +167,7 @@ func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, erro
 		if !pc.verified[uid] {
 			header, err := s.top(ctx, pc, num, nil)
 			if err != nil {
-				return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, steps.CodeCleanup, pop3.ErrorType(err), err)
+				return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, pop3.ErrorType(err), err)
 			}
 			if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
 				return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
@@ -206,7 +206,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	invalid := func(err error) ([]string, error) {
-		return nil, &steps.Error{Step: POP3Fetch, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: err}
+		return nil, steps.New(POP3Fetch, steps.TypeConfig, err)
 	}
 	switch {
 	case s.closed:

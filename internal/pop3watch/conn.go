@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -107,7 +106,7 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 	pc := &conn{cancel: cancel}
 	fail := func(step, typ string, err error) (*conn, error) {
 		pc.close()
-		return nil, steps.Fail(s.failCtx(ctx), step, steps.CodeMailboxConnect, typ, err)
+		return nil, steps.Fail(s.failCtx(ctx), step, typ, err)
 	}
 
 	stop := context.AfterFunc(ctx, cancel)
@@ -176,21 +175,28 @@ func (s *Session) open(ctx context.Context, rec *steps.Recorder) (*conn, error) 
 // login authenticates with SASL or USER/PASS, never in clear unless allowed.
 func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) error {
 	fail := func(typ string, err error) error {
-		return steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, typ, err)
+		return steps.Fail(s.failCtx(ctx), POP3Login, typ, err)
 	}
 	if s.opts.Endpoint.Security == transport.None && !s.opts.AllowPlaintextAuth {
 		return fail(steps.TypeAuth, errors.New("pop3: refusing to send credentials over an unencrypted connection"))
 	}
 	var mech sasl.Client
-	if s.opts.SASL != nil {
+	if s.opts.Token != nil {
 		// Before the login's timer starts: a token refresh is not the
-		// server's login time.
-		var err error
-		if mech, err = s.opts.SASL(ctx); err != nil {
-			return fail(tokenType(err), err)
+		// server's login time. A token per login: one may expire while the
+		// probe waits.
+		token, err := s.opts.Token(ctx)
+		if err == nil {
+			// No mechanism list: the session does not read CAPA's SASL
+			// line, so Pick takes Mechanism, else XOAUTH2.
+			mech, _, err = saslx.Pick(nil, s.opts.Username, token, s.opts.Mechanism)
 		}
-		if mech == nil {
-			return fail(steps.TypeConfig, errors.New("pop3: SASL returned no mechanism"))
+		if err != nil {
+			typ := tokenType(err)
+			if s.opts.TokenType != nil {
+				typ = s.opts.TokenType(err)
+			}
+			return fail(typ, err)
 		}
 	}
 	pc.lo = time.Now()
@@ -205,13 +211,13 @@ func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) erro
 	if err != nil {
 		// Typed before redacting, which drops the error's chain.
 		typ := pop3.ErrorType(err)
-		return fail(typ, redact(err, s.opts.Password))
+		return fail(typ, transcript.RedactError(err, s.opts.Username, s.opts.Password))
 	}
 	return nil
 }
 
-// tokenType types a failure of Options.SASL, which usually means that no
-// token could be obtained.
+// tokenType types a failure of Options.Token without a TokenType, which
+// usually means that no token could be obtained.
 func tokenType(err error) string {
 	var se *steps.Error
 	if errors.As(err, &se) && se.Type != "" {
@@ -222,15 +228,6 @@ func tokenType(err error) string {
 		return oe.Type
 	}
 	return steps.TypeTokenUnavailable
-}
-
-// redact keeps the password out of an error: the pop3 client never puts
-// arguments in its errors, but a server may echo one in its -ERR text.
-func redact(err error, password string) error {
-	if err == nil || password == "" || !strings.Contains(err.Error(), password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), password, "***"))
 }
 
 // list reads the session's UIDL listing; rec, when not nil, times it as

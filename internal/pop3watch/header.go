@@ -5,10 +5,6 @@ import (
 	"strings"
 )
 
-// probeTokenPrefix starts every probe token (see probemsg). It only selects
-// what FindProbes considers; what makes a message a probe is accept.
-const probeTokenPrefix = "eq"
-
 func isProbeToken(v string) bool {
-	return strings.HasPrefix(v, probeTokenPrefix) && probemsg.Searchable(v)
+	return strings.HasPrefix(v, probemsg.TokenPrefix) && probemsg.Searchable(v)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -69,8 +70,7 @@ func (e *env) options(sec transport.Security) Options {
 	}
 	return Options{
 		Endpoint:           transport.Endpoint{Address: addr, Security: sec, TLSConfig: e.clientTLS},
-		Username:           testUser,
-		Password:           testPassword,
+		Credentials:        saslx.Credentials{Username: testUser, Password: testPassword},
 		AllowPlaintextAuth: sec == transport.None,
 		PollInterval:       time.Second,
 	}

@@ -25,10 +25,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
@@ -45,9 +45,6 @@ const (
 	POP3Delete  = steps.POP3Delete  // DELE of the probe
 	POP3Quit    = steps.POP3Quit    // the QUIT that ends the probe's session and commits the DELE
 )
-
-// TokenHeader carries the token that identifies a probe (see probemsg).
-const TokenHeader = "X-Emailqos-Token"
 
 const (
 	defaultPollInterval = 5 * time.Second
@@ -75,13 +72,12 @@ const (
 type Options struct {
 	// Endpoint is the POP3 server. Security none, starttls (STLS, which must
 	// be offered: the session never continues in clear) or tls.
-	Endpoint           transport.Endpoint
-	Username, Password string
-	// SASL, when set, is used instead of USER/PASS, typically for OAuth2
-	// bearer tokens (XOAUTH2, OAUTHBEARER). It is called for every login,
-	// since a token may expire during the wait. An error it returns is
-	// typed by its *steps.Error or *oauth.Error, else token_unavailable.
-	SASL func(ctx context.Context) (sasl.Client, error)
+	Endpoint transport.Endpoint
+	// Credentials sign in with USER/PASS, or with AUTH XOAUTH2 (or
+	// Mechanism) when they hold a Token. A Token error is typed by
+	// TokenType, else by its *steps.Error or *oauth.Error, else
+	// token_unavailable.
+	saslx.Credentials
 	// AllowPlaintextAuth permits credentials on an unencrypted connection;
 	// only for a user who configured security none explicitly.
 	AllowPlaintextAuth bool
@@ -187,7 +183,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		pc.close()
 		// Classified before the session's life ends, or the failure would
 		// read as a cancellation.
-		se := steps.Fail(s.failCtx(ctx), POP3Login, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		se := steps.Fail(s.failCtx(ctx), POP3Login, pop3.ErrorType(err), err)
 		s.lifeCancel()
 		return nil, se
 	}
@@ -199,7 +195,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	}
 	if err := s.list(ctx, pc, rec); err != nil {
 		pc.close()
-		se := steps.Fail(s.failCtx(ctx), POP3List, steps.CodeMailboxConnect, pop3.ErrorType(err), err)
+		se := steps.Fail(s.failCtx(ctx), POP3List, pop3.ErrorType(err), err)
 		s.lifeCancel()
 		return nil, se
 	}
@@ -218,7 +214,7 @@ func (o *Options) normalize() error {
 	if o.Endpoint.Address == "" {
 		return invalid(steps.CodeMissingParams, "pop3: no server address")
 	}
-	if o.Username == "" && o.SASL == nil {
+	if o.Username == "" && o.Token == nil {
 		return invalid(steps.CodeMissingParams, "pop3: no username")
 	}
 	switch o.Endpoint.Security {
@@ -280,7 +276,7 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	if pc.marked > 0 {
-		return steps.Fail(s.failCtx(ctx), POP3Quit, steps.CodeCleanup, pop3.ErrorType(err), err)
+		return steps.Fail(s.failCtx(ctx), POP3Quit, pop3.ErrorType(err), err)
 	}
 	s.log.Debug("POP3 QUIT failed", zap.Error(err))
 	return nil

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"go.uber.org/goleak"
 
 	"github.com/emailqos/emailqosreceiver/internal/faultnet"
@@ -17,6 +16,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -201,8 +201,8 @@ func TestBadPassword(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	err := redact(errors.New("pop3: PASS refused: bad password "+testPassword), testPassword)
-	if strings.Contains(err.Error(), testPassword) || !strings.Contains(err.Error(), "***") {
+	err := transcript.RedactError(errors.New("pop3: PASS refused: bad password "+testPassword), "", testPassword)
+	if strings.Contains(err.Error(), testPassword) || !strings.Contains(err.Error(), transcript.Redacted) {
 		t.Fatalf("not redacted: %q", err)
 	}
 }
@@ -250,7 +250,7 @@ func TestBlackHole(t *testing.T) {
 	for _, sec := range []transport.Security{transport.None, transport.STARTTLS, transport.TLS} {
 		t.Run(string(sec), func(t *testing.T) {
 			opts := Options{Endpoint: transport.Endpoint{Address: faultnet.BlackHole(t), Security: sec},
-				Username: testUser, Password: testPassword, AllowPlaintextAuth: true}
+				Credentials: saslx.Credentials{Username: testUser, Password: testPassword}, AllowPlaintextAuth: true}
 			start := time.Now()
 			_, err := Open(ctxTimeout(t, 200*time.Millisecond), opts, nil)
 			requireStepErr(t, err, steps.CodeMailboxConnect, steps.TypeTimeout)
@@ -341,17 +341,17 @@ func TestSASL(t *testing.T) {
 		return user == testUser && token == goodToken
 	}})
 	var calls atomic.Int32
-	saslFor := func(token string) func(context.Context) (sasl.Client, error) {
-		return func(context.Context) (sasl.Client, error) {
+	tokenOf := func(token string) saslx.TokenSource {
+		return func(context.Context) (string, error) {
 			calls.Add(1)
-			return saslx.NewXOAUTH2Client(testUser, token), nil
+			return token, nil
 		}
 	}
 
 	t.Run("ok", func(t *testing.T) {
 		calls.Store(0)
 		opts := e.options(transport.TLS)
-		opts.Password, opts.SASL = "", saslFor(goodToken)
+		opts.Password, opts.Token = "", tokenOf(goodToken)
 		s := openSession(t, opts, nil)
 		p, raw := e.probe(t, e.key)
 		e.addLater(t, 150*time.Millisecond, raw)
@@ -371,7 +371,7 @@ func TestSASL(t *testing.T) {
 	})
 	t.Run("bad token", func(t *testing.T) {
 		opts := e.options(transport.TLS)
-		opts.SASL = saslFor("ya29.revoked-token")
+		opts.Token = tokenOf("ya29.revoked-token")
 		_, err := Open(ctxTimeout(t, 5*time.Second), opts, nil)
 		requireStepErr(t, err, steps.CodeMailboxConnect, steps.TypeAuth)
 		if strings.Contains(err.Error(), "revoked-token") {
@@ -380,14 +380,14 @@ func TestSASL(t *testing.T) {
 	})
 	t.Run("no token", func(t *testing.T) {
 		opts := e.options(transport.TLS)
-		opts.SASL = func(context.Context) (sasl.Client, error) { return nil, errors.New("token endpoint down") }
+		opts.Token = func(context.Context) (string, error) { return "", errors.New("token endpoint down") }
 		_, err := Open(ctxTimeout(t, 5*time.Second), opts, nil)
 		requireStepErr(t, err, steps.CodeMailboxConnect, steps.TypeTokenUnavailable)
 	})
 	t.Run("not in clear", func(t *testing.T) {
 		calls.Store(0)
 		opts := e.options(transport.None)
-		opts.AllowPlaintextAuth, opts.SASL = false, saslFor(goodToken)
+		opts.AllowPlaintextAuth, opts.Token = false, tokenOf(goodToken)
 		_, err := Open(ctxTimeout(t, 5*time.Second), opts, nil)
 		requireStepErr(t, err, steps.CodeMailboxConnect, steps.TypeAuth)
 		if calls.Load() != 0 {
@@ -535,11 +535,11 @@ func TestLoginDelay(t *testing.T) {
 }
 
 func TestInvalidOptions(t *testing.T) {
-	_, err := Open(context.Background(), Options{Username: "u"}, nil)
+	_, err := Open(context.Background(), Options{Credentials: saslx.Credentials{Username: "u"}}, nil)
 	requireStepErr(t, err, steps.CodeMissingParams, steps.TypeConfig)
 	_, err = Open(context.Background(), Options{Endpoint: transport.Endpoint{Address: "127.0.0.1:1"}}, nil)
 	requireStepErr(t, err, steps.CodeMissingParams, steps.TypeConfig)
-	_, err = Open(context.Background(), Options{Endpoint: transport.Endpoint{Address: "127.0.0.1:1", Security: "ssl"}, Username: "u"}, nil)
+	_, err = Open(context.Background(), Options{Endpoint: transport.Endpoint{Address: "127.0.0.1:1", Security: "ssl"}, Credentials: saslx.Credentials{Username: "u"}}, nil)
 	requireStepErr(t, err, steps.CodeInvalidInstance, steps.TypeConfig)
 }
 

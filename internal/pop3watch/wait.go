@@ -37,11 +37,10 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig, Err: errClosed}
+		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errClosed)
 	}
 	if !probemsg.Searchable(token) {
-		return Arrival{}, &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeConfig,
-			Err: errors.New("pop3: the probe token must be non-empty printable ASCII without spaces")}
+		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("pop3: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
 	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
@@ -212,13 +211,7 @@ func arrival(uid string, header []byte, win window) Arrival {
 // connection is a mailbox connection failure (code 3).
 func (s *Session) waitFail(ctx context.Context, step string, err error) error {
 	typ := pop3.ErrorType(err)
-	code := steps.CodeMailboxConnect
-	switch typ {
-	case steps.TypeRejected, steps.TypeDeferred, steps.TypeProtocol,
-		steps.TypeUnavailable, steps.TypeInUse, steps.TypeLimit:
-		code = steps.CodeSearch
-	}
-	return steps.Fail(s.failCtx(ctx), step, code, typ, err)
+	return steps.FailCode(s.failCtx(ctx), step, steps.PollCode(typ), typ, err)
 }
 
 // stalledErr reports a poll the server left unanswered until the deadline
@@ -240,6 +233,5 @@ func waitEnded(ctx context.Context) error {
 	if errors.Is(context.Cause(ctx), context.Canceled) {
 		typ = steps.TypeCanceled
 	}
-	return &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: typ,
-		Err: fmt.Errorf("pop3: probe not found: %w", context.Cause(ctx))}
+	return steps.New(steps.DeliveryWait, typ, fmt.Errorf("pop3: probe not found: %w", context.Cause(ctx)))
 }

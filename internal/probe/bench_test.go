@@ -10,6 +10,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/bench/scale"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -94,7 +95,7 @@ func benchProbe(b *testing.B, c costCase, child bool) {
 		return e
 	}
 	a := &Account{
-		Key: "bench", Address: addr, Username: addr, Password: pw,
+		Key: "bench", Address: addr, Credentials: saslx.Credentials{Username: addr, Password: pw},
 		SMTP: ep("smtp", "smtps"), IMAP: ep("imap", "imaps"), Mailbox: "INBOX",
 		Detection: c.detection,
 		MACKey:    probemsg.DeriveKey([]byte(pw), addr),

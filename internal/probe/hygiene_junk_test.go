@@ -20,6 +20,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -245,7 +246,7 @@ func TestJunkFolderFailureIsSkipped(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sess, err := imapwatch.Open(ctx, imapwatch.Options{
-		Endpoint: a.IMAP, Username: a.Username, Password: a.Password, AllowPlaintextAuth: true,
+		Endpoint: a.IMAP, Credentials: saslx.Credentials{Username: a.Username, Password: a.Password}, AllowPlaintextAuth: true,
 		JunkFolders: []string{"Gone", junk},
 	}, nil)
 	require.NoError(t, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
@@ -524,7 +525,7 @@ func TestHousekeepingFailureIsOnlyLogged(t *testing.T) {
 	tg := hygieneTarget(a, a)
 	tg.remember(lateProbe{token: "eqaaaaaaaaaaaaaaaaaaaaaaaaaa", sentAt: time.Now()})
 	sess, err := imapwatch.Open(context.Background(), imapwatch.Options{
-		Endpoint: a.IMAP, Username: a.Username, Password: a.Password, AllowPlaintextAuth: true,
+		Endpoint: a.IMAP, Credentials: saslx.Credentials{Username: a.Username, Password: a.Password}, AllowPlaintextAuth: true,
 	}, nil)
 	require.NoError(t, err)
 	// A closed session fails every command the housekeeping tries.

@@ -94,6 +94,14 @@ type arrival struct {
 	Folder    string
 }
 
+// The detection method and placement of every POP3 arrival, in imapwatch's
+// terms, which the metrics use for both protocols: POP3 can only poll, and
+// sees the maildrop only.
+const (
+	pop3Method    = imapwatch.MethodPoll
+	pop3Placement = imapwatch.PlacementInbox
+)
+
 // Placements of a probe (Result.Placement). POP3 sees the maildrop only, so
 // its probes are inbox or missing.
 const (
@@ -105,17 +113,13 @@ const (
 // openMailbox logs in to the receiver's mailbox and, for IMAP, starts
 // listening for the arrival before anything is sent.
 func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
-	r := t.Receiver.withTranscript(tr)
+	r := t.Receiver
 	if r.Retrieval == RetrievalPOP3 {
 		return openPOP3(ctx, t, r, logger, rec, tr)
 	}
 	sess, err := imapwatch.Open(ctx, imapwatch.Options{
 		Endpoint:           r.IMAP,
-		Username:           r.Username,
-		Password:           r.Password,
-		Token:              r.Token,
-		TokenType:          r.TokenType,
-		Mechanism:          r.Mechanism,
+		Credentials:        r.credentials(tr),
 		AllowPlaintextAuth: r.IMAP.Security == transport.None,
 		Mailbox:            r.Mailbox,
 		Method:             r.Detection,

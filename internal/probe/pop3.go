@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 
-	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
-	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/pop3watch"
-	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
@@ -24,23 +21,11 @@ var errNoFolders = errors.New("pop3 has no folders to move a probe to")
 func openPOP3(ctx context.Context, t *Target, r *Account, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
 	opts := pop3watch.Options{
 		Endpoint:           r.POP3,
-		Username:           r.Username,
-		Password:           r.Password,
+		Credentials:        r.credentials(tr),
 		AllowPlaintextAuth: r.POP3.Security == transport.None,
 		PollInterval:       t.PollInterval,
 		Logger:             logger,
 		Transcript:         tr,
-	}
-	if r.Token != nil {
-		// A token per login: one may expire while the probe waits.
-		opts.SASL = func(ctx context.Context) (sasl.Client, error) {
-			token, err := r.Token(ctx)
-			if err != nil {
-				return nil, err
-			}
-			c, _, err := saslx.Pick(nil, r.Username, token, r.Mechanism)
-			return c, err
-		}
 	}
 	sess, err := pop3watch.Open(ctx, opts, rec)
 	if err != nil {
@@ -53,8 +38,8 @@ type pop3Mailbox struct{ s *pop3watch.Session }
 
 func (m pop3Mailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
 	a, err := m.s.Wait(ctx, token, accept)
-	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: imapwatch.MethodPoll, Header: a.Header,
-		Placement: imapwatch.PlacementInbox}, err
+	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: pop3Method, Header: a.Header,
+		Placement: pop3Placement}, err
 }
 
 func (m pop3Mailbox) Delete(ctx context.Context, a arrival) error { return m.s.Delete(ctx, a.ID) }

@@ -20,6 +20,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -45,19 +46,13 @@ const (
 
 // Account is one mail account as the engine sees it.
 type Account struct {
-	Key      string
-	Address  string
-	Username string
-	Password string
-	SMTP     transport.Endpoint
-	IMAP     transport.Endpoint
-	Mailbox  string
-	// Token, when set, signs in with OAuth2 bearer tokens instead of the
-	// password; TokenType classifies its errors and Mechanism forces a SASL
-	// mechanism.
-	Token     steps.TokenSource
-	TokenType func(error) string
-	Mechanism string
+	Key     string
+	Address string
+	// Credentials sign in to SMTP, IMAP and POP3 alike.
+	saslx.Credentials
+	SMTP    transport.Endpoint
+	IMAP    transport.Endpoint
+	Mailbox string
 	// Retrieval is how probes are read back: RetrievalIMAP (default) or
 	// RetrievalPOP3, from the POP3 endpoint.
 	Retrieval string
@@ -204,20 +199,16 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	return res
 }
 
-// withTranscript returns a copy of a that registers its credentials, and
-// every token its source hands out, with tr, whose lines are then scrubbed
-// of them (a second line of defence beside the protocol redaction).
-func (a *Account) withTranscript(tr *transcript.Transcript) *Account {
+// credentials returns a's credentials; with a transcript, they and every
+// token their source hands out are registered with tr, whose lines are then
+// scrubbed of them (a second line of defence beside the protocol
+// redaction).
+func (a *Account) credentials(tr *transcript.Transcript) saslx.Credentials {
+	c := a.Credentials
 	if tr == nil {
-		return a
+		return c
 	}
 	tr.Secret(a.Username, a.Password)
-	c := &Account{
-		Key: a.Key, Address: a.Address, Username: a.Username, Password: a.Password,
-		SMTP: a.SMTP, IMAP: a.IMAP, Mailbox: a.Mailbox, TokenType: a.TokenType, Mechanism: a.Mechanism,
-		Retrieval: a.Retrieval, POP3: a.POP3, Detection: a.Detection,
-		JunkFolders: a.JunkFolders, DiscoverJunk: a.DiscoverJunk,
-	}
 	if src := a.Token; src != nil {
 		c.Token = func(ctx context.Context) (string, error) {
 			tok, err := src(ctx)
@@ -239,11 +230,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		defer cancel()
 	}
 
+	// Every failure reaching fail is a *steps.Error: the engine's packages
+	// fail with one, and what they might return otherwise is typed where it
+	// is returned, in the step it happened in.
 	fail := func(err error) Result {
 		var se *steps.Error
-		if !errors.As(err, &se) {
-			se = steps.Fail(ctx, "probe", steps.CodeSearch, "", err)
-		}
+		errors.As(err, &se)
 		res.Code, res.ErrorType, res.Err = se.Code, se.Type, se
 		if res.Total == 0 {
 			res.Total = time.Since(res.Start)
@@ -255,7 +247,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// that the arrival is seen the moment the server announces it.
 	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
-		return fail(err)
+		return fail(steps.Fail(ctx, t.Receiver.connectStep(), "", err))
 	}
 
 	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
@@ -283,7 +275,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
 	if err == nil && closeErr != nil {
-		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", closeErr))
+		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), "", closeErr))
 	}
 	return res
 }
@@ -296,16 +288,12 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	if err != nil {
 		// An address or target name the message cannot carry: the
 		// target's configuration, before anything was sent.
-		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
-	sender := t.Sender.withTranscript(tr)
 	sent, deferred, err := submit(ctx, t, smtpsend.Options{
-		Endpoint: sender.SMTP,
-		Auth: smtpsend.Auth{
-			Username: sender.Username, Password: sender.Password,
-			Token: sender.Token, TokenType: sender.TokenType, Mechanism: sender.Mechanism,
-		},
-		AllowPlaintextAuth: sender.SMTP.Security == transport.None,
+		Endpoint:           t.Sender.SMTP,
+		Auth:               t.Sender.credentials(tr),
+		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
 		Transcript:         tr,
 	}, smtpsend.Message{
 		From: t.Sender.Address,
@@ -314,7 +302,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	}, rec, logger)
 	res.Deferrals = deferred.count
 	if err != nil {
-		return nil, err
+		return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -327,8 +315,9 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	cancelWait()
 	res.Total = time.Since(res.Start)
 	if err != nil {
-		var se *steps.Error
-		if errors.As(err, &se) && se.Code == steps.CodeSearch {
+		se := steps.Fail(ctx, steps.DeliveryWait, "", err)
+		err = se
+		if se.Code == steps.CodeSearch {
 			missed = &lateProbe{token: p.Token, sentAt: p.SentAt}
 			if se.Type == steps.TypeNotFound {
 				res.Placement = PlacementMissing
@@ -347,7 +336,7 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	if arrival.SeenAt.Add(arrival.Uncertainty).Before(p.SentAt) {
 		// Seen before the probe was even sent: clock trouble or a
 		// duplicate, never a negative latency.
-		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.CodeSearch, steps.TypeProtocol,
+		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.TypeProtocol,
 			fmt.Errorf("message seen %s before it was sent", p.SentAt.Sub(arrival.SeenAt)))
 	}
 	if latency < 0 {
@@ -372,9 +361,17 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		cleanupErr = sess.Delete(ctx, arrival)
 	}
 	if cleanupErr != nil {
-		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), steps.CodeCleanup, "", cleanupErr)
+		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), "", cleanupErr)
 	}
 	return nil, nil
+}
+
+// connectStep is the first step of a's mailbox session.
+func (a *Account) connectStep() string {
+	if a.Retrieval == RetrievalPOP3 {
+		return steps.POP3Connect
+	}
+	return steps.IMAPConnect
 }
 
 func (a *Account) deleteStep() string {

@@ -13,6 +13,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
@@ -29,15 +30,14 @@ var startMail = mailtest.StartT
 
 func account(srv *mailtest.Server, key, addr, password string, method imapwatch.Method) *Account {
 	return &Account{
-		Key:       key,
-		Address:   addr,
-		Username:  addr,
-		Password:  password,
-		SMTP:      transport.Endpoint{Address: srv.SMTPAddr(), Security: transport.None},
-		IMAP:      transport.Endpoint{Address: srv.IMAPAddr(), Security: transport.None},
-		Mailbox:   "INBOX",
-		Detection: method,
-		MACKey:    probemsg.DeriveKey([]byte(password), addr),
+		Key:         key,
+		Address:     addr,
+		Credentials: saslx.Credentials{Username: addr, Password: password},
+		SMTP:        transport.Endpoint{Address: srv.SMTPAddr(), Security: transport.None},
+		IMAP:        transport.Endpoint{Address: srv.IMAPAddr(), Security: transport.None},
+		Mailbox:     "INBOX",
+		Detection:   method,
+		MACKey:      probemsg.DeriveKey([]byte(password), addr),
 	}
 }
 

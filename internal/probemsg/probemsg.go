@@ -33,11 +33,14 @@ const (
 	TargetHeader = "X-Emailqos-Target"
 )
 
+// TokenPrefix starts every probe token. Watchers use it only to narrow
+// what they look at; what makes a message a probe is the MAC.
+const TokenPrefix = "eq"
+
 const (
-	tokenPrefix = "eq"
-	tokenBytes  = 16 // 128 bits
+	tokenBytes = 16 // 128 bits
 	// tokenLen is the prefix plus 128 bits in unpadded base32.
-	tokenLen = len(tokenPrefix) + (tokenBytes*8+4)/5
+	tokenLen = len(TokenPrefix) + (tokenBytes*8+4)/5
 	// maxTarget bounds the target header so that, even Q-encoded, it stays
 	// far below the 998-octet line limit and never needs folding.
 	maxTarget = 128
@@ -82,7 +85,7 @@ func New(from, to, target string, now time.Time) (Probe, error) {
 		return Probe{}, fmt.Errorf("probemsg: token: %w", err)
 	}
 	return Probe{
-		Token: tokenPrefix + tokenEncoding.EncodeToString(b[:]),
+		Token: TokenPrefix + tokenEncoding.EncodeToString(b[:]),
 		// Round(0) drops the monotonic reading so the value equals what
 		// Parse reads back from the header.
 		SentAt: now.UTC().Round(0),
@@ -199,10 +202,10 @@ func mac(key []byte, token, sent string) []byte {
 }
 
 func validToken(t string) bool {
-	if len(t) != tokenLen || !strings.HasPrefix(t, tokenPrefix) {
+	if len(t) != tokenLen || !strings.HasPrefix(t, TokenPrefix) {
 		return false
 	}
-	for i := len(tokenPrefix); i < len(t); i++ {
+	for i := len(TokenPrefix); i < len(t); i++ {
 		if c := t[i]; !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
 			return false
 		}

@@ -17,6 +17,7 @@ package saslx
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,24 @@ import (
 
 	"github.com/emersion/go-sasl"
 )
+
+// TokenSource yields OAuth2 bearer tokens. Its errors are classified by the
+// TokenType of the Credentials that hold it.
+type TokenSource func(ctx context.Context) (string, error)
+
+// Credentials sign a probe in to a mail server (SMTP, IMAP or POP3): with
+// Username and Password, or, when Token is set, with an OAuth2 bearer token
+// instead of the password.
+type Credentials struct {
+	Username, Password string
+	// Token is asked for a token at every login, reconnects included: one
+	// may expire while a probe waits. The token is sent with XOAUTH2 or
+	// OAUTHBEARER, whichever the server offers, or Mechanism when set.
+	Token     TokenSource
+	Mechanism string
+	// TokenType classifies a Token error into an error type.
+	TokenType func(error) string
+}
 
 // Mechanism names.
 const (

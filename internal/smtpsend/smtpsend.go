@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -36,19 +35,6 @@ const (
 	quitTimeout = 5 * time.Second
 )
 
-// Auth holds the submission credentials. An empty Username means no AUTH.
-type Auth struct {
-	Username string
-	Password string
-	// Token, when set, signs in with an OAuth2 bearer token (XOAUTH2 or
-	// OAUTHBEARER, whichever the server offers) instead of the password.
-	Token steps.TokenSource
-	// TokenType classifies a Token error into an error type.
-	TokenType func(error) string
-	// Mechanism forces XOAUTH2 or OAUTHBEARER for Token.
-	Mechanism string
-}
-
 // Message is what is submitted: the envelope and the RFC 5322 data.
 type Message struct {
 	From string
@@ -68,7 +54,9 @@ type Result struct {
 // Options says where and how to submit.
 type Options struct {
 	Endpoint transport.Endpoint
-	Auth     Auth
+	// Auth holds the submission credentials. An empty Username means no
+	// AUTH.
+	Auth saslx.Credentials
 	// LocalName is the EHLO name; "localhost" when empty.
 	LocalName string
 	// AllowPlaintextAuth lets credentials go over an unencrypted
@@ -134,7 +122,7 @@ func Send(ctx context.Context, opts Options, msg Message, rec *steps.Recorder) (
 	}
 	conn, err := transport.Dial(ctx, opts.Endpoint, steps.SMTPConnect, steps.SMTPTLS, rec)
 	if err != nil {
-		return Result{}, s.fail(dialStep(opts.Endpoint, err), steps.CodeSMTPConnect, "", err)
+		return Result{}, s.fail(dialStep(opts.Endpoint, err), "", err)
 	}
 	defer conn.Close()
 
@@ -152,7 +140,7 @@ func Send(ctx context.Context, opts Options, msg Message, rec *steps.Recorder) (
 	defer c.Close()
 
 	if err := s.rec.Do(steps.SMTPEHLO, func() error { return c.Hello(s.localName) }); err != nil {
-		return Result{}, s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, "", err)
+		return Result{}, s.fail(steps.SMTPEHLO, "", err)
 	}
 	if opts.Auth.Username != "" {
 		if err := s.auth(c); err != nil {
@@ -186,20 +174,20 @@ type sender struct {
 
 func (s *sender) validate(msg Message) error {
 	if strings.ContainsAny(s.localName, " \t\r\n") {
-		return s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, steps.TypeConfig,
+		return s.fail(steps.SMTPEHLO, steps.TypeConfig,
 			fmt.Errorf("invalid EHLO name %q", s.localName))
 	}
 	if len(msg.To) == 0 {
-		return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, errors.New("no recipients"))
+		return s.fail(steps.SMTPSubmit, steps.TypeConfig, errors.New("no recipients"))
 	}
 	for _, a := range append([]string{msg.From}, msg.To...) {
 		if strings.ContainsAny(a, "\r\n<>") {
-			return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig,
+			return s.fail(steps.SMTPSubmit, steps.TypeConfig,
 				fmt.Errorf("invalid envelope address %q", a))
 		}
 	}
 	if err := s.opts.DSN.validate(); err != nil {
-		return s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, steps.TypeConfig, err)
+		return s.fail(steps.SMTPSubmit, steps.TypeConfig, err)
 	}
 	return nil
 }
@@ -222,7 +210,7 @@ func (s *sender) open(conn net.Conn) (net.Conn, error) {
 		return err
 	})
 	if err != nil {
-		return nil, s.fail(steps.SMTPConnect, steps.CodeSMTPConnect, "", err)
+		return nil, s.fail(steps.SMTPConnect, "", err)
 	}
 	s.encrypted = s.opts.Endpoint.Security == transport.TLS
 	if s.opts.Endpoint.Security != transport.STARTTLS {
@@ -261,10 +249,10 @@ func (s *sender) startTLS(conn, plain net.Conn, br *bufio.Reader, tp *textproto.
 		return nil
 	})
 	if err != nil {
-		return nil, s.fail(steps.SMTPEHLO, steps.CodeSMTPConnect, "", err)
+		return nil, s.fail(steps.SMTPEHLO, "", err)
 	}
 	if !offered {
-		return nil, s.fail(steps.SMTPTLS, steps.CodeSMTPConnect, steps.TypeTLS,
+		return nil, s.fail(steps.SMTPTLS, steps.TypeTLS,
 			errors.New("server does not offer STARTTLS; not continuing in clear"))
 	}
 	var tlsConn *tls.Conn
@@ -287,7 +275,7 @@ func (s *sender) startTLS(conn, plain net.Conn, br *bufio.Reader, tp *textproto.
 		return tlsConn.HandshakeContext(s.ctx)
 	})
 	if err != nil {
-		return nil, s.fail(steps.SMTPTLS, steps.CodeSMTPConnect, typ, err)
+		return nil, s.fail(steps.SMTPTLS, typ, err)
 	}
 	return tlsConn, nil
 }
@@ -295,12 +283,12 @@ func (s *sender) startTLS(conn, plain net.Conn, br *bufio.Reader, tp *textproto.
 func (s *sender) auth(c *smtp.Client) error {
 	a := s.opts.Auth
 	if !s.encrypted && !s.opts.AllowPlaintextAuth {
-		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+		return s.fail(steps.SMTPAuth, steps.TypeAuth,
 			errors.New("credentials withheld on an unencrypted connection"))
 	}
 	ok, mechs := c.Extension("AUTH")
 	if !ok {
-		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+		return s.fail(steps.SMTPAuth, steps.TypeAuth,
 			errors.New("server does not offer AUTH but credentials are configured"))
 	}
 	var client sasl.Client
@@ -312,19 +300,19 @@ func (s *sender) auth(c *smtp.Client) error {
 			if a.TokenType != nil {
 				typ = a.TokenType(err)
 			}
-			return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, typ, err)
+			return s.fail(steps.SMTPAuth, typ, err)
 		}
 		s.token = token
 		client, _, err = saslx.Pick(strings.Fields(mechs), a.Username, token, a.Mechanism)
 		if err != nil {
-			return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth, err)
+			return s.fail(steps.SMTPAuth, steps.TypeAuth, err)
 		}
 	case c.SupportsAuth(sasl.Plain):
 		client = sasl.NewPlainClient("", a.Username, a.Password)
 	case c.SupportsAuth(sasl.Login):
 		client = &loginClient{username: a.Username, password: a.Password}
 	default:
-		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, steps.TypeAuth,
+		return s.fail(steps.SMTPAuth, steps.TypeAuth,
 			fmt.Errorf("no supported AUTH mechanism among %q", mechs))
 	}
 	s.guard.arm(true)
@@ -339,7 +327,7 @@ func (s *sender) auth(c *smtp.Client) error {
 		if a.Token != nil {
 			err = saslx.Explain(client, err)
 		}
-		return s.fail(steps.SMTPAuth, steps.CodeSMTPSend, typ, err)
+		return s.fail(steps.SMTPAuth, typ, err)
 	}
 	return nil
 }
@@ -396,7 +384,7 @@ func (s *sender) submit(c *smtp.Client, msg Message) (Result, error) {
 		if errors.Is(err, errNoSMTPUTF8) {
 			typ = steps.TypeConfig
 		}
-		return Result{}, s.fail(steps.SMTPSubmit, steps.CodeSMTPSend, typ, err)
+		return Result{}, s.fail(steps.SMTPSubmit, typ, err)
 	}
 	return res, nil
 }
@@ -422,7 +410,7 @@ func (s *sender) quit(c *smtp.Client, cause error) {
 
 // fail builds the step error. typ, when empty, comes from the SMTP reply
 // code or, failing that, from steps.Classify.
-func (s *sender) fail(step string, code int, typ string, err error) *steps.Error {
+func (s *sender) fail(step string, typ string, err error) *steps.Error {
 	if typ == "" {
 		typ = replyType(err, "")
 	}
@@ -431,12 +419,12 @@ func (s *sender) fail(step string, code int, typ string, err error) *steps.Error
 		// reports it, cutting a reply short ("short response").
 		typ = steps.TypeTimeout
 	}
-	se := steps.Fail(s.ctx, step, code, typ, err)
+	se := steps.Fail(s.ctx, step, typ, err)
 	// Taken before redaction, which may drop the original error.
 	if se.Reply.Code == 0 {
 		se.Reply = reply(se.Err)
 	}
-	se.Err = redact(se.Err, s.opts.Auth, s.token)
+	se.Err = transcript.RedactError(se.Err, s.opts.Auth.Username, s.opts.Auth.Password, s.token)
 	return se
 }
 
@@ -515,35 +503,6 @@ func dialStep(ep transport.Endpoint, err error) string {
 		return steps.SMTPConnect
 	}
 	return steps.SMTPTLS
-}
-
-// redact keeps the password out of error text, in case a server or library
-// echoed the credentials back in any of the forms they were sent in.
-func redact(err error, a Auth, token string) error {
-	if err == nil || (a.Password == "" && token == "") {
-		return err
-	}
-	var secrets []string
-	if a.Password != "" {
-		secrets = append(secrets,
-			a.Password,
-			base64.StdEncoding.EncodeToString([]byte(a.Password)),
-			base64.StdEncoding.EncodeToString([]byte("\x00"+a.Username+"\x00"+a.Password)))
-	}
-	if token != "" {
-		secrets = append(secrets, token,
-			base64.StdEncoding.EncodeToString([]byte("user="+a.Username+"\x01auth=Bearer "+token+"\x01\x01")))
-	}
-	msg := err.Error()
-	redacted := msg
-	for _, sec := range secrets {
-		redacted = strings.ReplaceAll(redacted, sec, "[redacted]")
-	}
-	if redacted == msg {
-		return err
-	}
-	// The original is dropped, not wrapped, so it cannot be printed.
-	return errors.New(redacted)
 }
 
 func isASCII(s string) bool {

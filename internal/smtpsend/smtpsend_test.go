@@ -229,7 +229,7 @@ func clientTLS() *tls.Config {
 func options(addr string, sec transport.Security) Options {
 	return Options{
 		Endpoint:           transport.Endpoint{Address: addr, Security: sec, TLSConfig: clientTLS()},
-		Auth:               Auth{Username: user, Password: password},
+		Auth:               saslx.Credentials{Username: user, Password: password},
 		AllowPlaintextAuth: sec == transport.None,
 	}
 }
@@ -300,7 +300,7 @@ func TestSendWithoutAuth(t *testing.T) {
 	be := &backend{}
 	addr := startServer(t, be, serverOpts{})
 	opts := options(addr, transport.None)
-	opts.Auth = Auth{}
+	opts.Auth = saslx.Credentials{}
 	rec := &steps.Recorder{}
 	_, err := Send(context.Background(), opts, testMsg, rec)
 	require.NoError(t, err)
@@ -521,7 +521,7 @@ func TestQuitFailureAfterAcceptanceSucceeds(t *testing.T) {
 		}
 	})
 	opts := options(addr, transport.None)
-	opts.Auth = Auth{}
+	opts.Auth = saslx.Credentials{}
 	rec := &steps.Recorder{}
 	res, err := Send(context.Background(), opts, testMsg, rec)
 	require.NoError(t, err)
@@ -565,12 +565,12 @@ func TestUTF8AddressWithoutSMTPUTF8IsConfig(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	a := Auth{Username: user, Password: password}
-	err := redact(errors.New("server said: "+password), a, "")
+	a := saslx.Credentials{Username: user, Password: password}
+	err := transcript.RedactError(errors.New("server said: "+password), a.Username, a.Password)
 	assert.NotContains(t, err.Error(), password)
 	orig := errors.New("plain")
-	assert.Same(t, orig, redact(orig, a, ""))
-	err = redact(errors.New("echo: "+validToken), Auth{Username: user}, validToken)
+	assert.Same(t, orig, transcript.RedactError(orig, a.Username, a.Password))
+	err = transcript.RedactError(errors.New("echo: "+validToken), user, validToken)
 	assert.NotContains(t, err.Error(), validToken)
 }
 
@@ -592,7 +592,7 @@ func TestSendWithOAuthToken(t *testing.T) {
 			be := &backend{mechs: []string{sasl.Plain, saslx.XOAuth2}}
 			addr := startServer(t, be, serverOpts{security: transport.TLS})
 			opts := options(addr, transport.TLS)
-			opts.Auth = Auth{Username: user, Token: func(context.Context) (string, error) { return tc.token, tc.tokenErr },
+			opts.Auth = saslx.Credentials{Username: user, Token: func(context.Context) (string, error) { return tc.token, tc.tokenErr },
 				TokenType: func(err error) string {
 					assert.ErrorIs(t, err, tokenErr)
 					return steps.TypeTokenUnavailable

@@ -1,9 +1,42 @@
 package transcript
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 )
+
+// RedactError keeps secrets (passwords, bearer tokens) out of an error's
+// text, in case a server or library echoed them back in any of the forms
+// they were sent in: as is, base64, SASL PLAIN (RFC 4616) or XOAUTH2
+// (Google's "The XOAUTH2 mechanism"). err comes back as is when it holds
+// none; otherwise a new error, not a wrapper, so the original text cannot
+// be printed through it.
+func RedactError(err error, username string, secrets ...string) error {
+	if err == nil {
+		return err
+	}
+	var forms []string
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		forms = append(forms, s,
+			base64.StdEncoding.EncodeToString([]byte(s)),
+			base64.StdEncoding.EncodeToString([]byte("\x00"+username+"\x00"+s)),
+			base64.StdEncoding.EncodeToString([]byte("user="+username+"\x01auth=Bearer "+s+"\x01\x01")))
+	}
+	msg := err.Error()
+	redacted := msg
+	for _, f := range forms {
+		redacted = strings.ReplaceAll(redacted, f, Redacted)
+	}
+	if redacted == msg {
+		return err
+	}
+	return errors.New(redacted)
+}
 
 // SMTP: AUTH's initial response and every client line while an AUTH
 // exchange runs (the answers to 334 challenges, and a "*" cancel) are

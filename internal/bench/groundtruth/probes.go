@@ -13,6 +13,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
@@ -95,15 +96,14 @@ func cmdProbes() error {
 func runOne(spec probeSpec, st stream, name string) probeOut {
 	acct := func(a account, key string) *probe.Account {
 		pa := &probe.Account{
-			Key:       key,
-			Address:   a.Addr,
-			Username:  a.Addr,
-			Password:  a.Pass,
-			SMTP:      transport.Endpoint{Address: a.SMTP, Security: transport.None},
-			IMAP:      transport.Endpoint{Address: a.IMAP, Security: transport.None},
-			Mailbox:   "INBOX",
-			Detection: imapwatch.Method(spec.Method),
-			MACKey:    probemsg.DeriveKey([]byte(a.Pass), a.Addr),
+			Key:         key,
+			Address:     a.Addr,
+			Credentials: saslx.Credentials{Username: a.Addr, Password: a.Pass},
+			SMTP:        transport.Endpoint{Address: a.SMTP, Security: transport.None},
+			IMAP:        transport.Endpoint{Address: a.IMAP, Security: transport.None},
+			Mailbox:     "INBOX",
+			Detection:   imapwatch.Method(spec.Method),
+			MACKey:      probemsg.DeriveKey([]byte(a.Pass), a.Addr),
 		}
 		if spec.Method == "pop3" {
 			pa.Retrieval = probe.RetrievalPOP3
