@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -670,5 +671,65 @@ func BenchmarkProbe(b *testing.B) {
 			b.Fatal(err)
 		}
 		cancel()
+	}
+}
+
+// A server whose SEARCH ignores custom headers (Stalwart, reportedly Gmail
+// and Yahoo) or refuses them: the probe is found by its fetched header.
+func TestFindsProbeWithoutHeaderSearch(t *testing.T) {
+	for _, bad := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bad=%v", bad), func(t *testing.T) {
+			ts := newTestServer(t, serverOpts{})
+			ts.noHeaderSearch.Store(!bad)
+			ts.badHeaderSearch.Store(bad)
+			s := open(t, ts, MethodIdle, nil)
+			token := tokenFor(t)
+			ts.appendMsg("INBOX", probeMessage(tokenFor(t), "")) // another probe
+			ts.appendMsg("INBOX", []byte("Subject: user mail\r\n\r\nhi\r\n"))
+			appended, _ := appendLater(t, ts, 50*time.Millisecond, probeMessage(token, ""))
+			arr, err := s.Wait(ctxTimeout(t, 5*time.Second), token, nil)
+			if err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			uid, before, after := appended()
+			if arr.UID != uid || arr.Method != MethodIdle {
+				t.Fatalf("got UID %d by %q, want %d by idle", arr.UID, arr.Method, uid)
+			}
+			checkSeen(t, arr, before, after)
+		})
+	}
+}
+
+// More messages arrive during one wait than one round examines: they are
+// examined in batches, oldest first, and a header search, where it works,
+// picks the probe first.
+func TestFloodAboveBaseline(t *testing.T) {
+	for _, headerSearch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("headersearch=%v", headerSearch), func(t *testing.T) {
+			ts := newTestServer(t, serverOpts{})
+			ts.noHeaderSearch.Store(!headerSearch)
+			s := open(t, ts, MethodPoll, nil)
+			token := tokenFor(t)
+			for i := range 3*maxHits + 5 {
+				ts.appendMsg("INBOX", []byte(fmt.Sprintf("Subject: flood %d\r\n\r\nx\r\n", i)))
+			}
+			uid, _, _ := ts.appendMsg("INBOX", probeMessage(token, ""))
+			before := s.Commands()
+			arr, err := s.Wait(ctxTimeout(t, 10*time.Second), token, nil)
+			if err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			if arr.UID != uid {
+				t.Fatalf("got UID %d, want %d", arr.UID, uid)
+			}
+			cmds := s.Commands() - before
+			if headerSearch && cmds > 6 {
+				t.Fatalf("%d commands with a working header search, want the accelerator to find it at once", cmds)
+			}
+			if !headerSearch && cmds < 8 {
+				t.Fatalf("%d commands: four batches of headers should have been fetched", cmds)
+			}
+			t.Logf("%d commands", cmds)
+		})
 	}
 }

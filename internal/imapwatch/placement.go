@@ -294,11 +294,10 @@ func (s *Session) searchJunk(ctx context.Context, w *waiter, f *junkFolder) (Arr
 	if err := s.enter(ctx, f, true); err != nil {
 		return Arrival{}, false, err
 	}
-	data, resp, err := s.searchToken(ctx, f.base, w.token)
+	uids, _, resp, err := s.newUIDs(ctx, f.base, w.token, f.rejected)
 	if err != nil {
 		return Arrival{}, false, err
 	}
-	uids, _ := candidates(data, f.base, f.rejected, maxHits)
 	if len(uids) == 0 {
 		return Arrival{}, false, nil
 	}

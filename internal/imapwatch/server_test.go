@@ -58,14 +58,20 @@ type testServer struct {
 	hideIdle bool
 	silent   bool
 
-	failExpunge   atomic.Bool
-	hideHits      atomic.Bool
-	logins        atomic.Int32
-	plainExpunges atomic.Int32
-	commands      atomic.Int64 // tagged commands read on plain connections
-	statuses      atomic.Int32
-	selects       atomic.Int32
-	lists         atomic.Int32
+	failExpunge atomic.Bool
+	hideHits    atomic.Bool
+	// noHeaderSearch: a SEARCH with a HEADER key finds nothing, like a
+	// server that indexes standard fields only (Stalwart).
+	noHeaderSearch atomic.Bool
+	// badHeaderSearch: such a SEARCH is answered BAD.
+	badHeaderSearch atomic.Bool
+	searches        atomic.Int32
+	logins          atomic.Int32
+	plainExpunges   atomic.Int32
+	commands        atomic.Int64 // tagged commands read on plain connections
+	statuses        atomic.Int32
+	selects         atomic.Int32
+	lists           atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -371,7 +377,11 @@ func (s *testSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) er
 }
 
 func (s *testSession) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
-	if s.ts.hideHits.Load() {
+	s.ts.searches.Add(1)
+	if len(criteria.Header) > 0 && s.ts.badHeaderSearch.Load() {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Command Argument Error. 11"}
+	}
+	if s.ts.hideHits.Load() || (len(criteria.Header) > 0 && s.ts.noHeaderSearch.Load()) {
 		if kind == imapserver.NumKindUID {
 			return &imap.SearchData{All: imap.UIDSet{}}, nil
 		}

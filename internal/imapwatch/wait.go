@@ -20,13 +20,15 @@ import (
 // Wait blocks until a message carrying "X-Emailqos-Token: <token>" above the
 // baseline is visible and accepted by accept (nil accepts all), or ctx ends.
 //
-// New messages are noticed by IDLE or by NOOP polls; only then is the
-// mailbox searched, server-side (UID SEARCH <baseline>:* HEADER ...), and
-// only the hits' headers are fetched, with BODY.PEEK so that \Seen is not
-// set. A hit that is not accepted is never considered again. After a search
-// that found nothing while other messages had arrived, the search is
-// repeated on the poll schedule, because a server may show a message before
-// its search index has it.
+// New messages are noticed by IDLE or by NOOP polls; only then are the
+// messages above the baseline listed (UID SEARCH UID <baseline>:*, which
+// needs no search index) and the headers of those not yet examined fetched,
+// with BODY.PEEK so that \Seen is not set, and checked here: custom-header
+// search returns nothing on some servers (Stalwart, reportedly Gmail and
+// Yahoo) and a search index may lag delivery (Exchange), so neither decides
+// what is found nor when. A message that is not the probe is never examined
+// again. When more than maxHits new messages wait, a header search for the
+// token picks the likeliest first (an accelerator only).
 //
 // The junk folders (Options.JunkFolders) are asked for their UIDNEXT every
 // PollInterval, at least 1s apart, breaking IDLE for it; one whose UIDNEXT
@@ -252,36 +254,69 @@ type hit struct {
 	idle   bool
 }
 
-// searchToken runs UID SEARCH for the token among the selected mailbox's
-// messages from UID base on, timed as the search step; resp is when the
-// answer came.
-func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) (_ *imap.SearchData, resp time.Time, _ error) {
-	crit := &imap.SearchCriteria{
-		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
-		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}},
+// newUIDs lists the selected mailbox's messages from UID base on that are
+// not in examined, at most maxHits, oldest first, and whether there are
+// more; timed as the search step, resp is when the listing came.
+//
+// The listing is UID SEARCH UID <base>:*, which every server answers from
+// its UID list. Only when more than maxHits wait (a flood) is the token
+// searched for among them, as an accelerator: its hits go first, and its
+// silence or refusal (a server that cannot search custom headers, or one
+// that answers BAD) just leaves the oldest batch; the rest are examined in
+// later rounds.
+func (s *Session) newUIDs(ctx context.Context, base imap.UID, token string, examined map[imap.UID]struct{}) (_ []imap.UID, more bool, resp time.Time, _ error) {
+	search := func(crit *imap.SearchCriteria) (*imap.SearchData, error) {
+		var data *imap.SearchData
+		err := s.bound(ctx, func() error {
+			var err error
+			data, err = s.c.UIDSearch(crit, nil).Wait()
+			return err
+		})
+		return data, err
 	}
+	above := []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}}
 	start := time.Now()
-	var data *imap.SearchData
-	err := s.bound(ctx, func() error {
-		var err error
-		data, err = s.c.UIDSearch(crit, nil).Wait()
-		return err
-	})
+	data, err := search(&imap.SearchCriteria{UID: above})
 	resp = time.Now()
 	s.rec.Add(steps.IMAPSearch, start, resp.Sub(start))
-	return data, resp, err
+	if err != nil {
+		return nil, false, resp, err
+	}
+	uids, more := candidates(data, base, examined, maxHits)
+	if !more {
+		return uids, false, resp, nil
+	}
+	hdata, err := search(&imap.SearchCriteria{UID: above,
+		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}}})
+	var refused *imap.Error
+	switch {
+	case errors.As(err, &refused):
+		return uids, true, resp, nil
+	case err != nil:
+		return nil, false, resp, err
+	}
+	hits, _ := candidates(hdata, base, examined, maxHits)
+	out := make([]imap.UID, 0, maxHits)
+	seen := make(map[imap.UID]bool, maxHits)
+	for _, u := range append(hits, uids...) {
+		if !seen[u] && len(out) < maxHits {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, true, resp, nil
 }
 
-// search looks for the token above the baseline and fetches the headers of
-// new hits. It reports the first accepted one.
+// search examines the messages above the baseline not examined yet: it
+// fetches their headers and reports the first that carries the token and is
+// accepted.
 func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
 	s.tl.markSearched()
-	data, resp, err := s.searchToken(ctx, s.baseline, w.token)
+	uids, more, resp, err := s.newUIDs(ctx, s.baseline, w.token, w.rejected)
 	if err != nil {
 		return Arrival{}, false, err
 	}
-	var uids []imap.UID
-	uids, w.more = candidates(data, s.baseline, w.rejected, maxHits)
+	w.more = more
 	if len(uids) == 0 {
 		return Arrival{}, false, nil
 	}
