@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -179,20 +180,26 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 			// c.Move sends UID MOVE since the server offers MOVE; its
 			// EXPUNGE goes to the unilateral handler, renumbering the
 			// timeline.
-			_, err := s.c.Move(set, dest).Wait()
-			return err
+			return s.createOnce(dest, func() error {
+				_, err := s.c.Move(set, dest).Wait()
+				return err
+			})
 		})
 	case s.caps.Has(imap.CapUIDPlus):
 		err = s.bound(ctx, func() error {
 			if dest != "" {
-				if _, err := s.c.Copy(set, dest).Wait(); err != nil {
+				err := s.createOnce(dest, func() error {
+					_, err := s.c.Copy(set, dest).Wait()
+					return err
+				})
+				if err != nil {
 					return err
 				}
 			}
 			return s.expungeUID(set)
 		})
 	default:
-		return cleanupErr(steps.TypeConfig, errors.New("imap: the server offers neither UIDPLUS nor MOVE: the probe cannot be removed without risking other messages; configure a move-to-folder cleanup"))
+		return cleanupErr(steps.TypeConfig, errors.New("imap: the server offers neither UIDPLUS nor MOVE: the probe cannot be removed (nor moved) without risking other messages; set cleanup mode keep"))
 	}
 	if err != nil {
 		return fail(err)
@@ -201,6 +208,30 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		delete(found, uid)
 	}
 	return nil
+}
+
+// createOnce runs copyOrMove, and when the server answers that dest does not
+// exist (NO [TRYCREATE], RFC 3501 section 6.4.7; mox, Cyrus, maddy), creates
+// it, once per session, and runs it again: the folder probes are moved to is
+// the receiver's own.
+func (s *Session) createOnce(dest string, copyOrMove func() error) error {
+	err := copyOrMove()
+	var ie *imap.Error
+	if err == nil || !errors.As(err, &ie) || ie.Code != imap.ResponseCodeTryCreate || s.created[dest] {
+		return err
+	}
+	if s.created == nil {
+		s.created = make(map[string]bool)
+	}
+	s.created[dest] = true
+	if cerr := s.c.Create(dest, nil).Wait(); cerr != nil {
+		var ce *imap.Error
+		if !errors.As(cerr, &ce) || ce.Code != imap.ResponseCodeAlreadyExists {
+			return fmt.Errorf("imap: creating %q for the probes: %w", dest, cerr)
+		}
+	}
+	s.log.Info("IMAP folder for moved probes created", zap.String("folder", dest))
+	return copyOrMove()
 }
 
 var errNotExpunged = errors.New("imap: UID EXPUNGE completed but a probe is still there")

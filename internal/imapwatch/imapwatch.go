@@ -149,6 +149,7 @@ type Session struct {
 	uidValidity uint32
 	baseline    imap.UID
 	trash       string
+	created     map[string]bool // folders createOnce made (or tried to)
 	found       map[imap.UID]struct{}
 	closed      bool
 

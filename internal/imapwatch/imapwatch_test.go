@@ -733,3 +733,38 @@ func TestFloodAboveBaseline(t *testing.T) {
 		})
 	}
 }
+
+// Moving probes to a folder that does not exist yet: the server answers
+// NO [TRYCREATE]; the folder is created once and the move goes through.
+func TestMoveCreatesMissingFolder(t *testing.T) {
+	for _, caps := range []imap.CapSet{
+		{imap.CapIMAP4rev1: {}, imap.CapMove: {}},
+		{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}},
+	} {
+		ts := newTestServer(t, serverOpts{caps: caps})
+		s := open(t, ts, MethodAuto, nil)
+		user, _, _ := ts.appendMsg("INBOX", []byte("Subject: user's\r\n\r\nx\r\n"))
+		for i := range 2 {
+			token := tokenFor(t)
+			ts.appendMsg("INBOX", probeMessage(token, ""))
+			arr, err := s.Wait(ctxTimeout(t, 5*time.Second), token, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Move(ctxTimeout(t, 5*time.Second), arr.UID, "Probes/emailqos"); err != nil {
+				t.Fatalf("move %d with %v: %v", i, caps, err)
+			}
+		}
+		if inbox := ts.inspect("INBOX"); len(inbox) != 1 || !hasUID(inbox, user) {
+			t.Fatalf("inbox now %v with %v", inbox, caps)
+		}
+		if n := len(ts.inspect("Probes/emailqos")); n != 2 {
+			t.Fatalf("%d probes moved with %v", n, caps)
+		}
+	}
+}
+
+func hasUID(m map[imap.UID][]imap.Flag, uid imap.UID) bool {
+	_, ok := m[uid]
+	return ok
+}
