@@ -1,12 +1,15 @@
 package imapwatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -166,6 +169,16 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		return fail(err)
 	}
 
+	if dest == "" && junk == nil && s.caps.Has(capGmail) && s.caps.Has(imap.CapMove) {
+		if err := s.gmailDelete(ctx, folder, set); err != nil {
+			return fail(err)
+		}
+		for _, uid := range uids {
+			delete(found, uid)
+		}
+		return nil
+	}
+
 	switch {
 	case dest != "" && s.caps.Has(imap.CapMove), dest == "" && !s.caps.Has(imap.CapUIDPlus) && s.caps.Has(imap.CapMove):
 		if dest == "" {
@@ -265,18 +278,33 @@ func (s *Session) expungeUID(set imap.UIDSet) error {
 	return nil
 }
 
-// trashMailbox finds the special-use \Trash folder, else "Trash".
+// capGmail is Gmail's IMAP extensions capability
+// (https://developers.google.com/gmail/imap/imap-extensions).
+const capGmail = imap.Cap("X-GM-EXT-1")
+
+// trashNames are trash folders by name, for servers that mark none \Trash:
+// Microsoft 365's "Deleted Items" (its IMAP has no SPECIAL-USE), iCloud's
+// "Deleted Messages", Gmail's.
+var trashNames = []string{"Trash", "Deleted Items", "Deleted Messages", "[Gmail]/Trash"}
+
+// trashMailbox finds the special-use \Trash folder, else one of
+// trashNames, else "Trash".
 func (s *Session) trashMailbox(ctx context.Context) (string, error) {
 	if s.trash != "" {
 		return s.trash, nil
 	}
-	name := ""
+	special, named := "", ""
 	err := s.bound(ctx, func() error {
 		cmd := s.c.List("", "*", nil)
 		for d := cmd.Next(); d != nil; d = cmd.Next() {
 			for _, a := range d.Attrs {
-				if a == imap.MailboxAttrTrash && name == "" {
-					name = d.Mailbox
+				if a == imap.MailboxAttrTrash && special == "" {
+					special = d.Mailbox
+				}
+			}
+			for _, n := range trashNames {
+				if named == "" && strings.EqualFold(d.Mailbox, n) {
+					named = d.Mailbox
 				}
 			}
 		}
@@ -285,9 +313,47 @@ func (s *Session) trashMailbox(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if name == "" {
-		name = "Trash"
-	}
+	name := cmp.Or(special, named, "Trash")
 	s.trash = name
 	return name, nil
+}
+
+// gmailDelete removes probes the way Gmail deletes: expunged from INBOX (or
+// any label) a message is only archived, kept in [Gmail]/All Mail, with
+// Gmail's default "When a message is marked as deleted and expunged from the
+// last visible IMAP folder: Archive the message"
+// (https://developers.google.com/gmail/api/reference/rest/v1/ImapSettings).
+// So the probes of set are moved to the \Trash folder, which takes them out
+// of All Mail, and expunged there by the UIDs the MOVE's COPYUID gave them,
+// which deletes them for good; nothing else in Trash is touched. Without a
+// COPYUID they stay in Trash, which Gmail empties after 30 days.
+func (s *Session) gmailDelete(ctx context.Context, folder string, set imap.UIDSet) error {
+	trash, err := s.trashMailbox(ctx)
+	if err != nil {
+		return err
+	}
+	if trash == folder {
+		return s.bound(ctx, func() error { return s.expungeUID(set) })
+	}
+	var moved *imapclient.MoveData
+	err = s.bound(ctx, func() error {
+		var err error
+		moved, err = s.c.Move(set, trash).Wait()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var dest imap.UIDSet
+	if moved != nil {
+		dest, _ = moved.DestUIDs.(imap.UIDSet)
+	}
+	if len(dest) == 0 {
+		s.log.Debug("Gmail gave no COPYUID: the probe stays in Trash until Gmail empties it", zap.String("folder", trash))
+		return nil
+	}
+	if err := s.enter(ctx, &junkFolder{name: trash}, false); err != nil {
+		return err
+	}
+	return s.bound(ctx, func() error { return s.expungeUID(dest) })
 }

@@ -90,7 +90,11 @@ type Options struct {
 	// (RFC 6154), else those named like a junk folder (Junk, Spam, ...).
 	JunkFolders  []string
 	DiscoverJunk bool
-	Logger       *zap.Logger
+	// Search, when set, is the account's SearchHint, shared by every
+	// session reading the mailbox: how housekeeping searches for probes,
+	// learned from the first probe found.
+	Search *SearchHint
+	Logger *zap.Logger
 	// Transcript, when set, records every connection's conversation
 	// (redacted), reconnects included.
 	Transcript *transcript.Transcript

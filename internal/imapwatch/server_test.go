@@ -15,6 +15,7 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,13 +66,15 @@ type testServer struct {
 	noHeaderSearch atomic.Bool
 	// badHeaderSearch: such a SEARCH is answered BAD.
 	badHeaderSearch atomic.Bool
-	searches        atomic.Int32
-	logins          atomic.Int32
-	plainExpunges   atomic.Int32
-	commands        atomic.Int64 // tagged commands read on plain connections
-	statuses        atomic.Int32
-	selects         atomic.Int32
-	lists           atomic.Int32
+	// subjectOnly: a HEADER key other than Subject finds nothing.
+	subjectOnly   atomic.Bool
+	searches      atomic.Int32
+	logins        atomic.Int32
+	plainExpunges atomic.Int32
+	commands      atomic.Int64 // tagged commands read on plain connections
+	statuses      atomic.Int32
+	selects       atomic.Int32
+	lists         atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -381,7 +384,11 @@ func (s *testSession) Search(kind imapserver.NumKind, criteria *imap.SearchCrite
 	if len(criteria.Header) > 0 && s.ts.badHeaderSearch.Load() {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Command Argument Error. 11"}
 	}
-	if s.ts.hideHits.Load() || (len(criteria.Header) > 0 && s.ts.noHeaderSearch.Load()) {
+	custom := false
+	for _, h := range criteria.Header {
+		custom = custom || !strings.EqualFold(h.Key, "Subject")
+	}
+	if s.ts.hideHits.Load() || (len(criteria.Header) > 0 && s.ts.noHeaderSearch.Load()) || (custom && s.ts.subjectOnly.Load()) {
 		if kind == imapserver.NumKindUID {
 			return &imap.SearchData{All: imap.UIDSet{}}, nil
 		}

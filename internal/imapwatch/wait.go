@@ -50,10 +50,13 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
-	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
-
 	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})}
-	return s.wait(ctx, w)
+	arr, err := s.wait(ctx, w)
+	s.rec.Add(steps.DeliveryWait, start, time.Since(start))
+	if err == nil && arr.Placement == PlacementInbox {
+		s.learnSearch(ctx, arr.UID, token)
+	}
+	return arr, err
 }
 
 type waiter struct {

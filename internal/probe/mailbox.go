@@ -127,6 +127,7 @@ func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.
 		PreciseInterval:    t.PreciseInterval,
 		JunkFolders:        r.JunkFolders,
 		DiscoverJunk:       r.DiscoverJunk,
+		Search:             &r.search,
 		Logger:             logger,
 		Transcript:         tr,
 	}, rec)

@@ -79,6 +79,9 @@ type Account struct {
 	// sweepMu guards lastSweep, shared by every target reading this mailbox.
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+	// search is how housekeeping searches this mailbox for probes, learned
+	// by the sessions reading it (imapwatch.SearchHint).
+	search imapwatch.SearchHint
 }
 
 // Target is one probe direction.
