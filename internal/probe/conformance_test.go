@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -220,4 +221,22 @@ func conformance(t *testing.T, p mailtest.Personality) {
 		return
 	}
 	assert.Equal(t, len(bobBefore), len(bobAfter), "the transit probe is gone")
+}
+
+// A server's session cap, in Dovecot's and in Gmail's words, is a limit
+// (code 3 type limit), not a failed login.
+func TestSessionCapIsLimit(t *testing.T) {
+	for _, p := range []mailtest.Personality{"", mailtest.PersonalityGmail} {
+		t.Run(string(p)+"cap", func(t *testing.T) {
+			srv := startMail(t, mailtest.Options{Personality: p, MaxSessions: 1, DeliveryDelay: 30 * time.Millisecond})
+			c, err := imapclient.DialInsecure(srv.IMAPAddr(), nil)
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.Login(alice, "alice-pw").Wait())
+			a := account(srv, "a", alice, "alice-pw", "auto")
+			r := Run(context.Background(), target(a, a), nil)
+			assert.Equal(t, steps.CodeMailboxConnect, r.Code, "%v", r.Err)
+			assert.Equal(t, steps.TypeLimit, r.ErrorType, "%v", r.Err)
+		})
+	}
 }
