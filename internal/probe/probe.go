@@ -82,6 +82,28 @@ type Account struct {
 	// search is how housekeeping searches this mailbox for probes, learned
 	// by the sessions reading it (imapwatch.SearchHint).
 	search imapwatch.SearchHint
+
+	// MaxSessions caps the reader sessions (IMAP or POP3) open on this
+	// mailbox at once, across every target reading it; 0: no cap. A probe
+	// waits for one before it starts (see Run).
+	MaxSessions int
+	slotsOnce   sync.Once
+	slots       chan struct{}
+}
+
+// acquire waits for one of a's reader sessions, until ctx ends. release
+// gives it back.
+func (a *Account) acquire(ctx context.Context) (release func(), _ error) {
+	if a.MaxSessions <= 0 {
+		return func() {}, nil
+	}
+	a.slotsOnce.Do(func() { a.slots = make(chan struct{}, a.MaxSessions) })
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // Target is one probe direction.
@@ -185,6 +207,21 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	// The receiving mailbox's session cap (max_sessions): the probe waits
+	// for one of its sessions, up to t.Timeout, before it starts, so that
+	// the wait is in none of its times. None freeing up is code 3 limit.
+	waitCtx, cancel := ctx, context.CancelFunc(func() {})
+	if t.Timeout > 0 {
+		waitCtx, cancel = context.WithTimeout(ctx, t.Timeout)
+	}
+	release, err := t.Receiver.acquire(waitCtx)
+	cancel()
+	if err != nil {
+		se := steps.Fail(ctx, t.Receiver.connectStep(), steps.TypeLimit,
+			fmt.Errorf("all %d sessions of the mailbox (max_sessions) stayed busy: %w", t.Receiver.MaxSessions, err))
+		return Result{Target: t, Start: time.Now(), Code: se.Code, ErrorType: se.Type, Err: se}
+	}
+	defer release()
 	rec := &steps.Recorder{}
 	start := time.Now()
 	var tr *transcript.Transcript
