@@ -20,13 +20,16 @@ const (
 	// PersonalityGmail is Gmail's IMAP: X-GM-EXT-1, the [Gmail]/ special-use
 	// folders marked in every LIST, archive on expunge from INBOX (the
 	// message stays in [Gmail]/All Mail), custom headers unsearchable, tabs
-	// through X-GM-RAW "category:...", XOAUTH2 as its OAuth mechanism and
-	// 15 sessions per account.
+	// through X-GM-RAW "category:...", and 15 sessions per account. With
+	// Options.BearerCheck its OAuth is XOAUTH2, the mechanism Gmail
+	// documents (https://developers.google.com/gmail/imap/xoauth2-protocol;
+	// today's Gmail also lists OAUTHBEARER, which the stand-in omits).
 	PersonalityGmail Personality = "gmail"
 	// PersonalityM365 is Exchange Online: its capability list (no ESEARCH,
 	// no SPECIAL-USE), BAD on nested search syntax, a search index that
 	// lags delivery (Options.SearchLag), late IDLE notifications
-	// (Options.IdleHold), XOAUTH2 as its OAuth mechanism, and the folders
+	// (Options.IdleHold), XOAUTH2 as its only OAuth mechanism (with
+	// Options.BearerCheck, as Microsoft documents), and the folders
 	// "Junk Email" and "Deleted Items" without special-use attributes.
 	PersonalityM365 Personality = "m365"
 	// PersonalityNoHeaderSearch indexes standard header fields only, like
