@@ -69,6 +69,21 @@ type Reply struct {
 	Enhanced string
 }
 
+// IsEnhancedStatus tells whether s is an RFC 3463 status code: class 2, 4
+// or 5, then a subject and a detail of 1 to 3 digits each, such as 5.1.1.
+func IsEnhancedStatus(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.ContainsAny(parts[0], "245") {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %v", e.Step, e.Err)
 }
