@@ -197,6 +197,7 @@ func (m *apiMailbox) note(msgs []apiMessage) {
 // client can tell, and documented as part of the API's latency.
 func (m *apiMailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
 	prev := time.Now()
+	defer func(start time.Time) { m.rec.Add(steps.DeliveryWait, start, time.Since(start)) }(prev)
 	for {
 		start := time.Now()
 		msgs, err := m.poll(ctx)
