@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/emailqos/emailqosreceiver/internal/gmailapi"
 	"github.com/emailqos/emailqosreceiver/internal/graph"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
@@ -66,7 +68,9 @@ func (a *Account) sendsByAPI() bool { return a.Send == SendGraph || a.Send == Se
 // SMTP's 250 after DATA (user-sendmail reference): the delivery latency then
 // includes Exchange's own submission queue. Gmail's 200 returns the sent
 // message, already in the sender's Sent label.
-func sendAPI(ctx context.Context, s *Account, raw []byte, rec *steps.Recorder) (time.Time, error) {
+// sentID is the id of the sender's own copy when the API returns one
+// (Gmail), else "".
+func sendAPI(ctx context.Context, s *Account, raw []byte, rec *steps.Recorder) (_ time.Time, sentID string, _ error) {
 	var step string
 	var call func() error
 	switch s.Send {
@@ -75,12 +79,31 @@ func sendAPI(ctx context.Context, s *Account, raw []byte, rec *steps.Recorder) (
 		call = func() error { return s.API.Graph.SendMIME(ctx, s.apiUser(), raw) }
 	default:
 		step = steps.GmailAPISend
-		call = func() error { _, err := s.API.Gmail.Send(ctx, s.apiUser(), raw); return err }
+		call = func() error {
+			ref, err := s.API.Gmail.Send(ctx, s.apiUser(), raw)
+			sentID = ref.ID
+			return err
+		}
 	}
 	if err := rec.Do(step, call); err != nil {
-		return time.Time{}, apiFail(ctx, step, steps.CodeSMTPSend, err, s)
+		return time.Time{}, "", apiFail(ctx, step, steps.CodeSMTPSend, err, s)
 	}
-	return time.Now(), nil
+	return time.Now(), sentID, nil
+}
+
+// removeSentCopy deletes the sender's copy of a transit probe (Gmail keeps
+// what users.messages.send sent, labelled SENT), so probes do not pile up in
+// the sending mailbox. Not for a round trip: there the copy is the probe
+// itself, which the cleanup handles. Best effort, untimed: it is not part
+// of the measurement, and a failure is only logged.
+func removeSentCopy(ctx context.Context, t *Target, id string, logger *zap.Logger) {
+	if id == "" || t.Sender == t.Receiver || strings.EqualFold(t.Sender.apiUser(), t.Receiver.Address) ||
+		t.Cleanup == CleanupKeep || t.Sender.Send != SendGmailAPI {
+		return
+	}
+	if err := t.Sender.API.Gmail.Delete(ctx, t.Sender.apiUser(), id); err != nil {
+		logger.Warn("removing the sender's copy of the probe failed", zap.String("target", t.Name), zap.Error(err))
+	}
 }
 
 // apiFail types an API failure of step. Sign-in and permission failures of
@@ -164,14 +187,12 @@ func isCandidate(header []byte, tokens []string) bool {
 }
 
 // apiMailbox is the shared part of the Graph and Gmail mailboxes: the poll
-// loop, the messages seen by this session (for the housekeeping), and the
-// request count.
+// loop and the messages seen by this session (for the housekeeping).
 type apiMailbox struct {
 	acct     *Account
 	interval time.Duration
 	listStep string
 	rec      *steps.Recorder
-	calls    int
 	// seen are the messages this session has looked at, by id: the backlog
 	// since the previous session and the arrivals during the wait.
 	seen  map[string]apiMessage
@@ -266,8 +287,7 @@ func newAPIMailbox(a *Account, t *Target, listStep string, rec *steps.Recorder) 
 	return &apiMailbox{acct: a, interval: max(t.PollInterval, minAPIInterval), listStep: listStep, rec: rec, seen: map[string]apiMessage{}}
 }
 
-// timed runs one API call as part of step, counting it.
+// timed runs one API call as part of step.
 func (m *apiMailbox) timed(step string, fn func() error) error {
-	m.calls++
 	return m.rec.Do(step, fn)
 }

@@ -152,7 +152,9 @@ func (g *gmailMailbox) MoveIDs(ctx context.Context, ids []string, _ string) erro
 	return nil
 }
 
-func (g *gmailMailbox) Commands() int { return g.calls }
+// Commands is 0: emailqos.imap.commands counts mailbox protocol commands,
+// which an API session sends none of.
+func (g *gmailMailbox) Commands() int { return 0 }
 
 // Close keeps the session's history id for the next session.
 func (g *gmailMailbox) Close(context.Context) error {

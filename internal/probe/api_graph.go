@@ -144,7 +144,9 @@ func (g *graphMailbox) MoveIDs(ctx context.Context, ids []string, folder string)
 	return nil
 }
 
-func (g *graphMailbox) Commands() int { return g.calls }
+// Commands is 0: emailqos.imap.commands counts mailbox protocol commands,
+// which an API session sends none of.
+func (g *graphMailbox) Commands() int { return 0 }
 
 // Close keeps the session's deltaLinks for the next session; there is no
 // connection to end.

@@ -156,3 +156,24 @@ func TestGraphThrottlingWaitedOut(t *testing.T) {
 	require.NoError(t, r.Err)
 	assert.True(t, r.Delivered)
 }
+
+// A Gmail transit leaves nothing behind: the receiver's probe is cleaned
+// up, and the sender's copy (SENT) is removed too.
+func TestGmailTransitRemovesSentCopy(t *testing.T) {
+	const from, to = "a@gws.test", "b@gws.test"
+	gm := gmailapitest.New(gmailapitest.Options{Users: []string{from, to}})
+	defer gm.Close()
+	a, b := gmailAccount(t, gm, from), gmailAccount(t, gm, to)
+	tg := target(a, b)
+	tg.PollInterval = 50 * time.Millisecond
+	r := Run(context.Background(), tg, nil)
+	require.NoError(t, r.Err)
+	assert.Empty(t, gm.Messages(to, ""), "the probe was deleted")
+	assert.Empty(t, gm.Messages(from, ""), "the sender's copy was deleted")
+
+	// With cleanup keep, both stay.
+	tg.Cleanup = CleanupKeep
+	require.NoError(t, Run(context.Background(), tg, nil).Err)
+	assert.Len(t, gm.Messages(to, ""), 1)
+	assert.Len(t, gm.Messages(from, "SENT"), 1)
+}

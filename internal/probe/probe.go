@@ -300,9 +300,11 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	var sent smtpsend.Result
 	var deferred deferral
 	if t.Sender.sendsByAPI() {
-		if sent.AcceptedAt, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
+		var sentID string
+		if sent.AcceptedAt, sentID, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
 			return nil, err
 		}
+		defer removeSentCopy(ctx, t, sentID, logger)
 	} else {
 		sent, deferred, err = submit(ctx, t, smtpsend.Options{
 			Endpoint:           t.Sender.SMTP,
