@@ -164,6 +164,22 @@ func TestGmailAPISpamPlacement(t *testing.T) {
 	assert.Equal(t, "junk", o.place)
 }
 
+// Exchange files the probe as junk: found in JunkEmail, placement junk,
+// and removed from there.
+func TestGraphJunkPlacement(t *testing.T) {
+	t.Parallel()
+	e := newTokenEndpoint(t, time.Hour)
+	gr := graphtest.New(graphtest.Options{Users: []string{graphUser, graphUser2}, Junk: func(string, []byte) bool { return true }})
+	defer gr.Close()
+	cfg := apiConfig(map[string]AccountConfig{"a": apiAccount("graph", graphUser2, gr.URL(), e.srv.URL),
+		"b": apiAccount("graph", graphUser, gr.URL(), e.srv.URL)})
+	cfg.Transit.Directions = []string{"a:b"}
+	o := scrapeAPI(t, cfg, "a:b")
+	assert.Equal(t, int64(0), o.code, o.typ)
+	assert.Equal(t, "junk", o.place)
+	assert.Empty(t, gr.Messages(graphUser, "junkemail"), "the probe was deleted from JunkEmail")
+}
+
 // Mixed transits: SMTP into mailtest handed to the Graph mailbox, and Graph
 // sendMail routed to a mailtest mailbox read over IMAP.
 func TestMixedTransits(t *testing.T) {
@@ -171,7 +187,10 @@ func TestMixedTransits(t *testing.T) {
 	e := newTokenEndpoint(t, time.Hour)
 	var gr *graphtest.Server
 	srv := startMail(t, mailtest.Options{
-		Users: []mailtest.User{{Address: graphUser, Password: "unused-pw"}},
+		// Stamped by the SMTP side, read back from Graph's
+		// internetMessageHeaders.
+		AuthResults: "spf=pass smtp.mailfrom=d.test; dkim=pass header.d=d.test; dmarc=pass header.from=d.test",
+		Users:       []mailtest.User{{Address: graphUser, Password: "unused-pw"}},
 		OnDeliver: func(rcpt string, raw []byte) error {
 			if rcpt == graphUser {
 				if err := gr.Deliver(rcpt, raw); err != nil {
@@ -196,7 +215,31 @@ func TestMixedTransits(t *testing.T) {
 		assert.Equal(t, int64(0), o.code, "%s: %s", dir, o.typ)
 		assert.Equal(t, "inbox", o.place, dir)
 		o.assertClean(t, e)
+		if dir == "dovecot:o365" {
+			assert.Equal(t, map[string]string{"spf": "pass", "dkim": "pass", "dmarc": "pass"}, authResults(t, o.scraped, dir),
+				"Authentication-Results read from the Graph headers")
+		}
 	}
+}
+
+// authResults are target's emailqos.auth.result data points, method to result.
+func authResults(t *testing.T, md pmetric.Metrics, target string) map[string]string {
+	t.Helper()
+	rm := resources(t, filterTargets(md))[target]
+	out := map[string]string{}
+	ms := rm.ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		if ms.At(i).Name() != "emailqos.auth.result" {
+			continue
+		}
+		dps := ms.At(i).Gauge().DataPoints()
+		for j := 0; j < dps.Len(); j++ {
+			m, _ := dps.At(j).Attributes().Get("auth.method")
+			r, _ := dps.At(j).Attributes().Get("auth.result")
+			out[m.Str()] = r.Str()
+		}
+	}
+	return out
 }
 
 // Each failure code over the APIs, with its error type.
