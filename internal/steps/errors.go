@@ -33,6 +33,9 @@ const (
 	TypeLimit       = "limit"       // a per-user limit was hit: too many connections, logins too frequent, quota
 	TypeUnavailable = "unavailable" // the server (or a subsystem behind it) is temporarily unable to serve
 	TypeInUse       = "in_use"      // the mailbox is locked or busy, held by another session
+	// TypeThrottled: a mail API (Graph, Gmail) kept answering 429/503 (or
+	// Gmail's 403 rateLimitExceeded) until the probe's time ran out.
+	TypeThrottled = "throttled"
 	// OAuth2 token failures, before anything was sent with the token.
 	TypeTokenRejected    = "token_rejected"    // the token endpoint refused the credentials (revoked secret, expired refresh token)
 	TypeTokenScope       = "token_scope"       // the token endpoint refused the requested scope
@@ -43,7 +46,7 @@ const (
 // documented in metadata.yaml, README.md and TROUBLESHOOTING.md.
 var Types = []string{
 	TypeConnect, TypeTimeout, TypeTLS, TypeAuth, TypeRejected, TypeDeferred,
-	TypeLimit, TypeUnavailable, TypeInUse, TypeProtocol, TypeNotFound,
+	TypeLimit, TypeUnavailable, TypeInUse, TypeThrottled, TypeProtocol, TypeNotFound,
 	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
 }
 
