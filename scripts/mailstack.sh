@@ -57,6 +57,8 @@
 # Accounts (login name = address): probe@a.test/probe-a-pw, user@a.test/user-a-pw,
 # probe@b.test/probe-b-pw, user@b.test/user-b-pw; postmaster@ and abuse@ are
 # aliases of user@. Mail is stored by dovecot (uid vmail) in Maildir.
+# Dovecot allows 10 IMAP sessions per user and client IP (its default
+# mail_max_userip_connections; `env` prints it as EMAILQOS_IMAP_USERIP_LIMIT).
 #
 # Mail flow: submission -> postfix -> own domain: LMTP into dovecot -> Maildir;
 # other test domain: SMTP to the other postfix's MX port (transport map, no
@@ -70,6 +72,8 @@ readonly DOMAINS=(a b)
 readonly PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl swaks libnet-ssleay-perl procps)
 readonly VMAIL_USER=vmail
 WAIT_TIMEOUT=${EMAILQOS_MAILSTACK_WAIT_TIMEOUT:-30}
+# IMAP sessions Dovecot allows per user and client IP (its default).
+readonly IMAP_USERIP_LIMIT=10
 
 # Port offsets inside a domain's block.
 readonly OFF_MX=25 OFF_SMTP_PLAIN=26 OFF_SMTP_STARTTLS=87 OFF_SMTPS=65
@@ -608,7 +612,9 @@ render_dovecot() { # DOMAIN
 		default_process_limit = 256
 		default_client_limit = 2000
 		protocol imap {
-		  mail_max_userip_connections = 200
+		  # Dovecot's own default, kept explicit: the integration suite
+		  # proves a mesh wider than this stays within it (max_sessions).
+		  mail_max_userip_connections = $IMAP_USERIP_LIMIT
 		}
 		protocol pop3 {
 		  pop3_uidl_format = %08Xu%08Xv
@@ -892,6 +898,7 @@ cmd_env() {
 	local d D host dom addr pw local_part var users
 	printf 'export EMAILQOS_MAILSTACK_DIR=%s\n' "$(q "$DIR")"
 	printf 'export EMAILQOS_CA_FILE=%s\n' "$(q "$CA_CRT")"
+	printf 'export EMAILQOS_IMAP_USERIP_LIMIT=%s\n' "$IMAP_USERIP_LIMIT"
 	for d in "${DOMAINS[@]}"; do
 		D=${d^^} host=$(host_of "$d") dom=$d.test
 		printf 'export EMAILQOS_%s_DOMAIN=%s\n' "$D" "$dom"
