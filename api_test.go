@@ -164,6 +164,36 @@ func TestGmailAPISpamPlacement(t *testing.T) {
 	assert.Equal(t, "junk", o.place)
 }
 
+// Gmail files the probe in an inbox tab: delivered, placement names the
+// tab (CATEGORY_* label), not junk; the Primary tab stays inbox.
+func TestGmailAPITabPlacement(t *testing.T) {
+	t.Parallel()
+	for _, tab := range []string{"promotions", "social", "updates", "forums", "personal"} {
+		t.Run(tab, func(t *testing.T) {
+			t.Parallel()
+			e := newTokenEndpoint(t, time.Hour)
+			gm := gmailapitest.New(gmailapitest.Options{Users: []string{gmailUser, "other@gws.test"},
+				Category: func(string, []byte) string { return tab }})
+			defer gm.Close()
+			cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.srv.URL),
+				"gws2": apiAccount("gmail_api", "other@gws.test", gm.URL(), e.srv.URL)})
+			cfg.Transit.Directions = []string{"gws2:gws"}
+			o := scrapeAPI(t, cfg, "gws2:gws")
+			assert.Equal(t, int64(0), o.code, o.typ)
+			want := tab
+			if tab == "personal" {
+				want = "inbox"
+			}
+			assert.Equal(t, want, o.place)
+			rm := resources(t, filterTargets(o.scraped))["gws2:gws"]
+			junk, ok := gauge(t, rm, "emailqos.delivery.junk")
+			require.True(t, ok, "delivered: junk gauge reported")
+			assert.Equal(t, int64(0), junk.IntValue(), "a tab is not junk")
+			assert.Empty(t, gm.Messages(gmailUser, ""), "the probe was deleted")
+		})
+	}
+}
+
 // Exchange files the probe as junk: found in JunkEmail, placement junk,
 // and removed from there.
 func TestGraphJunkPlacement(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -102,6 +103,24 @@ func TestEngineNamesMatchMetadata(t *testing.T) {
 	// Delivery segments along the Received chain.
 	segments := stringConsts(t, "internal/received", func(_, typ string) bool { return typ == "Segment" })
 	assert.Equal(t, segments, sortedKeys(metadata.MapAttributeSegment), "received segments vs metadata.yaml attribute `segment`")
+
+	// Placements: imapwatch's (inbox, junk) and the probe's own (missing,
+	// Gmail's tabs) vs the enum of resource attribute emailqos.placement,
+	// one generated ResourceBuilder setter per value (traces.go calls them).
+	placements := stringConsts(t, "internal/imapwatch", func(_, typ string) bool { return typ == "Placement" })
+	placements = append(placements, stringConsts(t, "internal/probe", func(name, _ string) bool {
+		return strings.HasPrefix(name, "Placement")
+	})...)
+	slices.Sort(placements)
+	var enum []string
+	rbType := reflect.TypeFor[*metadata.ResourceBuilder]()
+	for i := range rbType.NumMethod() {
+		if v, ok := strings.CutPrefix(rbType.Method(i).Name, "SetEmailqosPlacement"); ok {
+			enum = append(enum, strings.ToLower(v))
+		}
+	}
+	slices.Sort(enum)
+	assert.Equal(t, placements, enum, "engine placements vs metadata.yaml attribute `emailqos.placement`")
 }
 
 // TestErrorTypesListed checks that steps.Types, the set the documentation

@@ -67,6 +67,14 @@ func probeResource(rb *metadata.ResourceBuilder, r *probe.Result) pcommon.Resour
 		rb.SetEmailqosPlacementJunk()
 	case probe.PlacementMissing:
 		rb.SetEmailqosPlacementMissing()
+	case probe.PlacementPromotions:
+		rb.SetEmailqosPlacementPromotions()
+	case probe.PlacementSocial:
+		rb.SetEmailqosPlacementSocial()
+	case probe.PlacementUpdates:
+		rb.SetEmailqosPlacementUpdates()
+	case probe.PlacementForums:
+		rb.SetEmailqosPlacementForums()
 	}
 	return rb.Emit()
 }

@@ -9,6 +9,7 @@ package gmailapitest // import "github.com/emailqos/emailqosreceiver/internal/gm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -45,6 +46,10 @@ type Options struct {
 	TLS bool
 	// Spam, when set, decides that a delivery gets SPAM instead of INBOX.
 	Spam func(rcpt string, raw []byte) bool
+	// Category, when set, names the inbox tab of a delivery that is not
+	// spam ("promotions", "social", "updates", "forums"; "" or "personal":
+	// Primary), filed as Gmail does with a CATEGORY_* label.
+	Category func(rcpt string, raw []byte) string
 	// Route receives messages for addresses that are not Users; it reports
 	// whether it took them.
 	Route func(rcpt string, raw []byte) bool
@@ -162,7 +167,11 @@ func (s *Server) ExpireHistory(user string) {
 // Deliver stores raw for user now (INBOX, or SPAM when Options.Spam says
 // so), as a delivery from outside (SMTP into mailtest relayed here...).
 func (s *Server) Deliver(user string, raw []byte) error {
-	labels := []string{"INBOX", "UNREAD", "CATEGORY_PERSONAL"}
+	category := "personal"
+	if s.opts.Category != nil {
+		category = cmp.Or(s.opts.Category(user, raw), category)
+	}
+	labels := []string{"INBOX", "UNREAD", "CATEGORY_" + strings.ToUpper(category)}
 	if s.opts.Spam != nil && s.opts.Spam(user, raw) {
 		labels = []string{"SPAM", "UNREAD"}
 	}

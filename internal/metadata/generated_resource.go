@@ -63,6 +63,34 @@ func (rb *ResourceBuilder) SetEmailqosPlacementMissing() {
 	}
 }
 
+// SetEmailqosPlacementPromotions sets "emailqos.placement=promotions" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementPromotions() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "promotions")
+	}
+}
+
+// SetEmailqosPlacementSocial sets "emailqos.placement=social" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementSocial() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "social")
+	}
+}
+
+// SetEmailqosPlacementUpdates sets "emailqos.placement=updates" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementUpdates() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "updates")
+	}
+}
+
+// SetEmailqosPlacementForums sets "emailqos.placement=forums" attribute.
+func (rb *ResourceBuilder) SetEmailqosPlacementForums() {
+	if rb.config.EmailqosPlacement.Enabled {
+		rb.res.Attributes().PutStr("emailqos.placement", "forums")
+	}
+}
+
 // SetEmailqosProbeKindRoundtrip sets "emailqos.probe.kind=roundtrip" attribute.
 func (rb *ResourceBuilder) SetEmailqosProbeKindRoundtrip() {
 	if rb.config.EmailqosProbeKind.Enabled {

@@ -79,22 +79,19 @@ func (g *gmailMailbox) history(ctx context.Context, limit int) ([]apiMessage, er
 		if err != nil {
 			return nil, err
 		}
-		// Placement from the labels: SPAM is junk; INBOX (whatever
-		// CATEGORY_* tab) is inbox. A message with neither, such as the
-		// sender's own copy (SENT) of a probe to itself before Gmail files
-		// it in the inbox, has not arrived: its labelAdded record brings it
-		// back.
+		// Placement from the labels: SPAM is junk; INBOX is its tab
+		// (CATEGORY_PROMOTIONS, _SOCIAL, _UPDATES, _FORUMS), else inbox. A
+		// message with neither, such as the sender's own copy (SENT) of a
+		// probe to itself before Gmail files it in the inbox, has not
+		// arrived: its labelAdded record brings it back.
 		var placement imapwatch.Placement
 		switch m.Placement() {
 		case "spam":
 			placement = imapwatch.PlacementJunk
 		case "inbox":
-			placement = imapwatch.PlacementInbox
+			placement = gmailTab(m.Category())
 		default:
 			continue
-		}
-		if c := m.Category(); c != "" {
-			g.logger.Debug("gmail api: message in an inbox tab", zap.String("category", c))
 		}
 		hs := m.Payload.Headers
 		out = append(out, apiMessage{id: m.ID, placement: placement,

@@ -108,7 +108,24 @@ const (
 	PlacementInbox   = string(imapwatch.PlacementInbox)
 	PlacementJunk    = string(imapwatch.PlacementJunk)
 	PlacementMissing = "missing"
+	// Gmail's inbox tabs, read from a message's CATEGORY_* label over the
+	// Gmail API (users.messages.get labelIds); the Primary tab
+	// (CATEGORY_PERSONAL) is inbox.
+	PlacementPromotions = "promotions"
+	PlacementSocial     = "social"
+	PlacementUpdates    = "updates"
+	PlacementForums     = "forums"
 )
+
+// gmailTab is the placement of a message in Gmail's inbox tab category
+// (gmailapi.Message.Category), inbox for the Primary tab or none.
+func gmailTab(category string) imapwatch.Placement {
+	switch category {
+	case PlacementPromotions, PlacementSocial, PlacementUpdates, PlacementForums:
+		return imapwatch.Placement(category)
+	}
+	return imapwatch.PlacementInbox
+}
 
 // openMailbox logs in to the receiver's mailbox and, for IMAP, starts
 // listening for the arrival before anything is sent.
