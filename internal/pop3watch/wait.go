@@ -34,6 +34,14 @@ import (
 // A poll that cannot connect or log in is code 3 with its type; a UIDL or
 // TOP the server refuses is code 4.
 func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.WaitAfter(ctx, time.Time{}, token, accept)
+}
+
+// WaitAfter is Wait for a message that cannot have arrived before floor
+// (the end of its SMTP DATA): a window that starts earlier (at the baseline
+// session, before the send) is clamped to it, so that its midpoint is never
+// an instant the message cannot have arrived at.
+func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -57,6 +65,7 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 		accept:   accept,
 		rejected: make(map[string]struct{}),
 		windows:  make(map[string]window),
+		floor:    floor,
 	}
 	gap := min(firstInterval, s.opts.PollInterval)
 	next := s.notBefore(start)
@@ -119,6 +128,7 @@ type waiter struct {
 	// rejected, the window in which it became visible: it is fixed by the
 	// first listing that showed it, even if it is only read later.
 	windows map[string]window
+	floor   time.Time
 }
 
 type window struct{ lo, hi time.Time }
@@ -155,7 +165,7 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 			continue
 		}
 		if _, ok := w.windows[id.UID]; !ok {
-			w.windows[id.UID] = window{lo: lo, hi: pc.listed}
+			w.windows[id.UID] = window{lo: clampLo(lo, w.floor, pc.listed), hi: pc.listed}
 		}
 		if pc.nums[id.UID] < 0 {
 			continue
@@ -194,6 +204,18 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		return arrival(id.UID, header, win), true, nil
 	}
 	return Arrival{}, false, nil
+}
+
+// clampLo raises a window's lower bound to floor, but not past hi (a
+// clock step could put floor after it).
+func clampLo(lo, floor, hi time.Time) time.Time {
+	if floor.After(lo) {
+		lo = floor
+	}
+	if lo.After(hi) {
+		lo = hi
+	}
+	return lo
 }
 
 func arrival(uid string, header []byte, win window) Arrival {
