@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -209,6 +210,10 @@ type imapSession struct {
 }
 
 func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if x.srv.opts.IdleNoPush {
+		<-stop
+		return x.Poll(w, true)
+	}
 	for {
 		changed := x.changes.wait()
 		if err := x.Poll(w, true); err != nil {
@@ -218,6 +223,15 @@ func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) err
 		case <-stop:
 			return nil
 		case <-changed:
+		}
+		if d := x.srv.opts.IdleNotifyDelay; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-stop:
+				t.Stop()
+				return x.Poll(w, true)
+			case <-t.C:
+			}
 		}
 	}
 }

@@ -112,6 +112,17 @@ type Options struct {
 	// \Junk (RFC 6154) unless NoSpecialUse.
 	JunkFolder   string
 	NoSpecialUse bool
+	// Timing quirks of real servers, for the probe's measurement (issue
+	// 17). IdleNotifyDelay holds every IDLE notification this long after
+	// the change, as Dovecot 2.3 does (500 ms, mailbox-watch.c's
+	// NOTIFY_DELAY_MSECS). IdleNoPush accepts IDLE and announces nothing
+	// until the client ends it (the changes come with the answer to DONE),
+	// as Cyrus does without its idled. ReplyAfterDelivery delivers a
+	// message before the 250 reply to DATA and sends that reply this much
+	// later, as maddy's synchronous local delivery does.
+	IdleNotifyDelay    time.Duration
+	IdleNoPush         bool
+	ReplyAfterDelivery time.Duration
 	// Logger is optional; library chatter goes to it at debug level.
 	Logger *zap.Logger
 }

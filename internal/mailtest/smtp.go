@@ -173,6 +173,21 @@ func (ss *smtpSession) Data(r io.Reader) error {
 		return nil
 	}
 	id := fmt.Sprintf("%08X", ss.s.queueID.Add(1))
+	if d := ss.s.opts.ReplyAfterDelivery; d > 0 {
+		for _, rcpt := range ss.rcpts {
+			ss.s.mu.Lock()
+			closed := ss.s.closed
+			if !closed {
+				ss.s.deliverWG.Add(1)
+			}
+			ss.s.mu.Unlock()
+			if !closed {
+				ss.s.deliver(rcpt, ss.stamp(id, rcpt.Address, msg))
+			}
+		}
+		time.Sleep(d)
+		return nil
+	}
 	for _, rcpt := range ss.rcpts {
 		ss.s.enqueue(rcpt, ss.stamp(id, rcpt.Address, msg))
 	}
