@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -93,7 +94,7 @@ type Options struct {
 	// Learner holds what auto detection learned of this direction's
 	// arrivals and of the server's IDLE (learn.go); nil: a fresh one, so
 	// nothing is carried from one session to the next.
-	Learner *Learner
+	Learner *learn.Learner
 	Logger  *zap.Logger
 	// Transcript, when set, records every connection's conversation
 	// (redacted), reconnects included.
@@ -158,7 +159,7 @@ type Session struct {
 	// Auto detection: what this direction learned, whether the dense
 	// window is being polled, and the last IDLE's end (DONE sent and
 	// answered) and start, to tell an IDLE that kept quiet.
-	learner     *Learner
+	learner     *learn.Learner
 	dense       bool
 	doneSent    time.Time
 	doneResp    time.Time
@@ -209,7 +210,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		learner:     opts.Learner,
 	}
 	if s.learner == nil {
-		s.learner = &Learner{}
+		s.learner = &learn.Learner{}
 	}
 	s.life, s.lifeCancel = context.WithCancel(ctx)
 	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {

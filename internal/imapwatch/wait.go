@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -47,7 +48,8 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 // before floor: the checks made before the send (SELECT, an earlier NOOP)
 // bound nothing closer, and a window reaching back to them would put its
 // midpoint before the message existed. In auto mode the dense window
-// (learn.go) is counted from floor.
+// (package learn) is counted from floor; poll mode has one too, so that
+// its backoff does not blur the arrivals where they are expected.
 func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -69,7 +71,7 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 	arr, err := s.wait(ctx, w)
 	s.dense = false
 	if err == nil && arr.Placement == PlacementInbox {
-		s.learner.observe(arr.SeenAt.Sub(floor))
+		s.learner.Observe(arr.SeenAt.Add(-arr.Uncertainty).Sub(floor), arr.SeenAt.Add(arr.Uncertainty).Sub(floor))
 	}
 	arr.IdleNoPush = s.learner.IdleUntrusted()
 	return arr, err
@@ -93,12 +95,14 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 	var reSearchAt time.Time
 	junkAt := s.junkLast.Add(s.junkEvery())
 	reconnects := 0
-	// auto: the dense window, and when its next NOOP is due.
-	auto := s.opts.Method == MethodAuto
+	// auto and poll: the dense window, and when its next NOOP is due.
+	auto := s.opts.Method == MethodAuto || s.opts.Method == MethodPoll
 	var denseFrom, denseTo, nextDense time.Time
 	if auto {
-		from, to := s.learner.denseWindow()
-		denseFrom, denseTo = w.floor.Add(from), w.floor.Add(to)
+		from, to, learned := s.learner.DenseWindow()
+		if learned || s.opts.Method == MethodAuto {
+			denseFrom, denseTo = w.floor.Add(from), w.floor.Add(to)
+		}
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -411,10 +415,10 @@ func (s *Session) arrival(h hit) Arrival {
 	switch {
 	case h.idle:
 		a.Method = MethodIdle
-		if s.learner.idleSeen(true) {
+		if s.learner.IdleSeen(true) {
 			s.log.Info("IMAP IDLE announces arrivals again", zap.String("address", s.opts.Endpoint.Address))
 		}
-	case s.dense && !quiet:
+	case s.dense && !quiet && s.opts.Method == MethodAuto:
 		a.Method = MethodPrecise
 	default:
 		a.Method = s.method
@@ -422,7 +426,7 @@ func (s *Session) arrival(h hit) Arrival {
 			a.Method = MethodPoll // shown by a command response between two IDLEs
 		}
 	}
-	if quiet && s.learner.idleSeen(false) {
+	if quiet && s.learner.IdleSeen(false) {
 		// Cyrus without idled, for one, accepts IDLE and announces nothing
 		// until the client ends it.
 		s.log.Warn("IMAP IDLE does not announce new messages: auto detection polls this mailbox instead",
@@ -439,12 +443,12 @@ func (s *Session) arrival(h hit) Arrival {
 
 // idleQuiet reports whether h first showed in the answer to the DONE of an
 // IDLE that had been running, announcing nothing about it, for at least
-// silentAfter of its window: an IDLE that did not push.
+// learn.SilentAfter of its window: an IDLE that did not push.
 func (s *Session) idleQuiet(h hit) bool {
 	if s.doneSent.IsZero() || h.hi.Before(s.doneSent) || h.hi.After(s.doneResp) {
 		return false
 	}
-	return !s.idleFrom.After(h.lo) && s.doneSent.Sub(h.lo) >= silentAfter
+	return !s.idleFrom.After(h.lo) && s.doneSent.Sub(h.lo) >= learn.SilentAfter
 }
 
 // candidates lists the UIDs of a search result that may be the probe, at most

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -69,6 +70,18 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 	}
 	gap := min(firstInterval, s.opts.PollInterval)
 	next := s.notBefore(start)
+	learner := s.opts.Learner
+	if learner == nil {
+		learner = &learn.Learner{}
+	}
+	base := floor
+	if base.IsZero() {
+		base = start
+	}
+	var denseFrom, denseTo time.Time
+	if from, to, learned := learner.DenseWindow(); learned {
+		denseFrom, denseTo = base.Add(from), base.Add(to)
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -89,6 +102,7 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 		arr, found, err := s.poll(ctx, w)
 		if found {
 			// Even if ctx ended right after: the probe was seen.
+			learner.Observe(arr.SeenAt.Add(-arr.Uncertainty).Sub(base), arr.SeenAt.Add(arr.Uncertainty).Sub(base))
 			return arr, nil
 		}
 		if err != nil {
@@ -103,8 +117,15 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 			}
 			return Arrival{}, err
 		}
-		next = s.notBefore(pollStart.Add(gap))
+		next = pollStart.Add(gap)
 		gap = min(2*gap, s.opts.PollInterval)
+		// Densely where this direction's arrivals are expected.
+		if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
+			next = dense
+		} else if pollStart.Before(denseFrom) && denseFrom.Before(next) {
+			next = denseFrom
+		}
+		next = s.notBefore(next)
 	}
 }
 

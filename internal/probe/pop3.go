@@ -25,6 +25,7 @@ func openPOP3(ctx context.Context, t *Target, r *Account, logger *zap.Logger, re
 		Credentials:        r.credentials(tr),
 		AllowPlaintextAuth: r.POP3.Security == transport.None,
 		PollInterval:       t.PollInterval,
+		Learner:            &t.learner,
 		Logger:             logger,
 		Transcript:         tr,
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/authres"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
@@ -114,7 +115,7 @@ type Target struct {
 	late []lateProbe
 	// learner is what auto detection learned of this direction's arrivals
 	// and of its receiving server's IDLE, kept from probe to probe.
-	learner imapwatch.Learner
+	learner learn.Learner
 }
 
 // Result is what one probe measured.

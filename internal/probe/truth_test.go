@@ -10,6 +10,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 )
 
 // Issue 17: against servers whose timing misleads a client, every reported
@@ -113,4 +114,46 @@ func TestTruthIdleNeverPushes(t *testing.T) {
 	// Polled (densely, where it is expected, or on the poll schedule).
 	assert.NotEqual(t, imapwatch.MethodIdle, results[0].Method)
 	assert.True(t, results[0].IdleNoPush)
+}
+
+// poll and POP3 keep their backoff for a direction's first probe, then poll
+// densely where its arrivals fell: the later probes are exact, and no probe
+// is clamped to 0 (the window starts at the end of DATA).
+func TestTruthPollLearnsWhereArrivalsFall(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	t.Run("poll", func(t *testing.T) {
+		vis := &visibility{}
+		srv := startMail(t, mailtest.Options{DeliveryDelay: delay, OnVisible: vis.record})
+		a := account(srv, "a", alice, "alice-pw", "poll")
+		tg := target(a, a)
+		tg.PollInterval = 2 * time.Second
+		errs, results := checkTruth(t, tg, vis, 5)
+		for _, r := range results {
+			assert.Equal(t, imapwatch.MethodPoll, r.Method)
+			assert.GreaterOrEqual(t, r.DeliveryLatency, delay/2, "not clamped")
+		}
+		assert.Less(t, percentile(errs[1:], 0.5), 10*time.Millisecond, "polled every 10ms where arrivals fall")
+	})
+	t.Run("pop3", func(t *testing.T) {
+		pop, err := pop3test.Start(pop3test.Options{Users: map[string]string{alice: "alice-pw"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, pop.Close()) })
+		vis := &visibility{}
+		srv := startMail(t, mailtest.Options{
+			DeliveryDelay: delay,
+			OnDeliver: func(rcpt string, msg []byte) error {
+				pop.Add(rcpt, msg)
+				vis.record(rcpt, time.Now())
+				return errDelivered
+			},
+		})
+		a := pop3Account(srv, pop)
+		tg := target(a, a)
+		tg.PollInterval = 2 * time.Second
+		errs, results := checkTruth(t, tg, vis, 5)
+		for _, r := range results {
+			assert.GreaterOrEqual(t, r.DeliveryLatency, delay/2, "not clamped")
+		}
+		assert.Less(t, percentile(errs[1:], 0.5), 20*time.Millisecond, "polled every 25ms where arrivals fall")
+	})
 }
