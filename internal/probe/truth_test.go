@@ -1,3 +1,8 @@
+//go:build !race
+
+// Like precision_test.go, these measure timing, which the race detector
+// distorts; make precision runs them.
+
 package probe
 
 import (
