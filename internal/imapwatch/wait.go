@@ -415,9 +415,7 @@ func (s *Session) arrival(h hit) Arrival {
 	switch {
 	case h.idle:
 		a.Method = MethodIdle
-		if s.learner.IdleSeen(true) {
-			s.log.Info("IMAP IDLE announces arrivals again", zap.String("address", s.opts.Endpoint.Address))
-		}
+		s.learner.IdleSeen(true)
 	case s.dense && !quiet && s.opts.Method == MethodAuto:
 		a.Method = MethodPrecise
 	default:
@@ -429,7 +427,11 @@ func (s *Session) arrival(h hit) Arrival {
 	if quiet && s.learner.IdleSeen(false) {
 		// Cyrus without idled, for one, accepts IDLE and announces nothing
 		// until the client ends it.
-		s.log.Warn("IMAP IDLE does not announce new messages: auto detection polls this mailbox instead",
+		// Two arrivals it kept quiet about for 2 s or more, and none
+		// announced: a heuristic (a server that holds announcements that
+		// long is no better for measuring). In idle mode one announcement
+		// later restores the trust; auto stops idling.
+		s.log.Warn("IMAP IDLE does not announce new messages (it showed them only when IDLE ended): detection auto polls this mailbox instead, detection idle sees arrivals only when IDLE is re-issued",
 			zap.String("address", s.opts.Endpoint.Address), zap.String("mailbox", s.opts.Mailbox))
 		if s.opts.Method == MethodAuto && s.method == MethodIdle {
 			s.method = MethodPoll
