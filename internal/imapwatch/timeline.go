@@ -263,6 +263,19 @@ func (t *timeline) window(seq uint32, fallback time.Time) (lo, hi time.Time, idl
 	return lo, hi, idle
 }
 
+// clampFloor raises lo to the floor, but not past hi.
+func (t *timeline) clampFloor(lo, hi time.Time) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.floor.After(lo) {
+		lo = t.floor
+	}
+	if lo.After(hi) {
+		lo = hi
+	}
+	return lo
+}
+
 // setFloor sets the earliest instant the awaited message can have arrived.
 func (t *timeline) setFloor(at time.Time) {
 	t.mu.Lock()
