@@ -117,8 +117,13 @@ const (
 // listening for the arrival before anything is sent.
 func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
 	r := t.Receiver
-	if r.Retrieval == RetrievalPOP3 {
+	switch r.Retrieval {
+	case RetrievalPOP3:
 		return openPOP3(ctx, t, r, logger, rec, tr)
+	case RetrievalGraph:
+		return openGraph(ctx, t, r, rec)
+	case RetrievalGmailAPI:
+		return openGmail(ctx, t, r, rec, logger)
 	}
 	sess, err := imapwatch.Open(ctx, imapwatch.Options{
 		Endpoint:           r.IMAP,

@@ -54,9 +54,14 @@ type Account struct {
 	SMTP    transport.Endpoint
 	IMAP    transport.Endpoint
 	Mailbox string
-	// Retrieval is how probes are read back: RetrievalIMAP (default) or
-	// RetrievalPOP3, from the POP3 endpoint.
+	// Send is how this account sends: SendSMTP ("" too), SendGraph or
+	// SendGmailAPI (api.go), with the client in API.
+	Send string
+	// Retrieval is how probes are read back: RetrievalIMAP (default),
+	// RetrievalPOP3, from the POP3 endpoint, or RetrievalGraph or
+	// RetrievalGmailAPI, with the client in API.
 	Retrieval string
+	API       APIs
 	POP3      transport.Endpoint
 	// Detection is how arrivals in this account's mailbox are seen.
 	Detection imapwatch.Method
@@ -80,6 +85,8 @@ type Account struct {
 	// sweepMu guards lastSweep, shared by every target reading this mailbox.
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+	// api is where the last API session of this mailbox ended.
+	api apiState
 }
 
 // Target is one probe direction.
@@ -303,52 +310,65 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		// target's configuration, before anything was sent.
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
-	// The wait starts as soon as the server accepted the data, while QUIT
-	// is still under way on the sending connection: a message can land
-	// before QUIT's reply, and a poll that waited for it would see it late.
-	accepted := make(chan smtpsend.Result, 1)
-	type submitted struct {
-		sent     smtpsend.Result
-		deferred deferral
-		err      error
-	}
-	done := make(chan submitted, 1)
-	go func() {
-		sent, deferred, err := submit(ctx, t, smtpsend.Options{
-			Endpoint:           t.Sender.SMTP,
-			Auth:               t.Sender.credentials(tr),
-			AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
-			Transcript:         tr,
-			Accepted:           func(r smtpsend.Result) { accepted <- r },
-		}, smtpsend.Message{
-			From: t.Sender.Address,
-			To:   []string{t.Receiver.Address},
-			Data: p.Build(t.Receiver.MACKey),
-		}, rec, logger)
-		done <- submitted{sent, deferred, err}
-	}()
 	var sent smtpsend.Result
-	var sub *submitted
-	select {
-	case sent = <-accepted:
-	case r := <-done:
-		sub = &r
-	}
-	if sub != nil {
-		res.Deferrals = sub.deferred.count
-		if sub.err != nil {
-			return nil, steps.Fail(ctx, steps.SMTPSubmit, "", sub.err)
+	// join waits for the SMTP submission's QUIT, after the wait.
+	join := func() deferral { return deferral{} }
+	if t.Sender.sendsByAPI() {
+		var sentID string
+		// The message cannot exist before the request that sends it began.
+		sent.DataEnd = time.Now()
+		if sent.AcceptedAt, sentID, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
+			return nil, err
 		}
-		sent = sub.sent
-	}
-	// join waits for QUIT (bounded by smtpsend's quitTimeout and ctx), so
-	// that the probe never returns with the sending connection open.
-	join := func() deferral {
-		if sub == nil {
-			r := <-done
+		defer removeSentCopy(ctx, t, sentID, logger)
+	} else {
+		// The wait starts as soon as the server accepted the data, while
+		// QUIT is still under way on the sending connection: a message can
+		// land before QUIT's reply, and a poll that waited for it would see
+		// it late.
+		accepted := make(chan smtpsend.Result, 1)
+		type submitted struct {
+			sent     smtpsend.Result
+			deferred deferral
+			err      error
+		}
+		done := make(chan submitted, 1)
+		go func() {
+			sent, deferred, err := submit(ctx, t, smtpsend.Options{
+				Endpoint:           t.Sender.SMTP,
+				Auth:               t.Sender.credentials(tr),
+				AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+				Transcript:         tr,
+				Accepted:           func(r smtpsend.Result) { accepted <- r },
+			}, smtpsend.Message{
+				From: t.Sender.Address,
+				To:   []string{t.Receiver.Address},
+				Data: p.Build(t.Receiver.MACKey),
+			}, rec, logger)
+			done <- submitted{sent, deferred, err}
+		}()
+		var sub *submitted
+		select {
+		case sent = <-accepted:
+		case r := <-done:
 			sub = &r
 		}
-		return sub.deferred
+		if sub != nil {
+			res.Deferrals = sub.deferred.count
+			if sub.err != nil {
+				return nil, steps.Fail(ctx, steps.SMTPSubmit, "", sub.err)
+			}
+			sent = sub.sent
+		}
+		// Bounded by smtpsend's quitTimeout and ctx, so that the probe
+		// never returns with the sending connection open.
+		join = func() deferral {
+			if sub == nil {
+				r := <-done
+				sub = &r
+			}
+			return sub.deferred
+		}
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -427,15 +447,25 @@ func latencyWindow(sent smtpsend.Result, seen time.Time, unc time.Duration) (lat
 
 // connectStep is the first step of a's mailbox session.
 func (a *Account) connectStep() string {
-	if a.Retrieval == RetrievalPOP3 {
+	switch a.Retrieval {
+	case RetrievalPOP3:
 		return steps.POP3Connect
+	case RetrievalGraph:
+		return steps.GraphList
+	case RetrievalGmailAPI:
+		return steps.GmailAPIList
 	}
 	return steps.IMAPConnect
 }
 
 func (a *Account) deleteStep() string {
-	if a.Retrieval == RetrievalPOP3 {
+	switch a.Retrieval {
+	case RetrievalPOP3:
 		return steps.POP3Delete
+	case RetrievalGraph:
+		return steps.GraphDelete
+	case RetrievalGmailAPI:
+		return steps.GmailAPIDelete
 	}
 	return steps.IMAPDelete
 }
