@@ -340,6 +340,7 @@ func (s *Session) searchJunkOnce(ctx context.Context, w *waiter, f *junkFolder) 
 		// Seen by a STATUS poll: between the last check that did not count
 		// it and the first that did.
 		lo, hi := f.window(h.uid, resp)
+		lo = s.tl.clampFloor(lo, hi)
 		span := hi.Sub(lo)
 		return Arrival{
 			UID: h.uid, Header: h.header, Method: MethodPoll,

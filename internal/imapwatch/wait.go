@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -41,6 +42,17 @@ import (
 // failing that is code 3. ctx ending is code 4 not_found (canceled if it was
 // canceled); a refused SEARCH or FETCH is code 4 rejected or protocol.
 func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.WaitAfter(ctx, time.Time{}, token, accept)
+}
+
+// WaitAfter is Wait for a message that cannot have been visible before
+// floor, the end of its SMTP DATA (zero: unknown). No arrival window starts
+// before floor: the checks made before the send (SELECT, an earlier NOOP)
+// bound nothing closer, and a window reaching back to them would put its
+// midpoint before the message existed. In auto mode the dense window
+// (package learn) is counted from floor; poll mode has one too, so that
+// its backoff does not blur the arrivals where they are expected.
+func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -51,11 +63,20 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	}
 	start := time.Now()
 	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})}
+	s.tl.setFloor(floor)
+	if floor.IsZero() {
+		floor = start
+	}
+	w.floor = floor
 	arr, err := s.wait(ctx, w)
+	// Timed before learnSearch, whose SEARCHes are not part of the wait.
 	s.rec.Add(steps.DeliveryWait, start, time.Since(start))
+	s.dense = false
 	if err == nil && arr.Placement == PlacementInbox {
+		s.learner.Observe(arr.SeenAt.Add(-arr.Uncertainty).Sub(floor), arr.SeenAt.Add(arr.Uncertainty).Sub(floor))
 		s.learnSearch(ctx, arr.UID, token)
 	}
+	arr.IdleNoPush = s.learner.IdleUntrusted()
 	return arr, err
 }
 
@@ -64,6 +85,7 @@ type waiter struct {
 	accept   func([]byte) bool
 	rejected map[imap.UID]struct{}
 	more     bool // the last search had more hits than were fetched
+	floor    time.Time
 }
 
 func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
@@ -76,6 +98,15 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 	var reSearchAt time.Time
 	junkAt := s.junkLast.Add(s.junkEvery())
 	reconnects := 0
+	// auto and poll: the dense window, and when its next NOOP is due.
+	auto := s.opts.Method == MethodAuto || s.opts.Method == MethodPoll
+	var denseFrom, denseTo, nextDense time.Time
+	if auto {
+		from, to, learned := s.learner.DenseWindow()
+		if learned || s.opts.Method == MethodAuto {
+			denseFrom, denseTo = w.floor.Add(from), w.floor.Add(to)
+		}
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -166,7 +197,32 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 
 		var due time.Time
-		if s.method == MethodIdle {
+		s.dense = auto && !now.Before(denseFrom) && now.Before(denseTo)
+		if s.dense {
+			// Inside the window where this direction's arrivals are
+			// expected: poll like precise, IDLE paused.
+			if err := s.stopIdle(ctx); err != nil {
+				if ctx.Err() != nil || s.failed(err) {
+					continue
+				}
+				return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
+			}
+			if !now.Before(nextDense) {
+				start := time.Now()
+				if err := s.noop(ctx); err != nil {
+					if ctx.Err() != nil || s.failed(err) {
+						continue
+					}
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
+				}
+				nextDense = start.Add(s.opts.PreciseInterval)
+				continue
+			}
+			due = nextDense
+			if denseTo.Before(due) {
+				due = denseTo
+			}
+		} else if s.method == MethodIdle {
 			if s.idle == nil {
 				if err := s.startIdle(ctx); err != nil {
 					if ctx.Err() != nil || s.failed(err) {
@@ -193,6 +249,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				continue
 			}
 			due = nextPoll
+		}
+		if auto && now.Before(denseFrom) && denseFrom.Before(due) {
+			due = denseFrom
 		}
 		if !reSearchAt.IsZero() && reSearchAt.Before(due) {
 			due = reSearchAt
@@ -388,18 +447,46 @@ func (s *Session) fetchHeaders(ctx context.Context, set imap.UIDSet, begin func(
 
 func (s *Session) arrival(h hit) Arrival {
 	a := Arrival{UID: h.uid, Header: h.header}
-	if h.idle {
-		a.SeenAt, a.Method = h.hi, MethodIdle
-		return a
+	quiet := !h.idle && s.idleQuiet(h)
+	switch {
+	case h.idle:
+		a.Method = MethodIdle
+		s.learner.IdleSeen(true)
+	case s.dense && !quiet && s.opts.Method == MethodAuto:
+		a.Method = MethodPrecise
+	default:
+		a.Method = s.method
+		if a.Method == MethodIdle {
+			a.Method = MethodPoll // shown by a command response between two IDLEs
+		}
 	}
-	a.Method = s.method
-	if a.Method == MethodIdle {
-		a.Method = MethodPoll // shown by a command response between two IDLEs
+	if quiet && s.learner.IdleSeen(false) {
+		// Cyrus without idled, for one, accepts IDLE and announces nothing
+		// until the client ends it.
+		// Two arrivals it kept quiet about for 2 s or more, and none
+		// announced: a heuristic (a server that holds announcements that
+		// long is no better for measuring). In idle mode one announcement
+		// later restores the trust; auto stops idling.
+		s.log.Warn("IMAP IDLE does not announce new messages (it showed them only when IDLE ended): detection auto polls this mailbox instead, detection idle sees arrivals only when IDLE is re-issued",
+			zap.String("address", s.opts.Endpoint.Address), zap.String("mailbox", s.opts.Mailbox))
+		if s.opts.Method == MethodAuto && s.method == MethodIdle {
+			s.method = MethodPoll
+		}
 	}
 	span := h.hi.Sub(h.lo)
 	a.SeenAt = h.lo.Add(span / 2)
 	a.Uncertainty = span - span/2
 	return a
+}
+
+// idleQuiet reports whether h first showed in the answer to the DONE of an
+// IDLE that had been running, announcing nothing about it, for at least
+// learn.SilentAfter of its window: an IDLE that did not push.
+func (s *Session) idleQuiet(h hit) bool {
+	if s.doneSent.IsZero() || h.hi.Before(s.doneSent) || h.hi.After(s.doneResp) {
+		return false
+	}
+	return !s.idleFrom.After(h.lo) && s.doneSent.Sub(h.lo) >= learn.SilentAfter
 }
 
 // candidates lists the UIDs of a search result that may be the probe, at most

@@ -225,8 +225,10 @@ func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) err
 	var hold time.Duration
 	if x.front {
 		if x.traits().fakeIdle {
+			// The changes come with the answer to DONE, as Cyrus without
+			// idled sends them.
 			<-stop
-			return nil
+			return x.Poll(w, true)
 		}
 		hold = x.traits().idleHold
 	}
@@ -236,8 +238,9 @@ func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) err
 			t := time.NewTimer(hold)
 			select {
 			case <-stop:
+				// Held changes go out with the answer to DONE.
 				t.Stop()
-				return nil
+				return x.Poll(w, true)
 			case <-t.C:
 			}
 		}

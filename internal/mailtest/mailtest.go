@@ -130,6 +130,10 @@ type Options struct {
 	// (PersonalityGmail: "promotions", "social", "updates", "forums" or ""
 	// for primary), found with X-GM-RAW "category:<tab>".
 	Category func(rcpt string, msg []byte) string
+	// ReplyAfterDelivery delivers each message before the 250 reply to
+	// DATA (as PersonalityEarlyExists does) and sends that reply this much
+	// later, as maddy's synchronous local delivery does.
+	ReplyAfterDelivery time.Duration
 	// Logger is optional; library chatter goes to it at debug level.
 	Logger *zap.Logger
 }

@@ -172,13 +172,18 @@ func (ss *smtpSession) Data(r io.Reader) error {
 		return nil
 	}
 	id := fmt.Sprintf("%08X", ss.s.queueID.Add(1))
+	// Stored before the 250 is written, as maddy does; ReplyAfterDelivery
+	// then holds the reply.
+	early := ss.s.t.earlyExists || ss.s.opts.ReplyAfterDelivery > 0
 	for _, rcpt := range ss.rcpts {
-		if ss.s.t.earlyExists {
-			// Stored before the 250 is written, as maddy does.
+		if early {
 			ss.s.deliverNow(rcpt, ss.stamp(id, rcpt.Address, msg))
 			continue
 		}
 		ss.s.enqueue(rcpt, ss.stamp(id, rcpt.Address, msg))
+	}
+	if d := ss.s.opts.ReplyAfterDelivery; d > 0 {
+		time.Sleep(d)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/authres"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
@@ -144,6 +145,9 @@ type Target struct {
 	// mu guards late: this target's probes that were not found in time.
 	mu   sync.Mutex
 	late []lateProbe
+	// learner is what auto detection learned of this direction's arrivals
+	// and of its receiving server's IDLE, kept from probe to probe.
+	learner learn.Learner
 }
 
 // Result is what one probe measured.
@@ -170,6 +174,15 @@ type Result struct {
 	// estimated instant the message became visible to the reader.
 	AcceptedAt time.Time
 	ArrivedAt  time.Time
+	// BeforeReply is true when the message was visible before the sending
+	// server's 250 reply to DATA reached us (the arrival window starts at
+	// the end of DATA, before AcceptedAt): DeliveryLatency is then 0 and
+	// Uncertainty covers the whole window on both sides of AcceptedAt.
+	BeforeReply bool
+	// IdleNoPush is true when the mailbox's IMAP IDLE was found not to
+	// announce new messages (it showed them only when IDLE ended), so that
+	// arrivals there are polled for instead.
+	IdleNoPush bool
 	// Commands is the number of IMAP commands the probe sent, its mailbox
 	// housekeeping included.
 	Commands int
@@ -338,38 +351,76 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
 	var sent smtpsend.Result
-	var deferred deferral
+	// join waits for the SMTP submission's QUIT, after the wait.
+	join := func() deferral { return deferral{} }
 	if t.Sender.sendsByAPI() {
 		var sentID string
+		// The message cannot exist before the request that sends it began.
+		sent.DataEnd = time.Now()
 		if sent.AcceptedAt, sentID, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
 			return nil, err
 		}
 		defer removeSentCopy(ctx, t, sentID, logger)
 	} else {
-		sent, deferred, err = submit(ctx, t, smtpsend.Options{
-			Endpoint:           t.Sender.SMTP,
-			Auth:               t.Sender.credentials(tr),
-			AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
-			Transcript:         tr,
-		}, smtpsend.Message{
-			From: t.Sender.Address,
-			To:   []string{t.Receiver.Address},
-			Data: p.Build(t.Receiver.MACKey),
-		}, rec, logger)
-		res.Deferrals = deferred.count
-		if err != nil {
-			return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
+		// The wait starts as soon as the server accepted the data, while
+		// QUIT is still under way on the sending connection: a message can
+		// land before QUIT's reply, and a poll that waited for it would see
+		// it late.
+		accepted := make(chan smtpsend.Result, 1)
+		type submitted struct {
+			sent     smtpsend.Result
+			deferred deferral
+			err      error
+		}
+		done := make(chan submitted, 1)
+		go func() {
+			sent, deferred, err := submit(ctx, t, smtpsend.Options{
+				Endpoint:           t.Sender.SMTP,
+				Auth:               t.Sender.credentials(tr),
+				AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+				Transcript:         tr,
+				Accepted:           func(r smtpsend.Result) { accepted <- r },
+			}, smtpsend.Message{
+				From: t.Sender.Address,
+				To:   []string{t.Receiver.Address},
+				Data: p.Build(t.Receiver.MACKey),
+			}, rec, logger)
+			done <- submitted{sent, deferred, err}
+		}()
+		var sub *submitted
+		select {
+		case sent = <-accepted:
+		case r := <-done:
+			sub = &r
+		}
+		if sub != nil {
+			res.Deferrals = sub.deferred.count
+			if sub.err != nil {
+				return nil, steps.Fail(ctx, steps.SMTPSubmit, "", sub.err)
+			}
+			sent = sub.sent
+		}
+		// Bounded by smtpsend's quitTimeout and ctx, so that the probe
+		// never returns with the sending connection open.
+		join = func() deferral {
+			if sub == nil {
+				r := <-done
+				sub = &r
+			}
+			return sub.deferred
 		}
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
-	arrival, err := sess.Wait(waitCtx, p.Token, func(header []byte) bool {
+	arrival, err := sess.Wait(waitCtx, sent.DataEnd, p.Token, func(header []byte) bool {
 		got, err := probemsg.Parse(header, t.Receiver.MACKey)
 		// Only this probe's own, authenticated message is accepted: a
 		// look-alike or an older probe is never taken as this arrival.
 		return err == nil && got.Token == p.Token && got.SentAt.Equal(p.SentAt)
 	})
 	cancelWait()
+	deferred := join()
+	res.Deferrals = deferred.count
 	res.Total = time.Since(res.Start)
 	if err != nil {
 		se := steps.Fail(ctx, steps.DeliveryWait, "", err)
@@ -387,22 +438,17 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		logger.Info("probe found in a junk folder", zap.String("target", t.Name), zap.String("folder", arrival.Folder))
 	}
 	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
+	res.IdleNoPush = arrival.IdleNoPush
 	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
 
-	latency := arrival.SeenAt.Sub(sent.AcceptedAt)
 	if arrival.SeenAt.Add(arrival.Uncertainty).Before(p.SentAt) {
 		// Seen before the probe was even sent: clock trouble or a
 		// duplicate, never a negative latency.
 		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.TypeProtocol,
 			fmt.Errorf("message seen %s before it was sent", p.SentAt.Sub(arrival.SeenAt)))
 	}
-	if latency < 0 {
-		// A server may make the message visible before its 250 reply to
-		// DATA reaches us (it delivered first, or the two connections were
-		// read in the other order): the latency is then below what the
-		// client can resolve, and reported as zero.
-		latency = 0
-	}
+	latency, unc, early := latencyWindow(sent, arrival.SeenAt, arrival.Uncertainty)
+	res.Uncertainty, res.BeforeReply = unc, early
 	res.Delivered, res.DeliveryLatency = true, latency
 	if deferred.count > 0 {
 		res.DeferredFor = arrival.SeenAt.Sub(deferred.first)
@@ -421,6 +467,22 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), "", cleanupErr)
 	}
 	return nil, nil
+}
+
+// latencyWindow turns the arrival window (seen ± unc) into the delivery
+// latency counted from the server's acceptance, with its uncertainty. The
+// window never starts before the end of DATA (the mailbox sessions clamp
+// it there), but it can end before the 250 reply was read: a server that
+// delivers before replying. The latency is then reported as 0, never
+// negative, and the uncertainty widened so that 0 ± unc still holds the
+// whole window; early says so.
+func latencyWindow(sent smtpsend.Result, seen time.Time, unc time.Duration) (latency, u time.Duration, early bool) {
+	latency = seen.Sub(sent.AcceptedAt)
+	if latency >= 0 {
+		return latency, unc, false
+	}
+	lo, hi := latency-unc, latency+unc
+	return 0, max(-lo, hi), true
 }
 
 // connectStep is the first step of a's mailbox session.
