@@ -284,7 +284,7 @@ func (x *imapSession) Append(mailbox string, r imap.LiteralReader, options *imap
 	} else {
 		data, err = x.SessionIMAP4rev2.Append(mailbox, r, options)
 		if err == nil && x.user != nil {
-			x.user.visible.add(canonical(mailbox), data.UID, time.Now())
+			x.user.visible.add(canonical(mailbox), data.UID, time.Now(), x.traits().searchLag)
 		}
 	}
 	if err == nil && x.front && x.traits().noUIDPlus {

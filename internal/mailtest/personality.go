@@ -327,16 +327,29 @@ type visibleTimes struct {
 	at map[string]map[imap.UID]time.Time
 }
 
-func (v *visibleTimes) add(mailbox string, uid imap.UID, at time.Time) {
+func (v *visibleTimes) add(mailbox string, uid imap.UID, at time.Time, lag time.Duration) {
+	if lag <= 0 {
+		// Only the search lag reads these times: without one, nothing is
+		// kept, so a long test (the soak) does not grow the server.
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.at == nil {
 		v.at = map[string]map[imap.UID]time.Time{}
 	}
-	if v.at[mailbox] == nil {
-		v.at[mailbox] = map[imap.UID]time.Time{}
+	m := v.at[mailbox]
+	if m == nil {
+		m = map[imap.UID]time.Time{}
+		v.at[mailbox] = m
 	}
-	v.at[mailbox][uid] = at
+	// Entries older than the lag can no longer hide a message.
+	for u, t := range m {
+		if at.Sub(t) > lag {
+			delete(m, u)
+		}
+	}
+	m[uid] = at
 }
 
 // since returns the UIDs of mailbox visible after t.

@@ -19,7 +19,7 @@ func (s *Server) store(a *account, mailbox string, raw []byte, flags []imap.Flag
 		return nil, err
 	}
 	now := time.Now()
-	a.visible.add(mailbox, data.UID, now)
+	a.visible.add(mailbox, data.UID, now, s.t.searchLag)
 	if s.t.gmail && mailbox == inbox {
 		// Gmail keeps one message with labels: INBOX and All Mail show
 		// the same message. Here All Mail holds a linked copy.
@@ -32,7 +32,7 @@ func (s *Server) store(a *account, mailbox string, raw []byte, flags []imap.Flag
 			tab = strings.ToLower(f(a.Address, raw))
 		}
 		a.gm.link(data.UID, all.UID, tab)
-		a.visible.add(GmailAllMail, all.UID, now)
+		a.visible.add(GmailAllMail, all.UID, now, s.t.searchLag)
 	}
 	return data, nil
 }
