@@ -39,6 +39,11 @@ import (
 // failing that is code 3. ctx ending is code 4 not_found (canceled if it was
 // canceled); a refused SEARCH or FETCH is code 4 rejected or protocol.
 func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.waitWith(ctx, &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})})
+}
+
+func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
+	token := w.token
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -49,8 +54,6 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 	}
 	start := time.Now()
 	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
-
-	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})}
 	return s.wait(ctx, w)
 }
 
@@ -59,6 +62,12 @@ type waiter struct {
 	accept   func([]byte) bool
 	rejected map[imap.UID]struct{}
 	more     bool // the last search had more hits than were fetched
+	// notice, when set, judges the delivery status notifications found
+	// (notice.go); noticeSeen holds those judged, by folder, and notices
+	// those kept.
+	notice     NoticeFunc
+	noticeSeen map[string]map[imap.UID]struct{}
+	notices    []Notice
 }
 
 func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
@@ -124,6 +133,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			if err == nil {
 				arr, found, err = s.search(ctx, w)
 			}
+			if errors.Is(err, ErrNoticeStop) {
+				return Arrival{}, err
+			}
 			if err != nil {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
@@ -148,6 +160,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				arr, found, err = s.checkJunk(ctx, w, false)
 			}
 			junkAt = time.Now().Add(s.junkEvery())
+			if errors.Is(err, ErrNoticeStop) {
+				return Arrival{}, err
+			}
 			if err != nil {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
@@ -272,9 +287,9 @@ func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) 
 	return data, resp, err
 }
 
-// search looks for the token above the baseline and fetches the headers of
+// searchProbe looks for the token above the baseline and fetches the headers of
 // new hits. It reports the first accepted one.
-func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
+func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, error) {
 	s.tl.markSearched()
 	data, resp, err := s.searchToken(ctx, s.baseline, w.token)
 	if err != nil {

@@ -98,6 +98,26 @@ func (ms *EmailqosDeliveryClockSkewMetricConfig) Unmarshal(parser *confmap.Conf)
 	return nil
 }
 
+// EmailqosDeliveryDelayNoticesMetricConfig provides config for the emailqos.delivery.delay_notices metric.
+type EmailqosDeliveryDelayNoticesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosDeliveryDelayNoticesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosDeliveryHopsMetricConfig provides config for the emailqos.delivery.hops metric.
 type EmailqosDeliveryHopsMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -671,6 +691,7 @@ type MetricsConfig struct {
 	EmailqosAuthResult              EmailqosAuthResultMetricConfig              `mapstructure:"emailqos.auth.result"`
 	EmailqosCollectionsSkipped      EmailqosCollectionsSkippedMetricConfig      `mapstructure:"emailqos.collections.skipped"`
 	EmailqosDeliveryClockSkew       EmailqosDeliveryClockSkewMetricConfig       `mapstructure:"emailqos.delivery.clock_skew"`
+	EmailqosDeliveryDelayNotices    EmailqosDeliveryDelayNoticesMetricConfig    `mapstructure:"emailqos.delivery.delay_notices"`
 	EmailqosDeliveryHops            EmailqosDeliveryHopsMetricConfig            `mapstructure:"emailqos.delivery.hops"`
 	EmailqosDeliveryJunk            EmailqosDeliveryJunkMetricConfig            `mapstructure:"emailqos.delivery.junk"`
 	EmailqosDeliveryLatency         EmailqosDeliveryLatencyMetricConfig         `mapstructure:"emailqos.delivery.latency"`
@@ -704,6 +725,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
+			Enabled: true,
+		},
+		EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
 			Enabled: true,
 		},
 		EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{

@@ -37,6 +37,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
 						Enabled: true,
 					},
+					EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
+						Enabled: true,
+					},
 					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
 						Enabled: true,
 					},
@@ -138,6 +141,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
 						Enabled: false,
 					},
+					EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
+						Enabled: false,
+					},
 					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
 						Enabled: false,
 					},
@@ -228,7 +234,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

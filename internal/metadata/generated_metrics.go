@@ -268,6 +268,9 @@ var MetricsInfo = metricsInfo{
 	EmailqosDeliveryClockSkew: metricInfo{
 		Name: "emailqos.delivery.clock_skew",
 	},
+	EmailqosDeliveryDelayNotices: metricInfo{
+		Name: "emailqos.delivery.delay_notices",
+	},
 	EmailqosDeliveryHops: metricInfo{
 		Name: "emailqos.delivery.hops",
 	},
@@ -340,6 +343,7 @@ type metricsInfo struct {
 	EmailqosAuthResult              metricInfo
 	EmailqosCollectionsSkipped      metricInfo
 	EmailqosDeliveryClockSkew       metricInfo
+	EmailqosDeliveryDelayNotices    metricInfo
 	EmailqosDeliveryHops            metricInfo
 	EmailqosDeliveryJunk            metricInfo
 	EmailqosDeliveryLatency         metricInfo
@@ -551,6 +555,56 @@ func (m *metricEmailqosDeliveryClockSkew) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosDeliveryClockSkew(cfg EmailqosDeliveryClockSkewMetricConfig) metricEmailqosDeliveryClockSkew {
 	m := metricEmailqosDeliveryClockSkew{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosDeliveryDelayNotices struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   EmailqosDeliveryDelayNoticesMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.delivery.delay_notices metric with initial data.
+func (m *metricEmailqosDeliveryDelayNotices) init() {
+	m.data.SetName("emailqos.delivery.delay_notices")
+	m.data.SetDescription("Delay notices (RFC 3464 delivery status notifications with Action delayed, verified to be about a probe of this target) found in the sending account's mailbox during this run; the probe keeps waiting. Notices arriving after their probe ended are counted on a later run.")
+	m.data.SetUnit("{notice}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosDeliveryDelayNotices) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryDelayNotices) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryDelayNotices) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryDelayNotices(cfg EmailqosDeliveryDelayNoticesMetricConfig) metricEmailqosDeliveryDelayNotices {
+	m := metricEmailqosDeliveryDelayNotices{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -1806,6 +1860,7 @@ type MetricsBuilder struct {
 	metricEmailqosAuthResult              metricEmailqosAuthResult
 	metricEmailqosCollectionsSkipped      metricEmailqosCollectionsSkipped
 	metricEmailqosDeliveryClockSkew       metricEmailqosDeliveryClockSkew
+	metricEmailqosDeliveryDelayNotices    metricEmailqosDeliveryDelayNotices
 	metricEmailqosDeliveryHops            metricEmailqosDeliveryHops
 	metricEmailqosDeliveryJunk            metricEmailqosDeliveryJunk
 	metricEmailqosDeliveryLatency         metricEmailqosDeliveryLatency
@@ -1854,6 +1909,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosAuthResult:              newMetricEmailqosAuthResult(mbc.Metrics.EmailqosAuthResult),
 		metricEmailqosCollectionsSkipped:      newMetricEmailqosCollectionsSkipped(mbc.Metrics.EmailqosCollectionsSkipped),
 		metricEmailqosDeliveryClockSkew:       newMetricEmailqosDeliveryClockSkew(mbc.Metrics.EmailqosDeliveryClockSkew),
+		metricEmailqosDeliveryDelayNotices:    newMetricEmailqosDeliveryDelayNotices(mbc.Metrics.EmailqosDeliveryDelayNotices),
 		metricEmailqosDeliveryHops:            newMetricEmailqosDeliveryHops(mbc.Metrics.EmailqosDeliveryHops),
 		metricEmailqosDeliveryJunk:            newMetricEmailqosDeliveryJunk(mbc.Metrics.EmailqosDeliveryJunk),
 		metricEmailqosDeliveryLatency:         newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
@@ -2003,6 +2059,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosAuthResult.emit(ils.Metrics())
 	mb.metricEmailqosCollectionsSkipped.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryClockSkew.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryDelayNotices.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryHops.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryJunk.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryLatency.emit(ils.Metrics())
@@ -2067,6 +2124,11 @@ func (mb *MetricsBuilder) RecordEmailqosCollectionsSkippedDataPoint(ts pcommon.T
 // RecordEmailqosDeliveryClockSkewDataPoint adds a data point to emailqos.delivery.clock_skew metric.
 func (mb *MetricsBuilder) RecordEmailqosDeliveryClockSkewDataPoint(ts pcommon.Timestamp, val float64) {
 	mb.metricEmailqosDeliveryClockSkew.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosDeliveryDelayNoticesDataPoint adds a data point to emailqos.delivery.delay_notices metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryDelayNoticesDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosDeliveryDelayNotices.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosDeliveryHopsDataPoint adds a data point to emailqos.delivery.hops metric.

@@ -96,6 +96,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosDeliveryClockSkewDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosDeliveryDelayNoticesDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosDeliveryHopsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -289,6 +292,18 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.delivery.delay_notices":
+					assert.False(t, validatedMetrics["emailqos.delivery.delay_notices"], "Found a duplicate in the metrics slice: emailqos.delivery.delay_notices")
+					validatedMetrics["emailqos.delivery.delay_notices"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Delay notices (RFC 3464 delivery status notifications with Action delayed, verified to be about a probe of this target) found in the sending account's mailbox during this run; the probe keeps waiting. Notices arriving after their probe ended are counted on a later run.", mi.Description())
+					assert.Equal(t, "{notice}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "emailqos.delivery.hops":
 					assert.False(t, validatedMetrics["emailqos.delivery.hops"], "Found a duplicate in the metrics slice: emailqos.delivery.hops")
 					validatedMetrics["emailqos.delivery.hops"] = true
