@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -60,11 +61,13 @@ func (s *Session) WaitNotices(ctx context.Context, token string, accept func(hea
 }
 
 // FindNotices searches folder ("" is the watched mailbox, else one of
-// JunkFolders) from its first message for delivery status notifications,
-// reads at most limit of them (lowest UIDs first) and returns the UIDs of
-// those notice keeps, which become removable like FindProbes' hits. It is
-// housekeeping (late notices, the orphan sweep): not timed as a step.
-func (s *Session) FindNotices(ctx context.Context, folder string, limit int, notice NoticeFunc) ([]imap.UID, error) {
+// JunkFolders) for delivery status notifications received since since
+// and before before (by internal date, a day's resolution, widened by a
+// day for the server's time zone; zero: unbounded), reads at most limit of
+// them (lowest UIDs first) and returns the UIDs of those notice keeps,
+// which become removable like FindProbes' hits. It is housekeeping (late
+// notices, the orphan sweep): not timed as a step.
+func (s *Session) FindNotices(ctx context.Context, folder string, since, before time.Time, limit int, notice NoticeFunc) ([]imap.UID, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -99,7 +102,14 @@ func (s *Session) FindNotices(ctx context.Context, folder string, limit int, not
 			return nil, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
 		}
 	}
-	uids, _, err := s.noticeCandidates(ctx, 1, nil, limit)
+	crit := noticeCriteria(1)
+	if !since.IsZero() {
+		crit.Since = since.Add(-24 * time.Hour)
+	}
+	if !before.IsZero() {
+		crit.Before = before.Add(24 * time.Hour)
+	}
+	uids, _, err := s.noticeCandidates(ctx, crit, 1, nil, limit)
 	if err != nil {
 		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
 	}
@@ -129,7 +139,7 @@ func (s *Session) searchNotices(ctx context.Context, w *waiter, folder string, b
 		seen = make(map[imap.UID]struct{})
 		w.noticeSeen[folder] = seen
 	}
-	uids, _, err := s.noticeCandidates(ctx, base, seen, maxNoticesPerSearch)
+	uids, _, err := s.noticeCandidates(ctx, noticeCriteria(base), base, seen, maxNoticesPerSearch)
 	if err != nil {
 		return false, err
 	}
@@ -152,14 +162,19 @@ func (s *Session) searchNotices(ctx context.Context, w *waiter, folder string, b
 	return false, nil
 }
 
-// noticeCandidates searches the selected folder from UID base for messages
-// whose Content-Type mentions a report (RFC 6522's multipart/report; SEARCH
-// HEADER matches substrings, without regard to case), skipping seen.
-func (s *Session) noticeCandidates(ctx context.Context, base imap.UID, seen map[imap.UID]struct{}, limit int) ([]imap.UID, bool, error) {
-	crit := &imap.SearchCriteria{
+// noticeCriteria selects the messages from UID base whose Content-Type
+// mentions a report (RFC 6522's multipart/report; SEARCH HEADER matches
+// substrings, without regard to case).
+func noticeCriteria(base imap.UID) *imap.SearchCriteria {
+	return &imap.SearchCriteria{
 		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
 		Header: []imap.SearchCriteriaHeaderField{{Key: "Content-Type", Value: "report"}},
 	}
+}
+
+// noticeCandidates runs crit in the selected folder and lists the hits
+// from UID base on, skipping seen, at most limit of them.
+func (s *Session) noticeCandidates(ctx context.Context, crit *imap.SearchCriteria, base imap.UID, seen map[imap.UID]struct{}, limit int) ([]imap.UID, bool, error) {
 	var data *imap.SearchData
 	err := s.bound(ctx, func() error {
 		var err error

@@ -354,6 +354,26 @@ func (ms *EmailqosOauthTokenValidMetricConfig) Unmarshal(parser *confmap.Conf) e
 	return nil
 }
 
+// EmailqosProbesBouncedLateMetricConfig provides config for the emailqos.probes.bounced_late metric.
+type EmailqosProbesBouncedLateMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosProbesBouncedLateMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosProbesLateMetricConfig provides config for the emailqos.probes.late metric.
 type EmailqosProbesLateMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -701,6 +721,7 @@ type MetricsConfig struct {
 	EmailqosImapCommands            EmailqosImapCommandsMetricConfig            `mapstructure:"emailqos.imap.commands"`
 	EmailqosOauthTokenExpiry        EmailqosOauthTokenExpiryMetricConfig        `mapstructure:"emailqos.oauth.token.expiry"`
 	EmailqosOauthTokenValid         EmailqosOauthTokenValidMetricConfig         `mapstructure:"emailqos.oauth.token.valid"`
+	EmailqosProbesBouncedLate       EmailqosProbesBouncedLateMetricConfig       `mapstructure:"emailqos.probes.bounced_late"`
 	EmailqosProbesLate              EmailqosProbesLateMetricConfig              `mapstructure:"emailqos.probes.late"`
 	EmailqosProbesSwept             EmailqosProbesSweptMetricConfig             `mapstructure:"emailqos.probes.swept"`
 	EmailqosRoundtripDuration       EmailqosRoundtripDurationMetricConfig       `mapstructure:"emailqos.roundtrip.duration"`
@@ -759,6 +780,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+			Enabled: true,
+		},
+		EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
 			Enabled: true,
 		},
 		EmailqosProbesLate: EmailqosProbesLateMetricConfig{

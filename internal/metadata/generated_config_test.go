@@ -71,6 +71,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
 						Enabled: true,
 					},
+					EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
+						Enabled: true,
+					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
 						Enabled: true,
 					},
@@ -175,6 +178,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
 						Enabled: false,
 					},
+					EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
+						Enabled: false,
+					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
 						Enabled: false,
 					},
@@ -234,7 +240,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesBouncedLateMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

@@ -300,6 +300,9 @@ var MetricsInfo = metricsInfo{
 	EmailqosOauthTokenValid: metricInfo{
 		Name: "emailqos.oauth.token.valid",
 	},
+	EmailqosProbesBouncedLate: metricInfo{
+		Name: "emailqos.probes.bounced_late",
+	},
 	EmailqosProbesLate: metricInfo{
 		Name: "emailqos.probes.late",
 	},
@@ -353,6 +356,7 @@ type metricsInfo struct {
 	EmailqosImapCommands            metricInfo
 	EmailqosOauthTokenExpiry        metricInfo
 	EmailqosOauthTokenValid         metricInfo
+	EmailqosProbesBouncedLate       metricInfo
 	EmailqosProbesLate              metricInfo
 	EmailqosProbesSwept             metricInfo
 	EmailqosRoundtripDuration       metricInfo
@@ -1141,6 +1145,56 @@ func newMetricEmailqosOauthTokenValid(cfg EmailqosOauthTokenValidMetricConfig) m
 	return m
 }
 
+type metricEmailqosProbesBouncedLate struct {
+	data     pmetric.Metric                        // data buffer for generated metric.
+	config   EmailqosProbesBouncedLateMetricConfig // metric config provided by user.
+	capacity int                                   // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.probes.bounced_late metric with initial data.
+func (m *metricEmailqosProbesBouncedLate) init() {
+	m.data.SetName("emailqos.probes.bounced_late")
+	m.data.SetDescription("Failure notices (verified RFC 3464 delivery status notifications with Action failed) about earlier probes of this target that arrived in the sending account's mailbox after their probe ended (reported not_found), found (and cleaned up) during this run.")
+	m.data.SetUnit("{notice}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosProbesBouncedLate) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosProbesBouncedLate) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosProbesBouncedLate) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosProbesBouncedLate(cfg EmailqosProbesBouncedLateMetricConfig) metricEmailqosProbesBouncedLate {
+	m := metricEmailqosProbesBouncedLate{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosProbesLate struct {
 	data     pmetric.Metric                 // data buffer for generated metric.
 	config   EmailqosProbesLateMetricConfig // metric config provided by user.
@@ -1200,7 +1254,7 @@ type metricEmailqosProbesSwept struct {
 // init fills emailqos.probes.swept metric with initial data.
 func (m *metricEmailqosProbesSwept) init() {
 	m.data.SetName("emailqos.probes.swept")
-	m.data.SetDescription("Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.")
+	m.data.SetDescription("Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run, and verified delivery status notifications about this target's probes older than cleanup.orphan_age cleaned up from the sending account's mailbox.")
 	m.data.SetUnit("{message}")
 	m.data.SetEmptyGauge()
 }
@@ -1870,6 +1924,7 @@ type MetricsBuilder struct {
 	metricEmailqosImapCommands            metricEmailqosImapCommands
 	metricEmailqosOauthTokenExpiry        metricEmailqosOauthTokenExpiry
 	metricEmailqosOauthTokenValid         metricEmailqosOauthTokenValid
+	metricEmailqosProbesBouncedLate       metricEmailqosProbesBouncedLate
 	metricEmailqosProbesLate              metricEmailqosProbesLate
 	metricEmailqosProbesSwept             metricEmailqosProbesSwept
 	metricEmailqosRoundtripDuration       metricEmailqosRoundtripDuration
@@ -1919,6 +1974,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosImapCommands:            newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
 		metricEmailqosOauthTokenExpiry:        newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
 		metricEmailqosOauthTokenValid:         newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
+		metricEmailqosProbesBouncedLate:       newMetricEmailqosProbesBouncedLate(mbc.Metrics.EmailqosProbesBouncedLate),
 		metricEmailqosProbesLate:              newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
 		metricEmailqosProbesSwept:             newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
 		metricEmailqosRoundtripDuration:       newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
@@ -2069,6 +2125,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosImapCommands.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenExpiry.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenValid.emit(ils.Metrics())
+	mb.metricEmailqosProbesBouncedLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
@@ -2174,6 +2231,11 @@ func (mb *MetricsBuilder) RecordEmailqosOauthTokenExpiryDataPoint(ts pcommon.Tim
 // RecordEmailqosOauthTokenValidDataPoint adds a data point to emailqos.oauth.token.valid metric.
 func (mb *MetricsBuilder) RecordEmailqosOauthTokenValidDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosOauthTokenValid.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosProbesBouncedLateDataPoint adds a data point to emailqos.probes.bounced_late metric.
+func (mb *MetricsBuilder) RecordEmailqosProbesBouncedLateDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosProbesBouncedLate.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosProbesLateDataPoint adds a data point to emailqos.probes.late metric.

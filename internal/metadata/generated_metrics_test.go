@@ -132,6 +132,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosOauthTokenValidDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosProbesBouncedLateDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosProbesLateDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -468,6 +471,18 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.probes.bounced_late":
+					assert.False(t, validatedMetrics["emailqos.probes.bounced_late"], "Found a duplicate in the metrics slice: emailqos.probes.bounced_late")
+					validatedMetrics["emailqos.probes.bounced_late"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Failure notices (verified RFC 3464 delivery status notifications with Action failed) about earlier probes of this target that arrived in the sending account's mailbox after their probe ended (reported not_found), found (and cleaned up) during this run.", mi.Description())
+					assert.Equal(t, "{notice}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "emailqos.probes.late":
 					assert.False(t, validatedMetrics["emailqos.probes.late"], "Found a duplicate in the metrics slice: emailqos.probes.late")
 					validatedMetrics["emailqos.probes.late"] = true
@@ -485,7 +500,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.probes.swept"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.", mi.Description())
+					assert.Equal(t, "Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run, and verified delivery status notifications about this target's probes older than cleanup.orphan_age cleaned up from the sending account's mailbox.", mi.Description())
 					assert.Equal(t, "{message}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())

@@ -108,10 +108,17 @@ type Target struct {
 	// Transcript keeps a redacted transcript of every probe's SMTP, IMAP
 	// and POP3 conversations in its Result.
 	Transcript bool
+	// DSN asks for delivery status notifications and watches the sending
+	// account's mailbox (IMAP) for them during the wait (notice.go).
+	DSN bool
 
-	// mu guards late: this target's probes that were not found in time.
-	mu   sync.Mutex
-	late []lateProbe
+	// mu guards late: this target's probes that were not found in time,
+	// lateNotices: its probes whose notices may still arrive, and
+	// lastNoticeSweep.
+	mu              sync.Mutex
+	late            []lateProbe
+	lateNotices     []lateNotice
+	lastNoticeSweep time.Time
 }
 
 // Result is what one probe measured.
@@ -148,6 +155,18 @@ type Result struct {
 	Late    int
 	Swept   int
 	Timings []steps.Timing
+
+	// DelayNotices counts the verified delay notices (RFC 3464 Action
+	// delayed) about this target's probes found during this run, this
+	// probe's and earlier ones'; LateBounces the failure notices about
+	// earlier probes that arrived after they ended; SweptNotices the
+	// verified notices older than the orphan age cleaned up. Notices are
+	// the verified notices seen during this probe's wait, in order (a
+	// failure notice last: it ends the probe as bounced).
+	DelayNotices int
+	LateBounces  int
+	SweptNotices int
+	Notices      []NoticeEvent
 
 	// Deferrals counts the submissions the sending server deferred (4xx)
 	// before it accepted the probe or the retries ran out; DeferredFor runs
@@ -192,7 +211,7 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	res.Timings = rec.Timings()
 	res.TLS = rec.TLS()
 	var se *steps.Error
-	if errors.As(res.Err, &se) && steps.Protocol(se.Step) == "smtp" {
+	if errors.As(res.Err, &se) && (steps.Protocol(se.Step) == "smtp" || se.Type == steps.TypeBounced) {
 		res.SMTPReply = se.Reply
 	}
 	res.Transcript = tr
@@ -250,7 +269,14 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		return fail(steps.Fail(ctx, t.Receiver.connectStep(), "", err))
 	}
 
-	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
+	// The sender's mailbox, watched for notices about the probe: the same
+	// session for a round trip, one of its own for a transit.
+	nbox, same := openNotices(ctx, t, sess, logger, tr)
+	if nbox != nil && !same {
+		defer func() { _ = nbox.Close(ctx) }()
+	}
+
+	missed, err := measure(ctx, t, sess, nbox, same, &res, logger, rec, tr)
 	if err != nil {
 		// Classified and timed as the measurement ended, before the
 		// housekeeping, which is not part of it.
@@ -262,6 +288,9 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// logged only: the probe's result stays what the measurement gave.
 	if ctx.Err() == nil && res.Code != steps.CodeMailboxConnect {
 		housekeep(ctx, t, sess, &res, logger)
+	}
+	if nbox != nil && ctx.Err() == nil {
+		noticeHousekeeping(ctx, t, nbox, &res, logger)
 	}
 	// Remembered only now, so that it is looked for from the next run on.
 	if missed != nil {
@@ -283,19 +312,25 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 // measure sends the probe, waits for it and cleans it up, filling in res.
 // missed is the probe when it was sent but not found in time: it may still
 // arrive, and a later run looks for it.
-func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
+func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, same bool, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
 		// An address or target name the message cannot carry: the
 		// target's configuration, before anything was sent.
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
-	sent, deferred, err := submit(ctx, t, smtpsend.Options{
+	opts := smtpsend.Options{
 		Endpoint:           t.Sender.SMTP,
 		Auth:               t.Sender.credentials(tr),
 		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
 		Transcript:         tr,
-	}, smtpsend.Message{
+	}
+	if t.DSN {
+		// RFC 3461: notices return the headers only (the MAC is there),
+		// name the probe by its token, and come on failure and delay.
+		opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
+	}
+	sent, deferred, err := submit(ctx, t, opts, smtpsend.Message{
 		From: t.Sender.Address,
 		To:   []string{t.Receiver.Address},
 		Data: p.Build(t.Receiver.MACKey),
@@ -306,12 +341,25 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
-	arrival, err := sess.Wait(waitCtx, p.Token, func(header []byte) bool {
+	accept := func(header []byte) bool {
 		got, err := probemsg.Parse(header, t.Receiver.MACKey)
 		// Only this probe's own, authenticated message is accepted: a
 		// look-alike or an older probe is never taken as this arrival.
 		return err == nil && got.Token == p.Token && got.SentAt.Equal(p.SentAt)
-	})
+	}
+	var arrival arrival
+	if nbox == nil {
+		arrival, err = sess.Wait(waitCtx, p.Token, accept)
+	} else {
+		nw := &noticeWatch{key: t.Receiver.MACKey, token: p.Token}
+		var notices []noticeRef
+		arrival, notices, err = waitNotices(waitCtx, p.Token, accept, sess, nbox, same, nw, logger)
+		cancelWait()
+		if bounced := noticesEnd(ctx, t, nbox, nw, notices, p, res, err == nil, logger); bounced != nil {
+			res.Total = time.Since(res.Start)
+			return nil, bounced
+		}
+	}
 	cancelWait()
 	res.Total = time.Since(res.Start)
 	if err != nil {
