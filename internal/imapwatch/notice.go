@@ -62,8 +62,9 @@ func (s *Session) WaitNotices(ctx context.Context, token string, accept func(hea
 
 // FindNotices searches folder ("" is the watched mailbox, else one of
 // JunkFolders) for delivery status notifications received since since
-// and before before (by internal date, a day's resolution, widened by a
-// day for the server's time zone; zero: unbounded), reads at most limit of
+// and before before (by internal date, a day's resolution: since widened
+// by a day, before by two, so that no time zone leaves one out; zero:
+// unbounded), reads at most limit of
 // them (lowest UIDs first) and returns the UIDs of those notice keeps,
 // which become removable like FindProbes' hits. It is housekeeping (late
 // notices, the orphan sweep): not timed as a step.
@@ -107,7 +108,7 @@ func (s *Session) FindNotices(ctx context.Context, folder string, since, before 
 		crit.Since = since.Add(-24 * time.Hour)
 	}
 	if !before.IsZero() {
-		crit.Before = before.Add(24 * time.Hour)
+		crit.Before = before.Add(48 * time.Hour)
 	}
 	uids, _, err := s.noticeCandidates(ctx, crit, 1, nil, limit)
 	if err != nil {
