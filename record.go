@@ -83,7 +83,7 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 	}
 	mb.RecordEmailqosProbesLateDataPoint(now, int64(r.Late))
 	mb.RecordEmailqosProbesSweptDataPoint(now, int64(r.Swept+r.SweptNotices))
-	if t.DSN {
+	if r.NoticesWatched {
 		mb.RecordEmailqosDeliveryDelayNoticesDataPoint(now, int64(r.DelayNotices))
 		mb.RecordEmailqosProbesBouncedLateDataPoint(now, int64(r.LateBounces))
 	}

@@ -91,17 +91,31 @@ func (s *Session) FindNotices(ctx context.Context, folder string, since, before 
 			return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, fmt.Errorf("imap: %q is not a folder this session watched", folder))
 		}
 	}
-	if err := s.stopIdle(ctx); err != nil {
+	fail := func(err error) ([]imap.UID, error) {
+		var se *steps.Error
+		if errors.As(err, &se) {
+			return nil, err
+		}
+		if ctx.Err() == nil {
+			s.failed(err)
+		}
 		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
+	}
+	if s.broken {
+		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.
+		if err := s.reconnect(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.stopIdle(ctx); err != nil {
+		return fail(err)
 	}
 	if junk != nil {
 		if err := s.enter(ctx, junk, true); err != nil {
-			return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
+			return fail(err)
 		}
-	} else if s.selected != s.opts.Mailbox {
-		if err := s.ensureWatched(ctx); err != nil {
-			return nil, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
-		}
+	} else if err := s.ensureWatched(ctx); err != nil {
+		return fail(err)
 	}
 	crit := noticeCriteria(1)
 	if !since.IsZero() {
@@ -112,13 +126,14 @@ func (s *Session) FindNotices(ctx context.Context, folder string, since, before 
 	}
 	uids, _, err := s.noticeCandidates(ctx, crit, 1, nil, limit)
 	if err != nil {
-		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
+		return fail(err)
 	}
 	var kept []imap.UID
 	for _, uid := range uids {
 		msg, err := s.fetchNotice(ctx, uid)
 		if err != nil {
-			return kept, steps.Fail(ctx, steps.IMAPFetch, searchType(err), err)
+			_, err = fail(err)
+			return kept, err
 		}
 		if keep, _ := notice(msg); keep {
 			s.keepNotice(folder, uid)

@@ -163,10 +163,13 @@ type Result struct {
 	// verified notices older than the orphan age cleaned up. Notices are
 	// the verified notices seen during this probe's wait, in order (a
 	// failure notice last: it ends the probe as bounced).
-	DelayNotices int
-	LateBounces  int
-	SweptNotices int
-	Notices      []NoticeEvent
+	// NoticesWatched says whether the sender's mailbox was watched for
+	// notices (DSN on and an IMAP mailbox for the sender).
+	NoticesWatched bool
+	DelayNotices   int
+	LateBounces    int
+	SweptNotices   int
+	Notices        []NoticeEvent
 
 	// Deferrals counts the submissions the sending server deferred (4xx)
 	// before it accepted the probe or the retries ran out; DeferredFor runs
@@ -272,6 +275,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// The sender's mailbox, watched for notices about the probe: the same
 	// session for a round trip, one of its own for a transit.
 	nbox, same := openNotices(ctx, t, sess, logger, tr)
+	res.NoticesWatched = nbox != nil
 	if nbox != nil && !same {
 		defer func() { _ = nbox.Close(ctx) }()
 	}
@@ -289,7 +293,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	if ctx.Err() == nil && res.Code != steps.CodeMailboxConnect {
 		housekeep(ctx, t, sess, &res, logger)
 	}
-	if nbox != nil && ctx.Err() == nil {
+	if nbox != nil && ctx.Err() == nil && !(same && res.Code == steps.CodeMailboxConnect) {
 		noticeHousekeeping(ctx, t, nbox, &res, logger)
 	}
 	// Remembered only now, so that it is looked for from the next run on.
