@@ -146,7 +146,11 @@ func TestBounces(t *testing.T) {
 		}
 		c := dialIMAP(t, "a")
 		for _, m := range planted {
-			_, err := c.Append("INBOX", int64(len(m)), nil).Write(m)
+			cmd := c.Append("INBOX", int64(len(m)), nil)
+			_, err := cmd.Write(m)
+			require.NoError(t, err)
+			require.NoError(t, cmd.Close())
+			_, err = cmd.Wait()
 			require.NoError(t, err)
 		}
 		require.NoError(t, c.Close())
