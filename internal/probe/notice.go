@@ -187,33 +187,43 @@ func bouncedError(rc *dsn.Recipient, mta string) *steps.Error {
 	}
 }
 
+// openSenderNotices opens, in the background, the sender's mailbox of a
+// transit that watches for notices; the channel yields it, or nil (no
+// watch: dsn off, a round trip, no IMAP mailbox, or the login failed). Its
+// steps are not the probe's (a recorder of their own); failing to open it
+// only logs: the probe then runs without notices, as before.
+func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *transcript.Transcript) <-chan noticeMailbox {
+	ch := make(chan noticeMailbox, 1)
+	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval == RetrievalPOP3 {
+		ch <- nil
+		return ch
+	}
+	go func() {
+		box, err := openAccountMailbox(ctx, t, t.Sender, logger, &steps.Recorder{}, tr)
+		if err != nil {
+			logger.Warn("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
+			ch <- nil
+			return
+		}
+		nm, ok := box.(noticeMailbox)
+		if !ok {
+			_ = box.Close(ctx)
+		}
+		ch <- nm
+	}()
+	return ch
+}
+
 // openNotices returns the mailbox to watch for t's notices, and whether it
-// is the receiver's own session (a round trip). A transit opens the
-// sender's mailbox in a session of its own, whose steps are not the
-// probe's (a recorder of their own); failing to open it only logs: the
-// probe then runs without notices, as before.
-func openNotices(ctx context.Context, t *Target, sess mailbox, logger *zap.Logger, tr *transcript.Transcript) (noticeMailbox, bool) {
-	if !t.DSN {
-		return nil, false
+// is the receiver's own session (a round trip); senderBox is a transit's
+// (openSenderNotices).
+func openNotices(t *Target, sess mailbox, senderBox <-chan noticeMailbox) (noticeMailbox, bool) {
+	nb := <-senderBox
+	if !t.DSN || t.Sender != t.Receiver {
+		return nb, false
 	}
-	if t.Sender == t.Receiver {
-		nm, ok := sess.(noticeMailbox)
-		return nm, ok
-	}
-	if !t.Sender.hasMailbox() || t.Sender.Retrieval == RetrievalPOP3 {
-		return nil, false
-	}
-	box, err := openAccountMailbox(ctx, t, t.Sender, logger, &steps.Recorder{}, tr)
-	if err != nil {
-		logger.Warn("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
-		return nil, false
-	}
-	nm, ok := box.(noticeMailbox)
-	if !ok {
-		_ = box.Close(ctx)
-		return nil, false
-	}
-	return nm, false
+	nm, ok := sess.(noticeMailbox)
+	return nm, ok
 }
 
 // hasMailbox reports whether a has a mailbox to read.

@@ -265,16 +265,23 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		return res
 	}
 
+	// A transit's sender mailbox, watched for notices about the probe, is
+	// opened beside the receiver's, so that the probe's total grows by the
+	// difference of the two logins at most.
+	senderBox := openSenderNotices(ctx, t, logger, tr)
+
 	// The mailbox is open, and IDLE started, before anything is sent, so
 	// that the arrival is seen the moment the server announces it.
 	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
+		if nb := <-senderBox; nb != nil {
+			_ = nb.Close(ctx)
+		}
 		return fail(steps.Fail(ctx, t.Receiver.connectStep(), "", err))
 	}
 
-	// The sender's mailbox, watched for notices about the probe: the same
-	// session for a round trip, one of its own for a transit.
-	nbox, same := openNotices(ctx, t, sess, logger, tr)
+	// The sender's mailbox: the same session for a round trip.
+	nbox, same := openNotices(t, sess, senderBox)
 	res.NoticesWatched = nbox != nil
 	if nbox != nil && !same {
 		defer func() { _ = nbox.Close(ctx) }()
