@@ -1455,7 +1455,7 @@ type metricEmailqosSMTPReplyCode struct {
 // init fills emailqos.smtp.reply_code metric with initial data.
 func (m *metricEmailqosSMTPReplyCode) init() {
 	m.data.SetName("emailqos.smtp.reply_code")
-	m.data.SetDescription("The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.")
+	m.data.SetDescription("The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.")
 	m.data.SetUnit("{code}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)

@@ -549,7 +549,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.smtp.reply_code"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.", mi.Description())
 						assert.Equal(t, "{code}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -564,7 +564,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.smtp.reply_code"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.", mi.Description())
 						assert.Equal(t, "{code}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
