@@ -298,3 +298,47 @@ func TestNoticeSweep(t *testing.T) {
 	assert.Equal(t, 1, res.SweptNotices)
 	assert.Equal(t, keep, raw(t, srv, alice, ""))
 }
+
+// TestBounceAmongHostileNotices: the sender's mailbox fills, as the probe
+// is sent, with 40 reports that are not the probe's (truncated, not a
+// delivery report, over the 1 MiB cap): the probe's own bounce is still
+// found and reported well before the delivery timeout, and none of the
+// others is touched.
+func TestBounceAmongHostileNotices(t *testing.T) {
+	var srv *mailtest.Server
+	var mu sync.Mutex
+	var planted [][]byte
+	srv = startMail(t, mailtest.Options{OnDeliver: func(rcpt string, msg []byte) error {
+		real := notice(t, "postfix-failed", msg)
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range 40 {
+			var m []byte
+			switch i % 3 {
+			case 0: // truncated in the middle of the report
+				m = real[:len(real)/2]
+			case 1: // a report of another type
+				m = bytes.Replace(notice(t, "postfix-failed", notProbe), []byte("report-type=delivery-status"), []byte("report-type=disposition-notification"), 1)
+			default: // over the size cap, quoting the probe
+				m = append(bytes.Clone(real), bytes.Repeat([]byte("x"), 1<<20)...)
+			}
+			planted = append(planted, m)
+			if err := srv.Append(alice, m, nil); err != nil {
+				return err
+			}
+		}
+		if err := srv.Append(alice, real, nil); err != nil {
+			return err
+		}
+		return errors.New("refused by the next hop")
+	}})
+	a := account(srv, "a", alice, "alice-pw", imapwatch.MethodIdle)
+	b := account(srv, "b", bob, "bob-pw", imapwatch.MethodIdle)
+	tg := target(a, b)
+	tg.DSN = true
+	res := Run(context.Background(), tg, nil)
+	assertBounced(t, res, "5.7.1", 554, 4*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, planted, raw(t, srv, alice, ""))
+}
