@@ -1004,7 +1004,7 @@ type metricEmailqosImapCommands struct {
 // init fills emailqos.imap.commands metric with initial data.
 func (m *metricEmailqosImapCommands) init() {
 	m.data.SetName("emailqos.imap.commands")
-	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.")
+	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).")
 	m.data.SetUnit("{command}")
 	m.data.SetEmptyGauge()
 }

@@ -440,7 +440,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.imap.commands"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.", mi.Description())
+					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).", mi.Description())
 					assert.Equal(t, "{command}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())

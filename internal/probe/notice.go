@@ -54,6 +54,7 @@ type noticeMailbox interface {
 	FindNotices(ctx context.Context, since, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error)
 	// RemoveNotices deletes or moves kept notices.
 	RemoveNotices(ctx context.Context, refs []noticeRef, c Cleanup, folder string) error
+	Commands() int
 	Close(ctx context.Context) error
 }
 

@@ -283,9 +283,6 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// The sender's mailbox: the same session for a round trip.
 	nbox, same := openNotices(t, sess, senderBox)
 	res.NoticesWatched = nbox != nil
-	if nbox != nil && !same {
-		defer func() { _ = nbox.Close(ctx) }()
-	}
 
 	missed, err := measure(ctx, t, sess, nbox, same, &res, logger, rec, tr)
 	if err != nil {
@@ -314,6 +311,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// failed LOGOUT fails an otherwise successful probe (code 5).
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
+	if nbox != nil && !same {
+		// A transit's session to the sender's mailbox: its LOGOUT failing
+		// is no failure of the probe, but its commands are the probe's.
+		_ = nbox.Close(ctx)
+		res.Commands += nbox.Commands()
+	}
 	if err == nil && closeErr != nil {
 		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), "", closeErr))
 	}
