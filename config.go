@@ -155,6 +155,9 @@ type AccountConfig struct {
 	Retrieval string         `mapstructure:"retrieval"`
 	IMAP      IMAPConfig     `mapstructure:"imap"`
 	POP3      EndpointConfig `mapstructure:"pop3"`
+	// Transport chooses Microsoft Graph or the Gmail API instead of SMTP
+	// and/or IMAP/POP3 (config_api.go).
+	Transport TransportConfig `mapstructure:"transport"`
 	// Detection overrides the receiver-wide detection for probes read from
 	// this account's mailbox.
 	Detection string `mapstructure:"detection"`

@@ -653,7 +653,13 @@ func TestExamplesValidate(t *testing.T) {
 			data, err := os.ReadFile(f)
 			require.NoError(t, err)
 			for _, m := range envRef.FindAllStringSubmatch(string(data), -1) {
-				t.Setenv(m[1], "example-value")
+				v := "example-value"
+				if strings.HasSuffix(m[1], "_FILE") {
+					// A path the validation checks exists.
+					v = filepath.Join(t.TempDir(), "key.json")
+					require.NoError(t, os.WriteFile(v, []byte("{}"), 0o600))
+				}
+				t.Setenv(m[1], v)
 			}
 			resolver, err := confmap.NewResolver(confmap.ResolverSettings{
 				URIs:              []string{"file:" + f},

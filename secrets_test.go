@@ -21,6 +21,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/emailqos/emailqosreceiver/internal/gmailapitest"
+	"github.com/emailqos/emailqosreceiver/internal/graphtest"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
 )
@@ -190,6 +192,25 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	o365rej.OAuth = &OAuthConfig{Provider: "client_credentials", ClientID: oauthClientID,
 		ClientSecret: configopaqueString(revokedSecret), TokenURL: e.srv.URL, Scopes: []string{"mail.probe"}}
 
+	// The API transports (Graph, Gmail API) with the same tokens: one that
+	// succeeds each, one whose token Graph refuses (401), one whose client
+	// secret the endpoint refuses.
+	gr := graphtest.New(graphtest.Options{Users: []string{dave}})
+	t.Cleanup(gr.Close)
+	grRefusing := graphtest.New(graphtest.Options{Users: []string{dave}, Token: "not-an-issued-token"})
+	t.Cleanup(grRefusing.Close)
+	gm := gmailapitest.New(gmailapitest.Options{Users: []string{erin}})
+	t.Cleanup(gm.Close)
+	api := func(kind, addr, base string, o *OAuthConfig) AccountConfig {
+		return AccountConfig{Address: addr, Transport: TransportConfig{Send: kind, Read: kind, BaseURL: base}, OAuth: o}
+	}
+	apiAccounts := map[string]AccountConfig{
+		"graph":    api("graph", dave, gr.URL(), o365.OAuth),
+		"graphrej": api("graph", dave, grRefusing.URL(), o365.OAuth),
+		"gws":      api("gmail_api", erin, gm.URL(), o365.OAuth),
+		"gwsrej":   api("gmail_api", erin, gm.URL(), o365rej.OAuth),
+	}
+
 	cfg := testConfig(map[string]AccountConfig{
 		"dave": acct(dave, davePassword, ep(ok.SMTPAddr(), "starttls", ok), ep(ok.IMAPAddr(), "starttls", ok)),
 		"erin": acct(erin, erinPassword, ep(ok.SMTPSAddr(), "tls", ok), ep(ok.IMAPSAddr(), "tls", ok)),
@@ -201,11 +222,15 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		"down":    acct(dave, davePassword, ep(closed, "tls", ok), ep(closed, "tls", ok)),
 		"lost":    acct(lostUsr, lostPassword, ep(black.SMTPAddr(), "none", nil), ep(black.IMAPAddr(), "none", nil)),
 	})
+	for k, a := range apiAccounts {
+		cfg.Accounts[k] = a
+		cfg.Roundtrip = append(cfg.Roundtrip, RoundtripConfig{Account: k})
+	}
 	cfg.ProbeSecret = configopaqueString(probeSecret)
 	cfg.DeliveryTimeout = 2 * time.Second
 	cfg.Timeout = 6 * time.Second
-	cfg.Roundtrip = []RoundtripConfig{{Account: "dave"}, {Account: "o365"}, {Account: "gmail"}, {Account: "o365rej"}, {Account: "badpw"},
-		{Account: "smtprej"}, {Account: "tlsfail"}, {Account: "wrongca"}, {Account: "down"}, {Account: "lost"}}
+	cfg.Roundtrip = append(cfg.Roundtrip, []RoundtripConfig{{Account: "dave"}, {Account: "o365"}, {Account: "gmail"}, {Account: "o365rej"}, {Account: "badpw"},
+		{Account: "smtprej"}, {Account: "tlsfail"}, {Account: "wrongca"}, {Account: "down"}, {Account: "lost"}}...)
 	cfg.Transit.Directions = []string{"dave:erin", "erin:dave"}
 	cfg.Transcript = TranscriptConfig{Targets: []string{"*"}, Lines: 30}
 	require.NoError(t, cfg.Validate())
@@ -232,6 +257,9 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		"wrongca": {3, "tls"},
 		"down":    {3, "connect"},
 		"lost":    {4, "not_found"},
+		"graph":   {0, ""}, "gws": {0, ""},
+		"graphrej": {3, "auth"},
+		"gwsrej":   {3, "token_rejected"},
 	}
 	got := resources(t, filterTargets(md))
 	require.Len(t, got, len(want))
@@ -293,7 +321,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		}
 	}
 	assert.Equal(t, len(want), transcripts, "one transcript per target")
-	assert.Equal(t, 8, failed)
+	assert.Equal(t, 10, failed)
 
 	b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(md)
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/oauth"
 	"github.com/emailqos/emailqosreceiver/internal/probe"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/restcall"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transport"
@@ -69,7 +70,12 @@ func tokenSources(ctx context.Context, cfg *Config) (map[string]*oauth.Source, e
 		if a.OAuth == nil {
 			continue
 		}
-		src, err := oauth.NewSource(ctx, a.OAuth.engineConfig(), nil)
+		oc := a.OAuth.engineConfig()
+		if len(oc.Scopes) == 0 {
+			// The API's own resource, not Exchange's or IMAP's.
+			oc.Scopes = a.apiScopes()
+		}
+		src, err := oauth.NewSource(ctx, oc, nil)
 		if err != nil {
 			return nil, fmt.Errorf("accounts::%s::oauth: %w", key, err)
 		}
@@ -94,6 +100,9 @@ func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Sou
 			}
 			acct.TokenType = tokenErrorType
 			acct.Mechanism = cfg.Accounts[key].OAuth.Mechanism
+			if acct.API, err = buildAPIs(key, cfg.Accounts[key], restcall.TokenFunc(acct.Token)); err != nil {
+				return nil, err
+			}
 		}
 		accounts[key] = acct
 	}
@@ -130,12 +139,15 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		return nil, fmt.Errorf("accounts::%s::smtp::tls: %w", key, err)
 	}
 	var imapEP, pop3EP transport.Endpoint
-	retrieval := a.Retrieval
-	if retrieval == retrievalPOP3 {
+	retrieval := a.readVia()
+	switch retrieval {
+	case transportGraph, transportGmailAPI:
+		// Read over the API: no IMAP endpoint.
+	case retrievalPOP3:
 		if pop3EP, err = buildEndpoint(ctx, a.POP3, pop3Ports); err != nil {
 			return nil, fmt.Errorf("accounts::%s::pop3::tls: %w", key, err)
 		}
-	} else {
+	default:
 		retrieval = retrievalIMAP
 		if imapEP, err = buildEndpoint(ctx, a.IMAP.EndpointConfig, imapPorts); err != nil {
 			return nil, fmt.Errorf("accounts::%s::imap::tls: %w", key, err)
@@ -166,7 +178,7 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 	// Placement: the configured junk folders, else the ones found at login;
 	// an explicitly empty list turns it off. POP3 sees no other folder.
 	var junk []string
-	discoverJunk := retrieval != retrievalPOP3 && a.IMAP.JunkFolders == nil
+	discoverJunk := retrieval == retrievalIMAP && a.IMAP.JunkFolders == nil
 	if a.IMAP.JunkFolders != nil {
 		junk = *a.IMAP.JunkFolders
 	}
@@ -177,6 +189,7 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		SMTP:        smtpEP,
 		IMAP:        imapEP,
 		Retrieval:   retrieval,
+		Send:        a.sendVia(),
 		POP3:        pop3EP,
 		Mailbox:     mailbox,
 		Detection:   imapwatch.Method(detection),

@@ -9,6 +9,7 @@ package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 // decides which endpoint must be set).
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -110,7 +111,7 @@ func (cfg *Config) Validate() error {
 		} else {
 			var readers []string
 			for _, key := range sortedKeys(cfg.Accounts) {
-				if a := cfg.Accounts[key]; a.Retrieval != retrievalPOP3 && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
+				if a := cfg.Accounts[key]; a.readVia() == retrievalIMAP && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
 					readers = append(readers, "accounts::"+quoteKey(key))
 				}
 			}
@@ -138,7 +139,13 @@ func (cfg *Config) Validate() error {
 			add(path, "account key: %v", err)
 		}
 		errs = append(errs, acct.validate(path)...)
-		if acct.Retrieval != retrievalPOP3 {
+		if isAPI(acct.readVia()) {
+			// The APIs are polled, like POP3.
+			if d := acct.Detection; d == detectionIdle || d == detectionPrecise || d == "" && (cfg.Detection == detectionIdle || cfg.Detection == detectionPrecise) {
+				add(path+"::detection", "%s is not available over %s, which is polled (use auto or poll)", cmp.Or(d, cfg.Detection), acct.readVia())
+			}
+		}
+		if acct.readVia() != retrievalPOP3 {
 			continue
 		}
 		// POP3 has one maildrop and no push: probes can only be deleted
@@ -273,10 +280,13 @@ func (a AccountConfig) validate(path string) []error {
 	if err := validateDetection(a.Detection, true); err != nil {
 		add("detection", "%v", err)
 	}
-	for _, err := range a.SMTP.validate(path + "::smtp") {
-		errs = append(errs, err)
+	if !isAPI(a.sendVia()) {
+		errs = append(errs, a.SMTP.validate(path+"::smtp")...)
 	}
-	switch a.Retrieval {
+	errs = append(errs, a.validateTransport(path)...)
+	switch a.readVia() {
+	case transportGraph, transportGmailAPI:
+		// Read over the API: no IMAP or POP3 endpoint to check.
 	case "", retrievalIMAP:
 		errs = append(errs, a.IMAP.validate(path+"::imap")...)
 		if a.POP3.Endpoint != "" {
@@ -294,8 +304,11 @@ func (a AccountConfig) validate(path string) []error {
 		add("imap::mailbox", "%v", err)
 	}
 	if jf := a.IMAP.JunkFolders; jf != nil {
-		if a.Retrieval == retrievalPOP3 {
+		switch a.readVia() {
+		case retrievalPOP3:
 			add("imap::junk_folders", "pop3 sees the maildrop only: placement is inbox or missing there")
+		case transportGraph, transportGmailAPI:
+			add("imap::junk_folders", "not used over %s, which watches its junk folder (spam label) itself", a.readVia())
 		}
 		if len(*jf) > maxJunkFolders {
 			add("imap::junk_folders", "%d folders, at most %d", len(*jf), maxJunkFolders)

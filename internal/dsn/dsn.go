@@ -20,6 +20,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/safetext"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
 // Bounds on what Parse reads, so a hostile notice cannot blow memory or
@@ -284,7 +285,7 @@ func (r *Report) parseStatus(body []byte) error {
 					return fmt.Errorf("%w: recipient %d: Action is not one of RFC 3464's", ErrMalformed, i+1)
 				}
 			case "status":
-				if s := firstWord(f.value); validStatus(s) {
+				if s := firstWord(f.value); steps.IsEnhancedStatus(s) {
 					rc.Status = s
 				}
 			case "diagnostic-code":
@@ -358,21 +359,6 @@ func clip(s string) string {
 		return s[:limit]
 	}
 	return s
-}
-
-// validStatus reports whether s is an RFC 3463 status code: a class of 2,
-// 4 or 5, then a subject and a detail of one to three digits.
-func validStatus(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || !strings.ContainsAny(parts[0], "245") {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // replyCode returns the SMTP reply code at the start of an smtp-type

@@ -37,7 +37,13 @@ func TestExamplesValidate(t *testing.T) {
 			require.NoError(t, err)
 			env := os.Environ()
 			for _, m := range exampleEnvRef.FindAllStringSubmatch(string(raw), -1) {
-				env = append(env, m[1]+"=dummy-"+strings.ToLower(m[1]))
+				v := "dummy-" + strings.ToLower(m[1])
+				if strings.HasSuffix(m[1], "_FILE") {
+					// A path the validation checks exists.
+					v = filepath.Join(t.TempDir(), "key.json")
+					require.NoError(t, os.WriteFile(v, []byte("{}"), 0o600))
+				}
+				env = append(env, m[1]+"="+v)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

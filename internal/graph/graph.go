@@ -89,29 +89,15 @@ type Client struct {
 
 // New checks the base URL (https, or http on loopback) and returns a client.
 func New(token TokenFunc, o Options) (*Client, error) {
-	if token == nil {
-		return nil, errors.New("graph: a token source is required")
-	}
-	base := strings.TrimRight(o.BaseURL, "/")
-	if base == "" {
-		base = DefaultBaseURL
-	}
-	if err := restcall.CheckBase("graph", base); err != nil {
+	rc, err := restcall.NewClient("graph", o.BaseURL, DefaultBaseURL, token, o.HTTPClient, o.MaxResponseBytes, classify, o.MinBackoff)
+	if err != nil {
 		return nil, err
-	}
-	hc := o.HTTPClient
-	if hc == nil {
-		hc = &http.Client{}
 	}
 	mp := o.MaxPages
 	if mp <= 0 {
-		mp = 200
+		mp = restcall.DefaultMaxPages
 	}
-	return &Client{
-		rc: restcall.Client{API: "graph", Base: base, HTTP: hc, Token: token, MaxBody: o.MaxResponseBytes,
-			Classify: classify, MinBackoff: o.MinBackoff},
-		base: base, pageSize: o.PageSize, maxPages: mp,
-	}, nil
+	return &Client{rc: rc, base: rc.Base, pageSize: o.PageSize, maxPages: mp}, nil
 }
 
 // Header is one internetMessageHeaders entry.

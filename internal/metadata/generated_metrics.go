@@ -178,6 +178,12 @@ const (
 	AttributeStepPop3Fetch
 	AttributeStepPop3Delete
 	AttributeStepPop3Quit
+	AttributeStepGraphSend
+	AttributeStepGraphList
+	AttributeStepGraphDelete
+	AttributeStepGmailapiSend
+	AttributeStepGmailapiList
+	AttributeStepGmailapiDelete
 )
 
 // String returns the string representation of the AttributeStep.
@@ -227,34 +233,52 @@ func (av AttributeStep) String() string {
 		return "pop3.delete"
 	case AttributeStepPop3Quit:
 		return "pop3.quit"
+	case AttributeStepGraphSend:
+		return "graph.send"
+	case AttributeStepGraphList:
+		return "graph.list"
+	case AttributeStepGraphDelete:
+		return "graph.delete"
+	case AttributeStepGmailapiSend:
+		return "gmailapi.send"
+	case AttributeStepGmailapiList:
+		return "gmailapi.list"
+	case AttributeStepGmailapiDelete:
+		return "gmailapi.delete"
 	}
 	return ""
 }
 
 // MapAttributeStep is a helper map of string to AttributeStep attribute value.
 var MapAttributeStep = map[string]AttributeStep{
-	"smtp.connect":  AttributeStepSMTPConnect,
-	"smtp.tls":      AttributeStepSMTPTLS,
-	"smtp.ehlo":     AttributeStepSMTPEhlo,
-	"smtp.auth":     AttributeStepSMTPAuth,
-	"smtp.submit":   AttributeStepSMTPSubmit,
-	"smtp.quit":     AttributeStepSMTPQuit,
-	"imap.connect":  AttributeStepImapConnect,
-	"imap.tls":      AttributeStepImapTLS,
-	"imap.login":    AttributeStepImapLogin,
-	"imap.select":   AttributeStepImapSelect,
-	"delivery.wait": AttributeStepDeliveryWait,
-	"imap.search":   AttributeStepImapSearch,
-	"imap.fetch":    AttributeStepImapFetch,
-	"imap.delete":   AttributeStepImapDelete,
-	"imap.logout":   AttributeStepImapLogout,
-	"pop3.connect":  AttributeStepPop3Connect,
-	"pop3.tls":      AttributeStepPop3TLS,
-	"pop3.login":    AttributeStepPop3Login,
-	"pop3.list":     AttributeStepPop3List,
-	"pop3.fetch":    AttributeStepPop3Fetch,
-	"pop3.delete":   AttributeStepPop3Delete,
-	"pop3.quit":     AttributeStepPop3Quit,
+	"smtp.connect":    AttributeStepSMTPConnect,
+	"smtp.tls":        AttributeStepSMTPTLS,
+	"smtp.ehlo":       AttributeStepSMTPEhlo,
+	"smtp.auth":       AttributeStepSMTPAuth,
+	"smtp.submit":     AttributeStepSMTPSubmit,
+	"smtp.quit":       AttributeStepSMTPQuit,
+	"imap.connect":    AttributeStepImapConnect,
+	"imap.tls":        AttributeStepImapTLS,
+	"imap.login":      AttributeStepImapLogin,
+	"imap.select":     AttributeStepImapSelect,
+	"delivery.wait":   AttributeStepDeliveryWait,
+	"imap.search":     AttributeStepImapSearch,
+	"imap.fetch":      AttributeStepImapFetch,
+	"imap.delete":     AttributeStepImapDelete,
+	"imap.logout":     AttributeStepImapLogout,
+	"pop3.connect":    AttributeStepPop3Connect,
+	"pop3.tls":        AttributeStepPop3TLS,
+	"pop3.login":      AttributeStepPop3Login,
+	"pop3.list":       AttributeStepPop3List,
+	"pop3.fetch":      AttributeStepPop3Fetch,
+	"pop3.delete":     AttributeStepPop3Delete,
+	"pop3.quit":       AttributeStepPop3Quit,
+	"graph.send":      AttributeStepGraphSend,
+	"graph.list":      AttributeStepGraphList,
+	"graph.delete":    AttributeStepGraphDelete,
+	"gmailapi.send":   AttributeStepGmailapiSend,
+	"gmailapi.list":   AttributeStepGmailapiList,
+	"gmailapi.delete": AttributeStepGmailapiDelete,
 }
 
 var MetricsInfo = metricsInfo{

@@ -36,7 +36,13 @@ func TestExamplesValidate(t *testing.T) {
 			raw, err := os.ReadFile(file)
 			require.NoError(t, err)
 			for _, m := range envRef.FindAllStringSubmatch(string(raw), -1) {
-				t.Setenv(m[1], "dummy-"+m[1])
+				v := "dummy-" + m[1]
+				if strings.HasSuffix(m[1], "_FILE") {
+					// A path the validation checks exists.
+					v = filepath.Join(t.TempDir(), "key.json")
+					require.NoError(t, os.WriteFile(v, []byte("{}"), 0o600))
+				}
+				t.Setenv(m[1], v)
 			}
 			cfg, id, err := emailqosreceiver.LoadCollectorConfig(context.Background(), file, "")
 			require.NoError(t, err)

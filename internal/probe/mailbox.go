@@ -118,8 +118,13 @@ func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.
 
 // openAccountMailbox is openMailbox for r's mailbox.
 func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
-	if r.Retrieval == RetrievalPOP3 {
+	switch r.Retrieval {
+	case RetrievalPOP3:
 		return openPOP3(ctx, t, r, logger, rec, tr)
+	case RetrievalGraph:
+		return openGraph(ctx, t, r, rec)
+	case RetrievalGmailAPI:
+		return openGmail(ctx, t, r, rec, logger)
 	}
 	sess, err := imapwatch.Open(ctx, imapwatch.Options{
 		Endpoint:           r.IMAP,

@@ -58,7 +58,8 @@ func readMessage(res *Result, t *Target, header []byte, sent time.Time, logger *
 // probe's own send time (taken before connecting) is used.
 func submitStart(rec *steps.Recorder, fallback time.Time) time.Time {
 	for _, tm := range rec.Timings() {
-		if tm.Step == steps.SMTPSubmit {
+		switch tm.Step {
+		case steps.SMTPSubmit, steps.GraphSend, steps.GmailAPISend:
 			return tm.Start
 		}
 	}

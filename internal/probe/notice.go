@@ -195,7 +195,8 @@ func bouncedError(rc *dsn.Recipient, mta string) *steps.Error {
 // only logs: the probe then runs without notices, as before.
 func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *transcript.Transcript) <-chan noticeMailbox {
 	ch := make(chan noticeMailbox, 1)
-	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval == RetrievalPOP3 {
+	// IMAP only: POP3 and the mail APIs are not watched for notices.
+	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval != RetrievalIMAP && t.Sender.Retrieval != "" {
 		ch <- nil
 		return ch
 	}

@@ -53,9 +53,14 @@ type Account struct {
 	SMTP    transport.Endpoint
 	IMAP    transport.Endpoint
 	Mailbox string
-	// Retrieval is how probes are read back: RetrievalIMAP (default) or
-	// RetrievalPOP3, from the POP3 endpoint.
+	// Send is how this account sends: SendSMTP ("" too), SendGraph or
+	// SendGmailAPI (api.go), with the client in API.
+	Send string
+	// Retrieval is how probes are read back: RetrievalIMAP (default),
+	// RetrievalPOP3, from the POP3 endpoint, or RetrievalGraph or
+	// RetrievalGmailAPI, with the client in API.
 	Retrieval string
+	API       APIs
 	POP3      transport.Endpoint
 	// Detection is how arrivals in this account's mailbox are seen.
 	Detection imapwatch.Method
@@ -79,6 +84,8 @@ type Account struct {
 	// sweepMu guards lastSweep, shared by every target reading this mailbox.
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+	// api is where the last API session of this mailbox ended.
+	api apiState
 }
 
 // Target is one probe direction.
@@ -333,25 +340,35 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 		// target's configuration, before anything was sent.
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
-	opts := smtpsend.Options{
-		Endpoint:           t.Sender.SMTP,
-		Auth:               t.Sender.credentials(tr),
-		AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
-		Transcript:         tr,
-	}
-	if t.DSN {
-		// RFC 3461: notices return the headers only (the MAC is there),
-		// name the probe by its token, and come on failure and delay.
-		opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
-	}
-	sent, deferred, err := submit(ctx, t, opts, smtpsend.Message{
-		From: t.Sender.Address,
-		To:   []string{t.Receiver.Address},
-		Data: p.Build(t.Receiver.MACKey),
-	}, rec, logger)
-	res.Deferrals = deferred.count
-	if err != nil {
-		return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
+	var sent smtpsend.Result
+	var deferred deferral
+	if t.Sender.sendsByAPI() {
+		var sentID string
+		if sent.AcceptedAt, sentID, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
+			return nil, err
+		}
+		defer removeSentCopy(ctx, t, sentID, logger)
+	} else {
+		opts := smtpsend.Options{
+			Endpoint:           t.Sender.SMTP,
+			Auth:               t.Sender.credentials(tr),
+			AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+			Transcript:         tr,
+		}
+		if t.DSN {
+			// RFC 3461: notices return the headers only (the MAC is there),
+			// name the probe by its token, and come on failure and delay.
+			opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
+		}
+		sent, deferred, err = submit(ctx, t, opts, smtpsend.Message{
+			From: t.Sender.Address,
+			To:   []string{t.Receiver.Address},
+			Data: p.Build(t.Receiver.MACKey),
+		}, rec, logger)
+		res.Deferrals = deferred.count
+		if err != nil {
+			return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
+		}
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
@@ -430,15 +447,25 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 
 // connectStep is the first step of a's mailbox session.
 func (a *Account) connectStep() string {
-	if a.Retrieval == RetrievalPOP3 {
+	switch a.Retrieval {
+	case RetrievalPOP3:
 		return steps.POP3Connect
+	case RetrievalGraph:
+		return steps.GraphList
+	case RetrievalGmailAPI:
+		return steps.GmailAPIList
 	}
 	return steps.IMAPConnect
 }
 
 func (a *Account) deleteStep() string {
-	if a.Retrieval == RetrievalPOP3 {
+	switch a.Retrieval {
+	case RetrievalPOP3:
 		return steps.POP3Delete
+	case RetrievalGraph:
+		return steps.GraphDelete
+	case RetrievalGmailAPI:
+		return steps.GmailAPIDelete
 	}
 	return steps.IMAPDelete
 }

@@ -102,6 +102,30 @@ type Client struct {
 // of message headers, far below anything that could hurt the collector.
 const DefaultMaxBody = 4 << 20
 
+// DefaultMaxPages bounds the pages one listing call follows when the client
+// sets no bound of its own.
+const DefaultMaxPages = 200
+
+// NewClient is the construction the API clients share: a token source is
+// required, base (defaultBase when empty) must pass CheckBase, and a nil
+// hc is a client without its own timeout (the context bounds each call).
+func NewClient(api, base, defaultBase string, token TokenFunc, hc *http.Client, maxBody int64, classify Classifier, minBackoff time.Duration) (Client, error) {
+	if token == nil {
+		return Client{}, fmt.Errorf("%s: a token source is required", api)
+	}
+	base = strings.TrimRight(base, "/")
+	if base == "" {
+		base = defaultBase
+	}
+	if err := CheckBase(api, base); err != nil {
+		return Client{}, err
+	}
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	return Client{API: api, Base: base, HTTP: hc, Token: token, MaxBody: maxBody, Classify: classify, MinBackoff: minBackoff}, nil
+}
+
 // CheckBase applies oauth.CheckURL to a base URL: https, or http on loopback.
 func CheckBase(api, base string) error {
 	if err := oauth.CheckURL(base); err != nil {

@@ -131,12 +131,3 @@ func TestReplyCodesOfRepliesReadDirectly(t *testing.T) {
 		assert.Zero(t, se.Reply)
 	})
 }
-
-func TestEnhancedStatus(t *testing.T) {
-	for s, want := range map[string]bool{
-		"5.1.1": true, "4.7.0": true, "2.0.0": true, "5.7.123": true,
-		"3.1.1": false, "5.1": false, "5.1.1.1": false, "5.a.1": false, "5..1": false, "55.1.1": false, "5.1.1234": false, "": false,
-	} {
-		assert.Equal(t, want, enhancedStatus(s), s)
-	}
-}

@@ -443,27 +443,12 @@ func reply(err error) steps.Reply {
 		return r
 	case errors.As(err, &te):
 		r := steps.Reply{Code: te.Code}
-		if first, _, _ := strings.Cut(te.Msg, " "); enhancedStatus(first) {
+		if first, _, _ := strings.Cut(te.Msg, " "); steps.IsEnhancedStatus(first) {
 			r.Enhanced = first
 		}
 		return r
 	}
 	return steps.Reply{}
-}
-
-// enhancedStatus tells whether s is an RFC 3463 status code: class 2, 4
-// or 5, a subject of 1 to 3 digits and a detail of 1 to 3 digits.
-func enhancedStatus(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || !strings.ContainsAny(parts[0], "245") {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // replyType maps a reply code to an error type: 4xx is temporary, 5xx

@@ -102,3 +102,15 @@ func TestTooManyConnections(t *testing.T) {
 		t.Error("an ordinary refusal taken for a connection limit")
 	}
 }
+
+func TestIsEnhancedStatus(t *testing.T) {
+	for s, want := range map[string]bool{
+		"5.1.1": true, "4.7.0": true, "2.0.0": true, "5.7.123": true, "5.1.10": true,
+		"3.1.1": false, "5.1": false, "5.1.1.1": false, "5.a.1": false, "5..1": false, "55.1.1": false,
+		"5.1.1234": false, "5.1234.1": false, "": false,
+	} {
+		if got := IsEnhancedStatus(s); got != want {
+			t.Errorf("IsEnhancedStatus(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -47,6 +47,17 @@ var codes = map[string]int{
 	IMAPLogout: CodeCleanup,
 	POP3Delete: CodeCleanup,
 	POP3Quit:   CodeCleanup,
+
+	// The API transports: sending is code 2 (there is no connection step
+	// apart from it); a list fails as a search, except at the baseline and
+	// for sign-in or permission failures, which the engine reports with
+	// CodeMailboxConnect (probe/api.go).
+	GraphSend:      CodeSMTPSend,
+	GmailAPISend:   CodeSMTPSend,
+	GraphList:      CodeSearch,
+	GmailAPIList:   CodeSearch,
+	GraphDelete:    CodeCleanup,
+	GmailAPIDelete: CodeCleanup,
 }
 
 // Code is the error code of a failure in step. A step missing from the

@@ -34,6 +34,9 @@ const (
 	TypeLimit       = "limit"       // a per-user limit was hit: too many connections, logins too frequent, quota
 	TypeUnavailable = "unavailable" // the server (or a subsystem behind it) is temporarily unable to serve
 	TypeInUse       = "in_use"      // the mailbox is locked or busy, held by another session
+	// TypeThrottled: a mail API (Graph, Gmail) kept answering 429/503 (or
+	// Gmail's 403 rateLimitExceeded) until the probe's time ran out.
+	TypeThrottled = "throttled"
 	// OAuth2 token failures, before anything was sent with the token.
 	TypeTokenRejected    = "token_rejected"    // the token endpoint refused the credentials (revoked secret, expired refresh token)
 	TypeTokenScope       = "token_scope"       // the token endpoint refused the requested scope
@@ -44,7 +47,7 @@ const (
 // documented in metadata.yaml, README.md and TROUBLESHOOTING.md.
 var Types = []string{
 	TypeConnect, TypeTimeout, TypeTLS, TypeAuth, TypeRejected, TypeDeferred,
-	TypeLimit, TypeUnavailable, TypeInUse, TypeProtocol, TypeNotFound, TypeBounced,
+	TypeLimit, TypeUnavailable, TypeInUse, TypeThrottled, TypeProtocol, TypeNotFound, TypeBounced,
 	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
 }
 
@@ -68,6 +71,21 @@ type Reply struct {
 	// Enhanced is the RFC 3463 enhanced status code, such as "5.1.1";
 	// empty when the server gave none.
 	Enhanced string
+}
+
+// IsEnhancedStatus tells whether s is an RFC 3463 status code: class 2, 4
+// or 5, then a subject and a detail of 1 to 3 digits each, such as 5.1.1.
+func IsEnhancedStatus(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.ContainsAny(parts[0], "245") {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Error) Error() string {

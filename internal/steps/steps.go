@@ -37,10 +37,19 @@ const (
 	POP3Fetch    = "pop3.fetch"
 	POP3Delete   = "pop3.delete"
 	POP3Quit     = "pop3.quit"
+	// The API transports (issue 18): one step per kind of call. list is
+	// every call that reads the mailbox (baseline, delta or history pages,
+	// message headers); send is Graph's 202 or Gmail's 200 answer.
+	GraphSend      = "graph.send"
+	GraphList      = "graph.list"
+	GraphDelete    = "graph.delete"
+	GmailAPISend   = "gmailapi.send"
+	GmailAPIList   = "gmailapi.list"
+	GmailAPIDelete = "gmailapi.delete"
 )
 
 // Protocol is the protocol a step belongs to: the part of its name before
-// the first dot (smtp, imap, pop3).
+// the first dot (smtp, imap, pop3, graph, gmailapi).
 func Protocol(step string) string {
 	p, _, _ := strings.Cut(step, ".")
 	return p
