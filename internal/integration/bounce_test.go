@@ -200,7 +200,10 @@ func TestBounces(t *testing.T) {
 		released := make(chan struct{})
 		go func() {
 			defer close(released)
-			for h.attempts.Load() < 3 {
+			// Past delay_warning_time by a margin: the warning goes out
+			// at a deferral, and Dovecot announces it 0.5 s later.
+			start := time.Now()
+			for h.attempts.Load() < 3 || time.Since(start) < 6*time.Second {
 				select {
 				case <-ctx.Done():
 					return
@@ -221,9 +224,13 @@ func TestBounces(t *testing.T) {
 		cancel()
 		<-released
 		require.NoError(t, res.Err)
-		assert.GreaterOrEqual(t, res.DelayNotices, 1, "the delay notice is counted")
 		assert.True(t, res.Delivered)
 		t.Logf("delivered after %s with %d delay notice(s), %d hop attempts", res.DeliveryLatency, res.DelayNotices, h.attempts.Load())
+		// A notice that raced the delivery is counted by the next run.
+		next := probe.Run(context.Background(), tg, nil)
+		require.NoError(t, next.Err)
+		assert.GreaterOrEqual(t, res.DelayNotices+next.DelayNotices, 1, "the delay notice is counted")
+		t.Logf("next run: %d delay notice(s)", next.DelayNotices)
 		for _, m := range rawInbox(t) {
 			assert.NotContains(t, string(m), "Delayed Mail", "the delay notice is removed")
 		}

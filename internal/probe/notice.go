@@ -276,6 +276,10 @@ type lateNotice struct {
 	token  string
 	sentAt time.Time
 	delays int
+	// once: looked for until the next run only (a delivered probe); at
+	// is when it was noted.
+	once bool
+	at   time.Time
 }
 
 // rememberNotices notes a probe whose notices may still arrive after it
@@ -346,7 +350,10 @@ func noticeHousekeeping(ctx context.Context, t *Target, nbox noticeMailbox, res 
 				l.delays = n
 			}
 		}
-		t.lateNotices = slices.DeleteFunc(t.lateNotices, func(l lateNotice) bool { return done[l.token] })
+		t.lateNotices = slices.DeleteFunc(t.lateNotices, func(l lateNotice) bool {
+			// A delivered probe's is dropped once a later run looked.
+			return done[l.token] || l.once && err == nil && l.at.Before(res.Start)
+		})
 		t.mu.Unlock()
 	}
 	if ctx.Err() == nil && t.sweeps() && t.Sender.SweepInterval > 0 && t.claimNoticeSweep(now) {
@@ -419,12 +426,16 @@ func noticesEnd(ctx context.Context, t *Target, nbox noticeMailbox, nw *noticeWa
 			zap.Int("reply_code", failed.ReplyCode), zap.String("reporting_mta", mta))
 		return bouncedError(failed, mta)
 	}
-	if !delivered || delays > 0 {
-		kept := 0
-		if t.Cleanup == CleanupKeep {
-			kept = delays
-		}
-		t.rememberNotices(lateNotice{token: p.Token, sentAt: p.SentAt, delays: kept})
+	kept := 0
+	if t.Cleanup == CleanupKeep {
+		kept = delays
 	}
+	// A probe delivered without a delay notice is looked for once more, at
+	// the next run: a delay notice can race the delivery (Postfix sends
+	// the warning at the deferral just before the retry that delivers, seen
+	// on the real stack 2 s after the send with the probe found 0.5 s
+	// later), and would otherwise stay in the mailbox.
+	once := delivered && delays == 0
+	t.rememberNotices(lateNotice{token: p.Token, sentAt: p.SentAt, delays: kept, once: once, at: time.Now()})
 	return nil
 }

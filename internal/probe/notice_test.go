@@ -342,3 +342,46 @@ func TestBounceAmongHostileNotices(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, planted, raw(t, srv, alice, ""))
 }
+
+// TestDelayNoticeAfterDelivery: a delay notice that arrives after its
+// probe was found (the race seen on the real stack) is counted at the next
+// run and removed, not left in the mailbox; a delivered probe is looked for
+// only until then.
+func TestDelayNoticeAfterDelivery(t *testing.T) {
+	var srv *mailtest.Server
+	var mu sync.Mutex
+	filed := make(chan struct{})
+	first := true
+	srv = startMail(t, mailtest.Options{OnDeliver: func(rcpt string, msg []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first {
+			first = false
+			go func() {
+				defer close(filed)
+				time.Sleep(300 * time.Millisecond) // after the run ended
+				assert.NoError(t, srv.Append(alice, notice(t, "postfix-delayed", msg), nil))
+			}()
+		}
+		return nil
+	}})
+	a := account(srv, "a", alice, "alice-pw", imapwatch.MethodIdle)
+	b := account(srv, "b", bob, "bob-pw", imapwatch.MethodIdle)
+	tg := target(a, b)
+	tg.DSN = true
+	tg.OrphanAge = time.Hour
+	res := Run(context.Background(), tg, nil)
+	require.NoError(t, res.Err)
+	assert.Zero(t, res.DelayNotices)
+	<-filed
+	require.Len(t, raw(t, srv, alice, ""), 1)
+
+	res = Run(context.Background(), tg, nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, 1, res.DelayNotices, "counted at the next run")
+	assert.Empty(t, raw(t, srv, alice, ""), "and removed")
+	tg.mu.Lock()
+	n := len(tg.lateNotices)
+	tg.mu.Unlock()
+	assert.Equal(t, 1, n, "only the last run's probe is still looked for")
+}
