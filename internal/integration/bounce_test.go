@@ -192,24 +192,28 @@ func TestBounces(t *testing.T) {
 		tg.Timeout = 80 * time.Second
 
 		// The hop lets the probe through (routing goes back to b.test's MX)
-		// once Postfix retried past delay_warning_time; the delay notice
-		// is sent at that deferral.
-		ctx, cancel := context.WithCancel(context.Background())
+		// once Postfix has sent the delay notice (it logs "sender delay
+		// notification" at the deferral after delay_warning_time), and
+		// Dovecot had the time to announce it.
+		ctx, cancel := context.WithTimeout(context.Background(), tg.Timeout)
 		defer cancel()
-		dir := env(t, "EMAILQOS_MAILSTACK_DIR")
+		dir, logFile := env(t, "EMAILQOS_MAILSTACK_DIR"), env(t, "EMAILQOS_A_POSTFIX_LOG")
+		warned := func() int {
+			b, _ := os.ReadFile(logFile)
+			return bytes.Count(b, []byte("sender delay notification"))
+		}
+		before := warned()
 		released := make(chan struct{})
 		go func() {
 			defer close(released)
-			// Past delay_warning_time by a margin: the warning goes out
-			// at a deferral, and Dovecot announces it 0.5 s later.
-			start := time.Now()
-			for h.attempts.Load() < 3 || time.Since(start) < 6*time.Second {
+			for warned() == before {
 				select {
 				case <-ctx.Done():
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
 			}
+			time.Sleep(2 * time.Second)
 			// Not require: this is not the test's goroutine.
 			for _, cmd := range [][]string{
 				{filepath.Join("..", "..", "scripts", "mailstack.sh"), "relay", "a", "off", dir},
