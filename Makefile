@@ -113,8 +113,8 @@ integration: build
 ## precision: arrival-detection precision against the in-process server, without
 ## the race detector (it measures goroutine timing); prints the figures
 precision:
-	@echo "==> precision: go test -run TestDetectionPrecision ./internal/probe/"
-	cd "$(ROOT)" && $(GO) test -count=1 -run TestDetectionPrecision -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|ok|FAIL|PASS)'
+	@echo "==> precision: go test -run 'TestDetectionPrecision|TestTruth' ./internal/probe/"
+	cd "$(ROOT)" && $(GO) test -count=1 -run 'TestDetectionPrecision|TestTruth' -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|\s+truth_test|ok|FAIL|PASS)'
 
 ## generate: run mdatagen on metadata.yaml, independent of the checkout folder's name
 generate:

@@ -171,7 +171,20 @@ type AccountConfig struct {
 	// address's domain and the endpoints' registrable domains are always
 	// included.
 	Domains []string `mapstructure:"domains"`
+	// MaxSessions caps the IMAP (or POP3) sessions the receiver holds on
+	// this account's mailbox at once, whatever the number of probes reading
+	// it; more probes wait for a session (default 8, below the caps of
+	// Dovecot, Gmail and Yahoo; iCloud needs 4 or less).
+	MaxSessions int `mapstructure:"max_sessions"`
 }
+
+// defaultMaxSessions is accounts::<key>::max_sessions unset: below Dovecot's
+// mail_max_userip_connections (10), Gmail's 15 and Yahoo's reported 10,
+// leaving room for the user's own clients.
+const defaultMaxSessions = 8
+
+// maxMaxSessions bounds accounts::<key>::max_sessions.
+const maxMaxSessions = 1000
 
 // EndpointConfig is a server endpoint with its connection security.
 type EndpointConfig struct {

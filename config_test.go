@@ -244,6 +244,8 @@ func TestValidateRejects(t *testing.T) {
 		{"zero delivery timeout", func(c *Config) { c.DeliveryTimeout = 0 }, []string{"delivery_timeout: must be positive"}},
 		{"bad detection", func(c *Config) { c.Detection = "psychic" }, []string{"detection", `"psychic"`}},
 		{"bad account detection", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Detection = "IDLE" }) }, []string{"accounts::o365::detection"}},
+		{"negative max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = -1 }) }, []string{"accounts::o365::max_sessions: -1: must be between 1 and 1000"}},
+		{"huge max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = 5000 }) }, []string{"accounts::o365::max_sessions"}},
 		{"bad cleanup mode", func(c *Config) { c.Cleanup.Mode = "shred" }, []string{"cleanup::mode"}},
 		{"move without folder", func(c *Config) { c.Cleanup.Mode = "move" }, []string{"cleanup::folder: required"}},
 		{"orphan age not above delivery timeout", func(c *Config) { c.Cleanup.OrphanAge = c.DeliveryTimeout }, []string{"cleanup::orphan_age", "longer than delivery_timeout"}},
@@ -725,4 +727,30 @@ func TestDSNConfig(t *testing.T) {
 	for _, tg := range targets {
 		assert.False(t, tg.DSN, tg.Name)
 	}
+}
+
+func TestMaxSessionsConfig(t *testing.T) {
+	load := func(extra map[string]any) *probe.Account {
+		t.Helper()
+		acct := map[string]any{
+			"address": alice, "password": "pw",
+			"smtp": map[string]any{"endpoint": "127.0.0.1:25", "security": "none"},
+			"imap": map[string]any{"endpoint": "127.0.0.1:143", "security": "none"},
+		}
+		for k, v := range extra {
+			acct[k] = v
+		}
+		cfg := NewFactory().CreateDefaultConfig().(*Config)
+		cm := confmap.NewFromStringMap(map[string]any{
+			"accounts":  map[string]any{"a": acct},
+			"roundtrip": []any{map[string]any{"account": "a"}},
+		})
+		require.NoError(t, cm.Unmarshal(cfg))
+		require.NoError(t, confmap.Validate(cfg))
+		targets, err := buildTargets(context.Background(), cfg, nil)
+		require.NoError(t, err)
+		return targets[0].Receiver
+	}
+	assert.Equal(t, defaultMaxSessions, load(nil).MaxSessions, "unset: the default")
+	assert.Equal(t, 4, load(map[string]any{"max_sessions": 4}).MaxSessions)
 }

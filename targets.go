@@ -1,6 +1,7 @@
 package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -202,6 +203,8 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		// Where else a probe may land (placement).
 		JunkFolders:  junk,
 		DiscoverJunk: discoverJunk,
+		// Shared by every target reading this mailbox, like the sweeps.
+		MaxSessions: cmp.Or(a.MaxSessions, defaultMaxSessions),
 	}, nil
 }
 

@@ -280,6 +280,9 @@ func (a AccountConfig) validate(path string) []error {
 	if err := validateDetection(a.Detection, true); err != nil {
 		add("detection", "%v", err)
 	}
+	if a.MaxSessions < 0 || a.MaxSessions > maxMaxSessions {
+		add("max_sessions", "%d: must be between 1 and %d (unset: %d)", a.MaxSessions, maxMaxSessions, defaultMaxSessions)
+	}
 	if !isAPI(a.sendVia()) {
 		errs = append(errs, a.SMTP.validate(path+"::smtp")...)
 	}

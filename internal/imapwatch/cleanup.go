@@ -1,12 +1,16 @@
 package imapwatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -165,6 +169,16 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		return fail(err)
 	}
 
+	if dest == "" && junk == nil && s.caps.Has(capGmail) && s.caps.Has(imap.CapMove) {
+		if err := s.gmailDelete(ctx, folder, set); err != nil {
+			return fail(err)
+		}
+		for _, uid := range uids {
+			delete(found, uid)
+		}
+		return nil
+	}
+
 	switch {
 	case dest != "" && s.caps.Has(imap.CapMove), dest == "" && !s.caps.Has(imap.CapUIDPlus) && s.caps.Has(imap.CapMove):
 		if dest == "" {
@@ -179,20 +193,26 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 			// c.Move sends UID MOVE since the server offers MOVE; its
 			// EXPUNGE goes to the unilateral handler, renumbering the
 			// timeline.
-			_, err := s.c.Move(set, dest).Wait()
-			return err
+			return s.createOnce(dest, func() error {
+				_, err := s.c.Move(set, dest).Wait()
+				return err
+			})
 		})
 	case s.caps.Has(imap.CapUIDPlus):
 		err = s.bound(ctx, func() error {
 			if dest != "" {
-				if _, err := s.c.Copy(set, dest).Wait(); err != nil {
+				err := s.createOnce(dest, func() error {
+					_, err := s.c.Copy(set, dest).Wait()
+					return err
+				})
+				if err != nil {
 					return err
 				}
 			}
 			return s.expungeUID(set)
 		})
 	default:
-		return cleanupErr(steps.TypeConfig, errors.New("imap: the server offers neither UIDPLUS nor MOVE: the probe cannot be removed without risking other messages; configure a move-to-folder cleanup"))
+		return cleanupErr(steps.TypeConfig, errors.New("imap: the server offers neither UIDPLUS nor MOVE: the probe cannot be removed (nor moved) without risking other messages; set cleanup mode keep"))
 	}
 	if err != nil {
 		return fail(err)
@@ -201,6 +221,30 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		delete(found, uid)
 	}
 	return nil
+}
+
+// createOnce runs copyOrMove, and when the server answers that dest does not
+// exist (NO [TRYCREATE], RFC 3501 section 6.4.7; mox, Cyrus, maddy), creates
+// it, once per session, and runs it again: the folder probes are moved to is
+// the receiver's own.
+func (s *Session) createOnce(dest string, copyOrMove func() error) error {
+	err := copyOrMove()
+	var ie *imap.Error
+	if err == nil || !errors.As(err, &ie) || ie.Code != imap.ResponseCodeTryCreate || s.created[dest] {
+		return err
+	}
+	if s.created == nil {
+		s.created = make(map[string]bool)
+	}
+	s.created[dest] = true
+	if cerr := s.c.Create(dest, nil).Wait(); cerr != nil {
+		var ce *imap.Error
+		if !errors.As(cerr, &ce) || ce.Code != imap.ResponseCodeAlreadyExists {
+			return fmt.Errorf("imap: creating %q for the probes: %w", dest, cerr)
+		}
+	}
+	s.log.Info("IMAP folder for moved probes created", zap.String("folder", dest))
+	return copyOrMove()
 }
 
 var errNotExpunged = errors.New("imap: UID EXPUNGE completed but a probe is still there")
@@ -234,18 +278,33 @@ func (s *Session) expungeUID(set imap.UIDSet) error {
 	return nil
 }
 
-// trashMailbox finds the special-use \Trash folder, else "Trash".
+// capGmail is Gmail's IMAP extensions capability
+// (https://developers.google.com/gmail/imap/imap-extensions).
+const capGmail = imap.Cap("X-GM-EXT-1")
+
+// trashNames are trash folders by name, for servers that mark none \Trash:
+// Microsoft 365's "Deleted Items" (its IMAP has no SPECIAL-USE), iCloud's
+// "Deleted Messages", Gmail's.
+var trashNames = []string{"Trash", "Deleted Items", "Deleted Messages", "[Gmail]/Trash"}
+
+// trashMailbox finds the special-use \Trash folder, else one of
+// trashNames, else "Trash".
 func (s *Session) trashMailbox(ctx context.Context) (string, error) {
 	if s.trash != "" {
 		return s.trash, nil
 	}
-	name := ""
+	special, named := "", ""
 	err := s.bound(ctx, func() error {
 		cmd := s.c.List("", "*", nil)
 		for d := cmd.Next(); d != nil; d = cmd.Next() {
 			for _, a := range d.Attrs {
-				if a == imap.MailboxAttrTrash && name == "" {
-					name = d.Mailbox
+				if a == imap.MailboxAttrTrash && special == "" {
+					special = d.Mailbox
+				}
+			}
+			for _, n := range trashNames {
+				if named == "" && strings.EqualFold(d.Mailbox, n) {
+					named = d.Mailbox
 				}
 			}
 		}
@@ -254,9 +313,47 @@ func (s *Session) trashMailbox(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if name == "" {
-		name = "Trash"
-	}
+	name := cmp.Or(special, named, "Trash")
 	s.trash = name
 	return name, nil
+}
+
+// gmailDelete removes probes the way Gmail deletes: expunged from INBOX (or
+// any label) a message is only archived, kept in [Gmail]/All Mail, with
+// Gmail's default "When a message is marked as deleted and expunged from the
+// last visible IMAP folder: Archive the message"
+// (https://developers.google.com/gmail/api/reference/rest/v1/ImapSettings).
+// So the probes of set are moved to the \Trash folder, which takes them out
+// of All Mail, and expunged there by the UIDs the MOVE's COPYUID gave them,
+// which deletes them for good; nothing else in Trash is touched. Without a
+// COPYUID they stay in Trash, which Gmail empties after 30 days.
+func (s *Session) gmailDelete(ctx context.Context, folder string, set imap.UIDSet) error {
+	trash, err := s.trashMailbox(ctx)
+	if err != nil {
+		return err
+	}
+	if trash == folder {
+		return s.bound(ctx, func() error { return s.expungeUID(set) })
+	}
+	var moved *imapclient.MoveData
+	err = s.bound(ctx, func() error {
+		var err error
+		moved, err = s.c.Move(set, trash).Wait()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var dest imap.UIDSet
+	if moved != nil {
+		dest, _ = moved.DestUIDs.(imap.UIDSet)
+	}
+	if len(dest) == 0 {
+		s.log.Debug("Gmail gave no COPYUID: the probe stays in Trash until Gmail empties it", zap.String("folder", trash))
+		return nil
+	}
+	if err := s.enter(ctx, &junkFolder{name: trash}, false); err != nil {
+		return err
+	}
+	return s.bound(ctx, func() error { return s.expungeUID(dest) })
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -14,17 +15,13 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
-const (
-	// tokenBatch bounds the tokens ORed into one UID SEARCH, keeping the
-	// command short and its nesting shallow.
-	tokenBatch = 32
-)
-
 // FindProbes searches the whole mailbox (not only above the baseline) for
 // messages whose X-Emailqos-Token is one of tokens, or, when tokens is nil,
-// any probe token. Only the hits' headers are fetched, with BODY.PEEK, at
-// most limit of them (lowest UIDs first: the oldest are the likeliest
-// leftovers), in batches. A hit is returned only if its header carries such
+// any probe token: one flat search for any probe, by the account's
+// SearchMode (header, subject, or a date-window scan). Only the hits'
+// headers are fetched, with BODY.PEEK, at most limit of them (the lowest
+// UIDs when tokens is nil: the oldest are the likeliest leftovers; else the
+// highest: late probes are recent), in batches. A hit is returned only if its header carries such
 // a token and accept, which must prove that the message is this receiver's
 // own probe (its HMAC), returns true. The returned UIDs count as found by
 // this session, so that DeleteUIDs or MoveUIDs may remove them; nothing else
@@ -125,40 +122,9 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 		return fail(err)
 	}
 
-	var searches []imap.SearchCriteria
-	if tokens == nil {
-		searches = append(searches, imap.SearchCriteria{
-			Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: probemsg.TokenPrefix}},
-		})
-	}
-	for batch := range slices.Chunk(tokens, tokenBatch) {
-		searches = append(searches, anyToken(batch))
-	}
-	hitSet := make(map[imap.UID]struct{})
-	for i := range searches {
-		var data *imap.SearchData
-		err := s.bound(ctx, func() error {
-			var err error
-			data, err = s.c.UIDSearch(&searches[i], nil).Wait()
-			return err
-		})
-		if err != nil {
-			return fail(err)
-		}
-		// candidates bounds the enumeration of whatever ranges the server
-		// answered with.
-		uids, _ := candidates(data, 1, nil, limit)
-		for _, u := range uids {
-			hitSet[u] = struct{}{}
-		}
-	}
-	uids := make([]imap.UID, 0, len(hitSet))
-	for u := range hitSet {
-		uids = append(uids, u)
-	}
-	slices.Sort(uids)
-	if len(uids) > limit {
-		uids = uids[:limit]
+	uids, err := s.probeCandidates(ctx, tokens != nil, limit)
+	if err != nil {
+		return fail(err)
 	}
 
 	wanted := func(header []byte) bool {
@@ -194,14 +160,72 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 	return out, nil
 }
 
-// anyToken matches a message carrying any of tokens: a balanced tree of OR,
-// so that the nesting stays logarithmic.
-func anyToken(tokens []string) imap.SearchCriteria {
-	if len(tokens) == 1 {
-		return imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: tokens[0]}}}
+// probeSubject starts every probe's Subject (probemsg): "emailqos probe "
+// and the token.
+const probeSubject = "emailqos probe " + probemsg.TokenPrefix
+
+// Date windows of the scan, the last resort of housekeeping's search
+// (SearchScan): late probes are younger than the orphan age, and the sweep
+// looks at the last month (orphans older than that stay on such servers).
+const (
+	scanLate  = 7 * 24 * time.Hour
+	scanSweep = 31 * 24 * time.Hour
+	// maxEnumerate bounds the UIDs read out of one search answer.
+	maxEnumerate = 1 << 17
+)
+
+// probeCandidates lists the selected folder's messages that may be probes,
+// by the account's SearchMode: one flat SEARCH, never a tree of ORs
+// (Exchange answers BAD to nested search syntax, mscdex/node-imap#830), and
+// never a search for one token per probe: the hits are checked here. At
+// most limit: the oldest (a sweep: the likeliest leftovers) or, for late
+// probes, the newest. A search the server refuses moves the account down
+// to the next mode, logged once, and is tried again with it.
+func (s *Session) probeCandidates(ctx context.Context, late bool, limit int) ([]imap.UID, error) {
+	mode := s.opts.Search.Mode()
+	for {
+		var crit imap.SearchCriteria
+		switch mode {
+		case SearchHeader:
+			crit.Header = []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: probemsg.TokenPrefix}}
+		case SearchSubject:
+			crit.Header = []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: probeSubject}}
+		default:
+			window := scanSweep
+			if late {
+				window = scanLate
+			}
+			crit.Since = time.Now().Add(-window)
+		}
+		var data *imap.SearchData
+		err := s.bound(ctx, func() error {
+			var err error
+			data, err = s.c.UIDSearch(&crit, nil).Wait()
+			return err
+		})
+		var refused *imap.Error
+		if errors.As(err, &refused) && mode < SearchScan {
+			mode++
+			s.setSearch(mode, "the server refused the search")
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		// candidates bounds the enumeration of whatever ranges the server
+		// answered with.
+		uids, _ := candidates(data, 1, nil, maxEnumerate)
+		slices.Sort(uids)
+		uids = slices.Compact(uids)
+		if len(uids) > limit {
+			if late {
+				uids = uids[len(uids)-limit:]
+			} else {
+				uids = uids[:limit]
+			}
+		}
+		return uids, nil
 	}
-	mid := len(tokens) / 2
-	return imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{anyToken(tokens[:mid]), anyToken(tokens[mid:])}}}
 }
 
 // tokenValues lists the token header's values: SEARCH HEADER matches

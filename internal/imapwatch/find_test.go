@@ -2,6 +2,7 @@ package imapwatch
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -16,6 +17,9 @@ import (
 // ownProbe marks the messages the tests' accept functions take as their own,
 // standing in for a verified HMAC.
 const ownProbe = "X-Test-Own: yes\r\n"
+
+// tokenBatch: more tokens than the old OR trees held in one search.
+const tokenBatch = 32
 
 func acceptOwn(calls *atomic.Int32) func([]byte) bool {
 	return func(h []byte) bool {
@@ -127,12 +131,7 @@ func TestFindProbesManyTokens(t *testing.T) {
 	if !slices.Equal(uids, want) {
 		t.Fatalf("found %d of %d", len(uids), len(want))
 	}
-	if err := s.MoveUIDs(ctxTimeout(t, 5*time.Second), uids, "Probes"); err == nil {
-		t.Fatal("moved to a mailbox that does not exist")
-	}
-	if err := ts.user.Create("Probes", nil); err != nil {
-		t.Fatal(err)
-	}
+	// "Probes" does not exist yet: created on the server's TRYCREATE.
 	if err := s.MoveUIDs(ctxTimeout(t, 5*time.Second), uids, "Probes"); err != nil {
 		t.Fatal(err)
 	}
@@ -220,4 +219,72 @@ func TestFindProbesReconnects(t *testing.T) {
 	if err := s.DeleteUIDs(ctxTimeout(t, 5*time.Second), uids); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// subjectProbe is a probe whose Subject carries its token, as probemsg
+// builds them.
+func subjectProbe(token string) []byte {
+	return []byte("From: sender@example.com\r\nTo: " + testUser + "\r\nSubject: emailqos probe " + token +
+		"\r\nX-Emailqos-Token: " + token + "\r\n" + ownProbe + "\r\nbody\r\n")
+}
+
+// Housekeeping where header search finds nothing: the first probe found
+// teaches the account to search by subject; where every text search is
+// refused (BAD), it falls back to a date-window scan.
+func TestHousekeepingSearchFallbacks(t *testing.T) {
+	t.Run("learned-subject", func(t *testing.T) {
+		ts := newTestServer(t, serverOpts{})
+		ts.noHeaderSearch.Store(true) // X-Emailqos-Token unsearchable...
+		var hint SearchHint
+		o := ts.options(MethodPoll)
+		o.Search = &hint
+		orphan, _, _ := ts.appendMsg("INBOX", subjectProbe(eqToken(1)))
+		s, err := Open(ctxTimeout(t, 5*time.Second), o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close(context.Background())
+		// ...but the server does search Subject: let it, for this one.
+		ts.noHeaderSearch.Store(false)
+		ts.subjectOnly.Store(true)
+		token := eqToken(2)
+		ts.appendMsg("INBOX", subjectProbe(token))
+		if _, err := s.Wait(ctxTimeout(t, 5*time.Second), token, nil); err != nil {
+			t.Fatal(err)
+		}
+		if m := hint.Mode(); m != SearchSubject {
+			t.Fatalf("learned %v, want subject", m)
+		}
+		uids, err := s.FindProbes(ctxTimeout(t, 5*time.Second), nil, 10, acceptOwn(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(uids, orphan) {
+			t.Fatalf("found %v, want the orphan %d", uids, orphan)
+		}
+	})
+	t.Run("refused-to-scan", func(t *testing.T) {
+		ts := newTestServer(t, serverOpts{})
+		ts.badHeaderSearch.Store(true)
+		var hint SearchHint
+		o := ts.options(MethodPoll)
+		o.Search = &hint
+		ts.appendMsg("INBOX", []byte("Subject: user's\r\n\r\nx\r\n"))
+		orphan, _, _ := ts.appendMsg("INBOX", subjectProbe(eqToken(3)))
+		s, err := Open(ctxTimeout(t, 5*time.Second), o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close(context.Background())
+		uids, err := s.FindProbes(ctxTimeout(t, 5*time.Second), []string{eqToken(3)}, 10, acceptOwn(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(uids, []imap.UID{orphan}) {
+			t.Fatalf("found %v, want %d", uids, orphan)
+		}
+		if m := hint.Mode(); m != SearchScan {
+			t.Fatalf("mode %v after two refusals, want scan", m)
+		}
+	})
 }

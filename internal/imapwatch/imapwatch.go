@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -90,7 +91,15 @@ type Options struct {
 	// (RFC 6154), else those named like a junk folder (Junk, Spam, ...).
 	JunkFolders  []string
 	DiscoverJunk bool
-	Logger       *zap.Logger
+	// Search, when set, is the account's SearchHint, shared by every
+	// session reading the mailbox: how housekeeping searches for probes,
+	// learned from the first probe found.
+	Search *SearchHint
+	// Learner holds what auto detection learned of this direction's
+	// arrivals and of the server's IDLE (internal/learn); nil: a fresh
+	// one, so nothing is carried from one session to the next.
+	Learner *learn.Learner
+	Logger  *zap.Logger
 	// Transcript, when set, records every connection's conversation
 	// (redacted), reconnects included.
 	Transcript *transcript.Transcript
@@ -101,16 +110,21 @@ type Arrival struct {
 	UID imap.UID
 	// SeenAt is the best estimate of the instant the message became visible
 	// to the client; it did so within SeenAt ± Uncertainty as far as the
-	// client can tell. With IDLE it is the instant the EXISTS announcing it
-	// arrived and Uncertainty is 0: how long the server took to announce it
-	// (including updates it only flushes when IDLE is re-entered) is not
-	// visible to a client.
+	// client can tell: the window runs from the last check that did not
+	// show it (never before the end of DATA, see WaitAfter) to the response
+	// that did. With IDLE the window ends at the EXISTS announcing it, and
+	// is not shrunk to it: how long the server held the announcement
+	// (Dovecot 0.5 s, Cyrus until its next poll) is not visible to a
+	// client, so the uncertainty must cover it.
 	SeenAt      time.Time
 	Uncertainty time.Duration
 	// Method is what saw it: "idle", or "poll"/"precise" for a command
 	// response (also in idle mode, when the message showed up between two
-	// IDLEs).
+	// IDLEs; "precise" in auto mode's dense window).
 	Method Method
+	// IdleNoPush is true when this mailbox's IDLE was found never to
+	// announce arrivals (Learner): auto then polls instead.
+	IdleNoPush bool
 	// Header is the probe's header block, for the caller to verify.
 	Header []byte
 	// Placement is where the probe was found, Folder the mailbox it is in
@@ -146,9 +160,18 @@ type Session struct {
 	idleSince   time.Time
 	idleRefresh time.Duration
 	method      Method // resolved: idle, poll or precise
+	// Auto detection: what this direction learned, whether the dense
+	// window is being polled, and the last IDLE's end (DONE sent and
+	// answered) and start, to tell an IDLE that kept quiet.
+	learner     *learn.Learner
+	dense       bool
+	doneSent    time.Time
+	doneResp    time.Time
+	idleFrom    time.Time
 	uidValidity uint32
 	baseline    imap.UID
 	trash       string
+	created     map[string]bool // folders createOnce made (or tried to)
 	found       map[imap.UID]struct{}
 	closed      bool
 
@@ -189,6 +212,10 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		idleRefresh: idleRefresh,
 		found:       make(map[imap.UID]struct{}),
 		foundIn:     make(map[string]map[imap.UID]struct{}),
+		learner:     opts.Learner,
+	}
+	if s.learner == nil {
+		s.learner = &learn.Learner{}
 	}
 	s.life, s.lifeCancel = context.WithCancel(ctx)
 	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {
@@ -258,7 +285,7 @@ func (s *Session) resolveMethod() error {
 	switch s.opts.Method {
 	case MethodAuto:
 		s.method = MethodPoll
-		if hasIdle {
+		if hasIdle && !s.learner.IdleUntrusted() {
 			s.method = MethodIdle
 		}
 	case MethodIdle:
@@ -608,6 +635,7 @@ func (s *Session) stopIdle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.idleFrom, s.doneSent, s.doneResp = s.idleSince, sent, time.Now()
 	// Like NOOP, the answer to DONE reports what the server has: a check
 	// that holds even for a server that announces nothing while idling.
 	s.tl.checkpoint(sent)

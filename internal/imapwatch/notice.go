@@ -47,16 +47,16 @@ type Notice struct {
 // ErrNoticeStop ends WaitNotices when its NoticeFunc asked to stop.
 var ErrNoticeStop = errors.New("imap: the wait was ended by a notice")
 
-// WaitNotices is Wait that also looks, whenever it searches (on new mail in
+// WaitNotices is WaitAfter that also looks, whenever it searches (on new mail in
 // the watched mailbox or a junk folder), for delivery status notifications
 // above the baseline (UID SEARCH HEADER Content-Type "report", a standard
 // header every server indexes) and hands each one, once, to notice. It
 // returns the notices kept so far with the arrival or the error, which is
 // ErrNoticeStop when notice stopped the wait.
-func (s *Session) WaitNotices(ctx context.Context, token string, accept func(header []byte) bool, notice NoticeFunc) (Arrival, []Notice, error) {
+func (s *Session) WaitNotices(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool, notice NoticeFunc) (Arrival, []Notice, error) {
 	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{}),
 		notice: notice, noticeSeen: make(map[string]map[imap.UID]struct{})}
-	a, err := s.waitWith(ctx, w)
+	a, err := s.waitWith(ctx, floor, w)
 	return a, w.notices, err
 }
 
@@ -156,6 +156,15 @@ func (s *Session) searchNotices(ctx context.Context, w *waiter, folder string, b
 		w.noticeSeen[folder] = seen
 	}
 	uids, _, err := s.noticeCandidates(ctx, noticeCriteria(base), base, seen, maxNoticesPerSearch)
+	if err != nil && isRefusal(err) && !s.broken {
+		// A server that cannot search headers (Microsoft 365 answers
+		// BAD to some header searches): the probe is still waited for,
+		// without notices.
+		s.log.Warn("IMAP server refused the search for delivery status notifications; bounces are not watched in this wait",
+			zap.String("address", s.opts.Endpoint.Address), zap.Error(err))
+		w.notice = nil
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}

@@ -291,19 +291,33 @@ func (s *Session) checkJunk(ctx context.Context, w *waiter, final bool) (Arrival
 	return Arrival{}, false, nil
 }
 
+// maxJunkRounds bounds the batches of new messages one look at a junk
+// folder examines (maxHits each); a spam flood beyond that waits for the
+// next look.
+const maxJunkRounds = 8
+
 // searchJunkProbe examines f and looks for the probe above its base, proving
 // a hit the same way as in the watched mailbox.
 func (s *Session) searchJunkProbe(ctx context.Context, w *waiter, f *junkFolder) (Arrival, bool, error) {
 	if err := s.enter(ctx, f, true); err != nil {
 		return Arrival{}, false, err
 	}
-	data, resp, err := s.searchToken(ctx, f.base, w.token)
-	if err != nil {
-		return Arrival{}, false, err
+	for range maxJunkRounds {
+		arr, found, more, err := s.searchJunkOnce(ctx, w, f)
+		if err != nil || found || !more {
+			return arr, found, err
+		}
 	}
-	uids, _ := candidates(data, f.base, f.rejected, maxHits)
+	return Arrival{}, false, nil
+}
+
+func (s *Session) searchJunkOnce(ctx context.Context, w *waiter, f *junkFolder) (_ Arrival, found, more bool, _ error) {
+	uids, more, resp, err := s.newUIDs(ctx, f.base, w.token, f.rejected)
+	if err != nil {
+		return Arrival{}, false, false, err
+	}
 	if len(uids) == 0 {
-		return Arrival{}, false, nil
+		return Arrival{}, false, false, nil
 	}
 	var set imap.UIDSet
 	set.AddNum(uids...)
@@ -311,7 +325,7 @@ func (s *Session) searchJunkProbe(ctx context.Context, w *waiter, f *junkFolder)
 	hits, err := s.fetchHeaders(ctx, set, nil)
 	s.rec.Add(steps.IMAPFetch, start, time.Since(start))
 	if err != nil {
-		return Arrival{}, false, err
+		return Arrival{}, false, false, err
 	}
 	sort.Slice(hits, func(i, j int) bool { return hits[i].uid < hits[j].uid })
 	for _, h := range hits {
@@ -329,14 +343,15 @@ func (s *Session) searchJunkProbe(ctx context.Context, w *waiter, f *junkFolder)
 		// Seen by a STATUS poll: between the last check that did not count
 		// it and the first that did.
 		lo, hi := f.window(h.uid, resp)
+		lo = s.tl.clampFloor(lo, hi)
 		span := hi.Sub(lo)
 		return Arrival{
 			UID: h.uid, Header: h.header, Method: MethodPoll,
 			SeenAt: lo.Add(span / 2), Uncertainty: span - span/2,
 			Placement: PlacementJunk, Folder: f.name,
-		}, true, nil
+		}, true, false, nil
 	}
-	return Arrival{}, false, nil
+	return Arrival{}, false, more, nil
 }
 
 // enter selects the junk folder f (EXAMINE when readOnly), leaving the

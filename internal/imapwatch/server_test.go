@@ -15,6 +15,7 @@ import (
 	"log"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,8 +59,16 @@ type testServer struct {
 	hideIdle bool
 	silent   bool
 
-	failExpunge   atomic.Bool
-	hideHits      atomic.Bool
+	failExpunge atomic.Bool
+	hideHits    atomic.Bool
+	// noHeaderSearch: a SEARCH with a HEADER key finds nothing, like a
+	// server that indexes standard fields only (Stalwart).
+	noHeaderSearch atomic.Bool
+	// badHeaderSearch: such a SEARCH is answered BAD.
+	badHeaderSearch atomic.Bool
+	// subjectOnly: a HEADER key other than Subject finds nothing.
+	subjectOnly   atomic.Bool
+	searches      atomic.Int32
 	logins        atomic.Int32
 	plainExpunges atomic.Int32
 	commands      atomic.Int64 // tagged commands read on plain connections
@@ -371,7 +380,15 @@ func (s *testSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) er
 }
 
 func (s *testSession) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
-	if s.ts.hideHits.Load() {
+	s.ts.searches.Add(1)
+	if len(criteria.Header) > 0 && s.ts.badHeaderSearch.Load() {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Command Argument Error. 11"}
+	}
+	custom := false
+	for _, h := range criteria.Header {
+		custom = custom || !strings.EqualFold(h.Key, "Subject")
+	}
+	if s.ts.hideHits.Load() || (len(criteria.Header) > 0 && s.ts.noHeaderSearch.Load()) || (custom && s.ts.subjectOnly.Load()) {
 		if kind == imapserver.NumKindUID {
 			return &imap.SearchData{All: imap.UIDSet{}}, nil
 		}

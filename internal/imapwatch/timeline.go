@@ -34,6 +34,9 @@ type timeline struct {
 	// away: another mailbox (a junk folder) is selected; its updates say
 	// nothing about the watched one.
 	away bool
+	// floor is the end of the probe's DATA: no window starts before it
+	// (checks made before the send, SELECT or a NOOP, say nothing closer).
+	floor time.Time
 
 	wake chan struct{}
 }
@@ -251,10 +254,33 @@ func (t *timeline) window(seq uint32, fallback time.Time) (lo, hi time.Time, idl
 			lo = c.at
 		}
 	}
-	if lo.IsZero() {
+	if t.floor.After(lo) {
+		lo = t.floor
+	}
+	if lo.IsZero() || lo.After(hi) {
 		lo = hi
 	}
 	return lo, hi, idle
+}
+
+// clampFloor raises lo to the floor, but not past hi.
+func (t *timeline) clampFloor(lo, hi time.Time) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.floor.After(lo) {
+		lo = t.floor
+	}
+	if lo.After(hi) {
+		lo = hi
+	}
+	return lo
+}
+
+// setFloor sets the earliest instant the awaited message can have arrived.
+func (t *timeline) setFloor(at time.Time) {
+	t.mu.Lock()
+	t.floor = at
+	t.mu.Unlock()
 }
 
 // reconnectFloor is the latest instant at which every message not yet

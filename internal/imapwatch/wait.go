@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
@@ -20,13 +21,15 @@ import (
 // Wait blocks until a message carrying "X-Emailqos-Token: <token>" above the
 // baseline is visible and accepted by accept (nil accepts all), or ctx ends.
 //
-// New messages are noticed by IDLE or by NOOP polls; only then is the
-// mailbox searched, server-side (UID SEARCH <baseline>:* HEADER ...), and
-// only the hits' headers are fetched, with BODY.PEEK so that \Seen is not
-// set. A hit that is not accepted is never considered again. After a search
-// that found nothing while other messages had arrived, the search is
-// repeated on the poll schedule, because a server may show a message before
-// its search index has it.
+// New messages are noticed by IDLE or by NOOP polls; only then are the
+// messages above the baseline listed (UID SEARCH UID <baseline>:*, which
+// needs no search index) and the headers of those not yet examined fetched,
+// with BODY.PEEK so that \Seen is not set, and checked here: custom-header
+// search returns nothing on some servers (Stalwart, reportedly Gmail and
+// Yahoo) and a search index may lag delivery (Exchange), so neither decides
+// what is found nor when. A message that is not the probe is never examined
+// again. When more than maxHits new messages wait, a header search for the
+// token picks the likeliest first (an accelerator only).
 //
 // The junk folders (Options.JunkFolders) are asked for their UIDNEXT every
 // PollInterval, at least 1s apart, breaking IDLE for it; one whose UIDNEXT
@@ -39,10 +42,21 @@ import (
 // failing that is code 3. ctx ending is code 4 not_found (canceled if it was
 // canceled); a refused SEARCH or FETCH is code 4 rejected or protocol.
 func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
-	return s.waitWith(ctx, &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})})
+	return s.WaitAfter(ctx, time.Time{}, token, accept)
 }
 
-func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
+// WaitAfter is Wait for a message that cannot have been visible before
+// floor, the end of its SMTP DATA (zero: unknown). No arrival window starts
+// before floor: the checks made before the send (SELECT, an earlier NOOP)
+// bound nothing closer, and a window reaching back to them would put its
+// midpoint before the message existed. In auto mode the dense window
+// (package learn) is counted from floor; poll mode has one too, so that
+// its backoff does not blur the arrivals where they are expected.
+func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.waitWith(ctx, floor, &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})})
+}
+
+func (s *Session) waitWith(ctx context.Context, floor time.Time, w *waiter) (Arrival, error) {
 	token := w.token
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -53,8 +67,21 @@ func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
-	defer func() { s.rec.Add(steps.DeliveryWait, start, time.Since(start)) }()
-	return s.wait(ctx, w)
+	s.tl.setFloor(floor)
+	if floor.IsZero() {
+		floor = start
+	}
+	w.floor = floor
+	arr, err := s.wait(ctx, w)
+	// Timed before learnSearch, whose SEARCHes are not part of the wait.
+	s.rec.Add(steps.DeliveryWait, start, time.Since(start))
+	s.dense = false
+	if err == nil && arr.Placement == PlacementInbox {
+		s.learner.Observe(arr.SeenAt.Add(-arr.Uncertainty).Sub(floor), arr.SeenAt.Add(arr.Uncertainty).Sub(floor))
+		s.learnSearch(ctx, arr.UID, token)
+	}
+	arr.IdleNoPush = s.learner.IdleUntrusted()
+	return arr, err
 }
 
 type waiter struct {
@@ -62,6 +89,7 @@ type waiter struct {
 	accept   func([]byte) bool
 	rejected map[imap.UID]struct{}
 	more     bool // the last search had more hits than were fetched
+	floor    time.Time
 	// notice, when set, judges the delivery status notifications found
 	// (notice.go); noticeSeen holds those judged, by folder, and notices
 	// those kept.
@@ -80,6 +108,15 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 	var reSearchAt time.Time
 	junkAt := s.junkLast.Add(s.junkEvery())
 	reconnects := 0
+	// auto and poll: the dense window, and when its next NOOP is due.
+	auto := s.opts.Method == MethodAuto || s.opts.Method == MethodPoll
+	var denseFrom, denseTo, nextDense time.Time
+	if auto {
+		from, to, learned := s.learner.DenseWindow()
+		if learned || s.opts.Method == MethodAuto {
+			denseFrom, denseTo = w.floor.Add(from), w.floor.Add(to)
+		}
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -176,7 +213,32 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 
 		var due time.Time
-		if s.method == MethodIdle {
+		s.dense = auto && !now.Before(denseFrom) && now.Before(denseTo)
+		if s.dense {
+			// Inside the window where this direction's arrivals are
+			// expected: poll like precise, IDLE paused.
+			if err := s.stopIdle(ctx); err != nil {
+				if ctx.Err() != nil || s.failed(err) {
+					continue
+				}
+				return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
+			}
+			if !now.Before(nextDense) {
+				start := time.Now()
+				if err := s.noop(ctx); err != nil {
+					if ctx.Err() != nil || s.failed(err) {
+						continue
+					}
+					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
+				}
+				nextDense = start.Add(s.opts.PreciseInterval)
+				continue
+			}
+			due = nextDense
+			if denseTo.Before(due) {
+				due = denseTo
+			}
+		} else if s.method == MethodIdle {
 			if s.idle == nil {
 				if err := s.startIdle(ctx); err != nil {
 					if ctx.Err() != nil || s.failed(err) {
@@ -203,6 +265,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				continue
 			}
 			due = nextPoll
+		}
+		if auto && now.Before(denseFrom) && denseFrom.Before(due) {
+			due = denseFrom
 		}
 		if !reSearchAt.IsZero() && reSearchAt.Before(due) {
 			due = reSearchAt
@@ -267,36 +332,69 @@ type hit struct {
 	idle   bool
 }
 
-// searchToken runs UID SEARCH for the token among the selected mailbox's
-// messages from UID base on, timed as the search step; resp is when the
-// answer came.
-func (s *Session) searchToken(ctx context.Context, base imap.UID, token string) (_ *imap.SearchData, resp time.Time, _ error) {
-	crit := &imap.SearchCriteria{
-		UID:    []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}},
-		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}},
+// newUIDs lists the selected mailbox's messages from UID base on that are
+// not in examined, at most maxHits, oldest first, and whether there are
+// more; timed as the search step, resp is when the listing came.
+//
+// The listing is UID SEARCH UID <base>:*, which every server answers from
+// its UID list. Only when more than maxHits wait (a flood) is the token
+// searched for among them, as an accelerator: its hits go first, and its
+// silence or refusal (a server that cannot search custom headers, or one
+// that answers BAD) just leaves the oldest batch; the rest are examined in
+// later rounds.
+func (s *Session) newUIDs(ctx context.Context, base imap.UID, token string, examined map[imap.UID]struct{}) (_ []imap.UID, more bool, resp time.Time, _ error) {
+	search := func(crit *imap.SearchCriteria) (*imap.SearchData, error) {
+		var data *imap.SearchData
+		err := s.bound(ctx, func() error {
+			var err error
+			data, err = s.c.UIDSearch(crit, nil).Wait()
+			return err
+		})
+		return data, err
 	}
+	above := []imap.UIDSet{{imap.UIDRange{Start: base, Stop: 0}}}
 	start := time.Now()
-	var data *imap.SearchData
-	err := s.bound(ctx, func() error {
-		var err error
-		data, err = s.c.UIDSearch(crit, nil).Wait()
-		return err
-	})
+	data, err := search(&imap.SearchCriteria{UID: above})
 	resp = time.Now()
 	s.rec.Add(steps.IMAPSearch, start, resp.Sub(start))
-	return data, resp, err
+	if err != nil {
+		return nil, false, resp, err
+	}
+	uids, more := candidates(data, base, examined, maxHits)
+	if !more {
+		return uids, false, resp, nil
+	}
+	hdata, err := search(&imap.SearchCriteria{UID: above,
+		Header: []imap.SearchCriteriaHeaderField{{Key: probemsg.TokenHeader, Value: token}}})
+	var refused *imap.Error
+	switch {
+	case errors.As(err, &refused):
+		return uids, true, resp, nil
+	case err != nil:
+		return nil, false, resp, err
+	}
+	hits, _ := candidates(hdata, base, examined, maxHits)
+	out := make([]imap.UID, 0, maxHits)
+	seen := make(map[imap.UID]bool, maxHits)
+	for _, u := range append(hits, uids...) {
+		if !seen[u] && len(out) < maxHits {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, true, resp, nil
 }
 
-// searchProbe looks for the token above the baseline and fetches the headers of
-// new hits. It reports the first accepted one.
+// searchProbe examines the messages above the baseline not examined yet: it
+// fetches their headers and reports the first that carries the token and is
+// accepted.
 func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, error) {
 	s.tl.markSearched()
-	data, resp, err := s.searchToken(ctx, s.baseline, w.token)
+	uids, more, resp, err := s.newUIDs(ctx, s.baseline, w.token, w.rejected)
 	if err != nil {
 		return Arrival{}, false, err
 	}
-	var uids []imap.UID
-	uids, w.more = candidates(data, s.baseline, w.rejected, maxHits)
+	w.more = more
 	if len(uids) == 0 {
 		return Arrival{}, false, nil
 	}
@@ -365,18 +463,46 @@ func (s *Session) fetchHeaders(ctx context.Context, set imap.UIDSet, begin func(
 
 func (s *Session) arrival(h hit) Arrival {
 	a := Arrival{UID: h.uid, Header: h.header}
-	if h.idle {
-		a.SeenAt, a.Method = h.hi, MethodIdle
-		return a
+	quiet := !h.idle && s.idleQuiet(h)
+	switch {
+	case h.idle:
+		a.Method = MethodIdle
+		s.learner.IdleSeen(true)
+	case s.dense && !quiet && s.opts.Method == MethodAuto:
+		a.Method = MethodPrecise
+	default:
+		a.Method = s.method
+		if a.Method == MethodIdle {
+			a.Method = MethodPoll // shown by a command response between two IDLEs
+		}
 	}
-	a.Method = s.method
-	if a.Method == MethodIdle {
-		a.Method = MethodPoll // shown by a command response between two IDLEs
+	if quiet && s.learner.IdleSeen(false) {
+		// Cyrus without idled, for one, accepts IDLE and announces nothing
+		// until the client ends it.
+		// Two arrivals it kept quiet about for 2 s or more, and none
+		// announced: a heuristic (a server that holds announcements that
+		// long is no better for measuring). In idle mode one announcement
+		// later restores the trust; auto stops idling.
+		s.log.Warn("IMAP IDLE does not announce new messages (it showed them only when IDLE ended): detection auto polls this mailbox instead, detection idle sees arrivals only when IDLE is re-issued",
+			zap.String("address", s.opts.Endpoint.Address), zap.String("mailbox", s.opts.Mailbox))
+		if s.opts.Method == MethodAuto && s.method == MethodIdle {
+			s.method = MethodPoll
+		}
 	}
 	span := h.hi.Sub(h.lo)
 	a.SeenAt = h.lo.Add(span / 2)
 	a.Uncertainty = span - span/2
 	return a
+}
+
+// idleQuiet reports whether h first showed in the answer to the DONE of an
+// IDLE that had been running, announcing nothing about it, for at least
+// learn.SilentAfter of its window: an IDLE that did not push.
+func (s *Session) idleQuiet(h hit) bool {
+	if s.doneSent.IsZero() || h.hi.Before(s.doneSent) || h.hi.After(s.doneResp) {
+		return false
+	}
+	return !s.idleFrom.After(h.lo) && s.doneSent.Sub(h.lo) >= learn.SilentAfter
 }
 
 // candidates lists the UIDs of a search result that may be the probe, at most

@@ -22,6 +22,10 @@ type idleFilter struct {
 	front, back          net.Conn // the same, or TLS over them
 	serverTLS, clientTLS *tls.Config
 
+	hideIDLE          bool     // Options.DisableIDLE
+	addCaps, dropCaps []string // the personality's capability changes
+	gmRaw             bool     // Gmail: serve X-GM-RAW "category:..."
+
 	startTLS chan string   // tag of a STARTTLS sent by the client
 	upgraded chan *tlsPair // nil when the server refused it
 	quit     chan struct{}
@@ -69,11 +73,16 @@ func (f *idleFilter) up() {
 		out := line
 		switch name {
 		case "IDLE":
-			out = []byte(tag + " " + renamedIDLE + "\r\n")
+			if f.hideIDLE {
+				out = []byte(tag + " " + renamedIDLE + "\r\n")
+			}
 		case "STARTTLS":
 			// Sent before the command so the other pump has it when the
 			// answer arrives.
 			f.startTLS <- tag
+		}
+		if f.gmRaw {
+			out = rewriteGmRaw(out)
 		}
 		if !relay(w, r, out, line, err) {
 			return
@@ -105,7 +114,7 @@ func (f *idleFilter) down() {
 			pending = t
 		default:
 		}
-		if !relay(w, r, stripIDLE(line), line, err) {
+		if !relay(w, r, f.caps(line), line, err) {
 			return
 		}
 		if pending == "" {
@@ -183,9 +192,25 @@ func literalSize(line []byte) (int64, bool) {
 	return n, true
 }
 
+// caps rewrites a capability list the way this filter is set to.
+func (f *idleFilter) caps(line []byte) []byte {
+	drop := f.dropCaps
+	if f.hideIDLE {
+		drop = append([]string{"IDLE"}, drop...)
+	}
+	return rewriteCaps(line, drop, f.addCaps)
+}
+
 // stripIDLE removes IDLE from a "* CAPABILITY" response or from a
 // [CAPABILITY] code of an OK or PREAUTH status response.
-func stripIDLE(line []byte) []byte {
+func stripIDLE(line []byte) []byte { return rewriteCaps(line, []string{"IDLE"}, nil) }
+
+// rewriteCaps removes drop from, and appends add to, a "* CAPABILITY"
+// response or a [CAPABILITY] code of an OK or PREAUTH status response.
+func rewriteCaps(line []byte, drop, add []string) []byte {
+	if len(drop) == 0 && len(add) == 0 {
+		return line
+	}
 	s := string(line)
 	u := strings.ToUpper(s)
 	var start, end int
@@ -208,10 +233,15 @@ func stripIDLE(line []byte) []byte {
 		end = start + j
 	}
 	kept := make([]string, 0, 16)
+next:
 	for _, c := range strings.Fields(s[start:end]) {
-		if !strings.EqualFold(c, "IDLE") {
-			kept = append(kept, c)
+		for _, d := range drop {
+			if strings.EqualFold(c, d) {
+				continue next
+			}
 		}
+		kept = append(kept, c)
 	}
+	kept = append(kept, add...)
 	return []byte(s[:start] + " " + strings.Join(kept, " ") + s[end:])
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -38,6 +39,7 @@ func (s *Server) newIMAPServer(caps imap.CapSet, startTLS *tls.Config, faults bo
 				changes:          &s.changes,
 				srv:              s,
 				failExpunge:      func() bool { return faults && s.faults().FailExpunge },
+				front:            faults,
 			}
 			if s.opts.BearerCheck != nil {
 				return &imapSASLSession{imapSession: sess, s: s}, nil, nil
@@ -56,7 +58,11 @@ func (s *Server) startIMAP(plain, implicit net.Listener) {
 	if s.certs != nil && !s.opts.DisableSTARTTLS {
 		startTLS = s.serverTLS()
 	}
-	srv := s.newIMAPServer(imapCaps(s.opts.DisableIDLE), startTLS, true)
+	caps := imapCaps(s.opts.DisableIDLE)
+	if s.t.caps != nil {
+		caps = s.t.caps
+	}
+	srv := s.newIMAPServer(caps, startTLS, true)
 	s.imap.srv = srv
 	s.imap.conns = newConnGroup()
 
@@ -67,7 +73,7 @@ func (s *Server) startIMAP(plain, implicit net.Listener) {
 			f()
 		}()
 	}
-	if !s.opts.DisableIDLE {
+	if !s.t.filtered(s.opts.DisableIDLE) {
 		goLoop(func() { _ = srv.Serve(trackListener{plain, s.imap.conns}) })
 		if implicit != nil {
 			ln := tls.NewListener(trackListener{implicit, s.imap.conns}, s.serverTLS())
@@ -76,8 +82,9 @@ func (s *Server) startIMAP(plain, implicit net.Listener) {
 		return
 	}
 
-	// Without IDLE every client goes through the filter, and imapserver is
-	// fed the other end of an in-memory pipe.
+	// Without IDLE, or with a personality's capabilities, every client goes
+	// through the filter, and imapserver is fed the other end of an
+	// in-memory pipe.
 	s.imap.front = newConnGroup()
 	s.imap.backend = newPipeListener()
 	goLoop(func() { _ = srv.Serve(s.imap.backend) })
@@ -126,6 +133,7 @@ func (s *Server) filterIMAP(client *trackedConn, implicitTLS bool) {
 		frontRaw: client.Conn, backRaw: near,
 		front: client.Conn, back: near,
 		serverTLS: s.serverTLS(), clientTLS: s.ClientTLSConfig(),
+		hideIDLE: s.opts.DisableIDLE, addCaps: s.t.addCaps, dropCaps: s.t.dropCaps, gmRaw: s.t.gmail,
 	}
 	if implicitTLS {
 		f.front = tls.Server(client.Conn, f.serverTLS)
@@ -206,11 +214,36 @@ type imapSession struct {
 	srv         *Server
 	user        *account // once logged in
 	failExpunge func() bool
+	// front: a client's session, which the personality applies to (the
+	// internal snapshot sessions see the plain store).
+	front    bool
+	selected string // mailbox name, canonical
+	counted  bool   // against the account's session cap
 }
 
 func (x *imapSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	for {
+	var hold time.Duration
+	if x.front {
+		if x.traits().fakeIdle {
+			// The changes come with the answer to DONE, as Cyrus without
+			// idled sends them.
+			<-stop
+			return x.Poll(w, true)
+		}
+		hold = x.traits().idleHold
+	}
+	for first := true; ; first = false {
 		changed := x.changes.wait()
+		if !first && hold > 0 {
+			t := time.NewTimer(hold)
+			select {
+			case <-stop:
+				// Held changes go out with the answer to DONE.
+				t.Stop()
+				return x.Poll(w, true)
+			case <-t.C:
+			}
+		}
 		if err := x.Poll(w, true); err != nil {
 			return err
 		}
@@ -226,13 +259,38 @@ func (x *imapSession) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) er
 	if x.failExpunge() {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Expunge refused (mailtest FailExpunge)"}
 	}
+	if x.front && x.user != nil {
+		if uids != nil && x.traits().noUIDPlus {
+			return errUnknownCommand
+		}
+		if x.traits().gmail {
+			if err := x.gmailExpunge(uids); err != nil {
+				return err
+			}
+		}
+	}
 	defer x.changes.notify()
 	return x.SessionIMAP4rev2.Expunge(w, uids)
 }
 
 func (x *imapSession) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
 	defer x.changes.notify()
-	return x.SessionIMAP4rev2.Append(mailbox, r, options)
+	var (
+		data *imap.AppendData
+		err  error
+	)
+	if x.front && x.user != nil && x.traits().gmail && canonical(mailbox) == inbox {
+		data, err = x.appendGmail(r, options)
+	} else {
+		data, err = x.SessionIMAP4rev2.Append(mailbox, r, options)
+		if err == nil && x.user != nil {
+			x.user.visible.add(canonical(mailbox), data.UID, time.Now())
+		}
+	}
+	if err == nil && x.front && x.traits().noUIDPlus {
+		data = nil // no APPENDUID
+	}
+	return data, err
 }
 
 func (x *imapSession) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
@@ -242,12 +300,36 @@ func (x *imapSession) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags
 
 func (x *imapSession) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
 	defer x.changes.notify()
-	return x.SessionIMAP4rev2.Copy(numSet, dest)
+	var src []imap.UID
+	if x.gmailBin(dest) {
+		src = x.resolve(numSet)
+	}
+	data, err := x.SessionIMAP4rev2.Copy(numSet, dest)
+	if err != nil {
+		return nil, err
+	}
+	if err := x.gmailBinned(src, false); err != nil {
+		return nil, err
+	}
+	if x.front && x.traits().noUIDPlus {
+		data = nil // no COPYUID
+	}
+	return data, nil
 }
 
 func (x *imapSession) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	if x.front && x.traits().noMove {
+		return errUnknownCommand
+	}
 	defer x.changes.notify()
-	return x.SessionIMAP4rev2.Move(w, numSet, dest)
+	var src []imap.UID
+	if x.gmailBin(dest) {
+		src = x.resolve(numSet)
+	}
+	if err := x.SessionIMAP4rev2.Move(w, numSet, dest); err != nil {
+		return err
+	}
+	return x.gmailBinned(src, true)
 }
 
 // broadcast wakes every waiter on each mailbox change.

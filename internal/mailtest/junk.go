@@ -1,7 +1,6 @@
 package mailtest
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,12 +14,14 @@ import (
 const defaultJunk = "Junk"
 
 // junkFolder is the name of every user's junk folder.
-func (s *Server) junkFolder() string {
-	if s.opts.JunkFolder != "" {
-		return s.opts.JunkFolder
-	}
-	return defaultJunk
-}
+func (s *Server) junkFolder() string { return s.t.junk }
+
+// TrashFolder is the name of every user's trash folder: "Trash", or the
+// personality's.
+func (s *Server) TrashFolder() string { return s.t.trash }
+
+// JunkFolder is the name of every user's junk folder.
+func (s *Server) JunkFolder() string { return s.t.junk }
 
 // folderFor is where a delivery to rcpt is filed: the junk folder while the
 // Junk switch is on, else INBOX.
@@ -38,7 +39,7 @@ func (s *Server) AppendTo(user, mailbox string, raw []byte, flags []imap.Flag) e
 	if a == nil {
 		return fmt.Errorf("mailtest: no user %q", user)
 	}
-	_, err := a.mem.Append(mailbox, bytes.NewReader(raw), &imap.AppendOptions{Flags: flags})
+	_, err := s.store(a, mailbox, raw, flags)
 	s.changes.notify()
 	return err
 }
@@ -81,7 +82,7 @@ func (x *imapSession) Login(username, password string) error {
 		return err
 	}
 	x.user = x.srv.lookup(username)
-	return nil
+	return x.sessionLimit()
 }
 
 func (x *imapSession) Create(name string, options *imap.CreateOptions) error {
@@ -96,17 +97,20 @@ func (x *imapSession) Create(name string, options *imap.CreateOptions) error {
 
 // List answers a LIST that asks for special-use attributes (RETURN
 // (SPECIAL-USE) or the SPECIAL-USE selection) itself, marking the junk
-// folder \Junk unless Options.NoSpecialUse; any other LIST is the memory
-// backend's.
+// folder \Junk unless Options.NoSpecialUse, or the personality's folders;
+// Gmail marks them in every LIST. Any other LIST is the memory backend's.
 func (x *imapSession) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	special := options != nil && (options.ReturnSpecialUse || options.SelectSpecialUse)
-	if !special || x.user == nil || len(patterns) == 0 {
+	always := x.front && x.traits().specialAlways
+	if (!special && !always) || x.user == nil || len(patterns) == 0 {
 		return x.SessionIMAP4rev2.List(w, ref, patterns, options)
 	}
-	junk := x.srv.junkFolder()
+	if options == nil {
+		options = &imap.ListOptions{}
+	}
 	seen := map[string]bool{}
 	var names []string
-	for _, n := range append([]string{inbox, "Trash", junk}, x.user.folders.names()...) {
+	for _, n := range append(append([]string{inbox}, x.traits().folders...), x.user.folders.names()...) {
 		if !seen[n] {
 			seen[n] = true
 			names = append(names, n)
@@ -127,8 +131,8 @@ func (x *imapSession) List(w *imapserver.ListWriter, ref string, patterns []stri
 			continue // deleted since
 		}
 		data := &imap.ListData{Mailbox: n, Delim: '/'}
-		if n == junk && !x.srv.opts.NoSpecialUse {
-			data.Attrs = append(data.Attrs, imap.MailboxAttrJunk)
+		if attr, ok := x.traits().special[n]; ok {
+			data.Attrs = append(data.Attrs, attr)
 		} else if options.SelectSpecialUse {
 			continue
 		}

@@ -112,6 +112,28 @@ type Options struct {
 	// \Junk (RFC 6154) unless NoSpecialUse.
 	JunkFolder   string
 	NoSpecialUse bool
+	// Personality makes the IMAP side behave like a provider (see
+	// Personality); the default is a plain RFC-compliant server.
+	Personality Personality
+	// SearchLag hides messages from SEARCH for this long after they
+	// become visible, like a search index that lags delivery (default 3 s
+	// for PersonalityM365, else none).
+	SearchLag time.Duration
+	// IdleHold delays each IDLE notification by this much (default 500 ms
+	// for PersonalityLateIdle, 2 s for PersonalityM365, else none).
+	IdleHold time.Duration
+	// MaxSessions caps each user's concurrent logged-in IMAP sessions;
+	// one more login is refused with the personality's wording (Dovecot's
+	// NO [LIMIT] by default). Default 15 for PersonalityGmail, else none.
+	MaxSessions int
+	// Category, when set, names the Gmail tab of each delivery
+	// (PersonalityGmail: "promotions", "social", "updates", "forums" or ""
+	// for primary), found with X-GM-RAW "category:<tab>".
+	Category func(rcpt string, msg []byte) string
+	// ReplyAfterDelivery delivers each message before the 250 reply to
+	// DATA (as PersonalityEarlyExists does) and sends that reply this much
+	// later, as maddy's synchronous local delivery does.
+	ReplyAfterDelivery time.Duration
 	// Logger is optional; library chatter goes to it at debug level.
 	Logger *zap.Logger
 }
@@ -126,13 +148,17 @@ type Message struct {
 
 type account struct {
 	User
-	mem     *imapmemserver.User
-	folders folders
+	mem      *imapmemserver.User
+	folders  folders
+	gm       gmailState
+	visible  visibleTimes
+	sessions sessionCount
 }
 
 // Server is a running mail system. All methods are safe for concurrent use.
 type Server struct {
 	opts  Options
+	t     traits
 	log   *zap.Logger
 	certs *certs
 
@@ -200,6 +226,9 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
+	}
+	if s.t, err = traitsOf(opts); err != nil {
+		return nil, err
 	}
 	if s.opts.SMTPListen == "" {
 		s.opts.SMTPListen = defaultListen
@@ -283,8 +312,8 @@ func (s *Server) addUsers(users []User) error {
 			return fmt.Errorf("mailtest: duplicate user %q", u.Address)
 		}
 		mu := imapmemserver.NewUser(u.Username, u.Password)
-		for _, mbox := range []string{inbox, "Trash", s.junkFolder()} {
-			if err := mu.Create(mbox, nil); err != nil {
+		for _, mbox := range append([]string{inbox}, s.t.folders...) {
+			if err := mu.Create(mbox, nil); err != nil && mbox != inbox {
 				return err
 			}
 		}
@@ -386,9 +415,7 @@ func (s *Server) Append(user string, raw []byte, flags []imap.Flag) error {
 	if a == nil {
 		return fmt.Errorf("mailtest: no user %q", user)
 	}
-	_, err := a.mem.Append(inbox, bytes.NewReader(raw), &imap.AppendOptions{Flags: flags})
-	s.changes.notify()
-	return err
+	return s.AppendTo(user, inbox, raw, flags)
 }
 
 // Mailbox returns a snapshot of user's INBOX. It reads through an internal

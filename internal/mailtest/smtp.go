@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -184,8 +183,18 @@ func (ss *smtpSession) Data(r io.Reader) error {
 		return nil
 	}
 	id := fmt.Sprintf("%08X", ss.s.queueID.Add(1))
+	// Stored before the 250 is written, as maddy does; ReplyAfterDelivery
+	// then holds the reply.
+	early := ss.s.t.earlyExists || ss.s.opts.ReplyAfterDelivery > 0
 	for _, rcpt := range ss.rcpts {
+		if early {
+			ss.s.deliverNow(rcpt, ss.stamp(id, rcpt.Address, msg))
+			continue
+		}
 		ss.s.enqueue(rcpt, ss.stamp(id, rcpt.Address, msg))
+	}
+	if d := ss.s.opts.ReplyAfterDelivery; d > 0 {
+		time.Sleep(d)
 	}
 	return nil
 }
@@ -229,6 +238,18 @@ func (s *Server) enqueue(rcpt *account, msg []byte) {
 	go s.deliver(rcpt, msg)
 }
 
+// deliverNow delivers msg before returning (PersonalityEarlyExists).
+func (s *Server) deliverNow(rcpt *account, msg []byte) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.deliverWG.Add(1)
+	s.mu.Unlock()
+	s.deliver(rcpt, msg)
+}
+
 func (s *Server) deliver(rcpt *account, msg []byte) {
 	defer s.deliverWG.Done()
 	if d := s.opts.DeliveryDelay; d > 0 {
@@ -251,7 +272,7 @@ func (s *Server) deliver(rcpt *account, msg []byte) {
 	}
 	// Counted first, so whoever sees the message sees it counted.
 	s.deliveries.Add(1)
-	if _, err := rcpt.mem.Append(s.folderFor(), bytes.NewReader(msg), &imap.AppendOptions{}); err != nil {
+	if _, err := s.store(rcpt, s.folderFor(), msg, nil); err != nil {
 		s.deliveries.Add(-1)
 		s.log.Warn("delivery failed", zap.String("rcpt", rcpt.Address), zap.Error(err))
 		return

@@ -890,7 +890,7 @@ type metricEmailqosDeliveryUncertainty struct {
 // init fills emailqos.delivery.uncertainty metric with initial data.
 func (m *metricEmailqosDeliveryUncertainty) init() {
 	m.data.SetName("emailqos.delivery.uncertainty")
-	m.data.SetDescription("Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.")
+	m.data.SetDescription("Half-width of the window the arrival is known to lie in, from the last check that did not show it (never before the end of DATA) to the response or IDLE announcement that did, so that it contains the server's own announcement delay; when the message was visible before the 250 reply to DATA, the latency is 0 and this covers the whole window. Attribute method says what saw the arrival.")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)

@@ -389,7 +389,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.delivery.uncertainty"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.", mi.Description())
+						assert.Equal(t, "Half-width of the window the arrival is known to lie in, from the last check that did not show it (never before the end of DATA) to the response or IDLE announcement that did, so that it contains the server's own announcement delay; when the message was visible before the 250 reply to DATA, the latency is 0 and this covers the whole window. Attribute method says what saw the arrival.", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -404,7 +404,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.delivery.uncertainty"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Half-width of the window the arrival is known to lie in, as the client can tell (0 over IDLE, where the server's own announcement delay is not visible); attribute method says what saw the arrival.", mi.Description())
+						assert.Equal(t, "Half-width of the window the arrival is known to lie in, from the last check that did not show it (never before the end of DATA) to the response or IDLE announcement that did, so that it contains the server's own announcement delay; when the message was visible before the 250 reply to DATA, the latency is 0 and this covers the whole window. Attribute method says what saw the arrival.", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())

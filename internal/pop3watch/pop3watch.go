@@ -27,6 +27,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -52,6 +53,10 @@ const (
 	// to PollInterval. Each poll is a whole session, so it starts a little
 	// slower than IMAP's NOOP schedule.
 	firstInterval = 100 * time.Millisecond
+	// denseGap separates the polls where arrivals are expected: a POP3
+	// poll is a whole session (connect, login, UIDL), several round trips
+	// and a login on the server, so it is not run as often as a NOOP.
+	denseGap = 25 * time.Millisecond
 	// quitTimeout bounds the QUIT of a session with nothing to delete: its
 	// outcome does not matter, and a slow one must not eat into the wait.
 	quitTimeout = 5 * time.Second
@@ -84,7 +89,10 @@ type Options struct {
 	// PollInterval is the upper bound between the starts of two polls
 	// (default 5s). A server's LOGIN-DELAY (RFC 2449) can only widen it.
 	PollInterval time.Duration
-	Logger       *zap.Logger
+	// Learner holds where this direction's arrivals fell (package learn):
+	// polls come every denseGap where they are expected. nil: a fresh one.
+	Learner *learn.Learner
+	Logger  *zap.Logger
 	// Transcript, when set, records every connection's conversation
 	// (redacted).
 	Transcript *transcript.Transcript

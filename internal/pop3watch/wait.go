@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/pop3"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -34,6 +35,14 @@ import (
 // A poll that cannot connect or log in is code 3 with its type; a UIDL or
 // TOP the server refuses is code 4.
 func (s *Session) Wait(ctx context.Context, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.WaitAfter(ctx, time.Time{}, token, accept)
+}
+
+// WaitAfter is Wait for a message that cannot have arrived before floor
+// (the end of its SMTP DATA): a window that starts earlier (at the baseline
+// session, before the send) is clamped to it, so that its midpoint is never
+// an instant the message cannot have arrived at.
+func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -57,9 +66,22 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 		accept:   accept,
 		rejected: make(map[string]struct{}),
 		windows:  make(map[string]window),
+		floor:    floor,
 	}
 	gap := min(firstInterval, s.opts.PollInterval)
 	next := s.notBefore(start)
+	learner := s.opts.Learner
+	if learner == nil {
+		learner = &learn.Learner{}
+	}
+	base := floor
+	if base.IsZero() {
+		base = start
+	}
+	var denseFrom, denseTo time.Time
+	if from, to, learned := learner.DenseWindow(); learned {
+		denseFrom, denseTo = base.Add(from), base.Add(to)
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -80,6 +102,7 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 		arr, found, err := s.poll(ctx, w)
 		if found {
 			// Even if ctx ended right after: the probe was seen.
+			learner.Observe(arr.SeenAt.Add(-arr.Uncertainty).Sub(base), arr.SeenAt.Add(arr.Uncertainty).Sub(base))
 			return arr, nil
 		}
 		if err != nil {
@@ -94,8 +117,15 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 			}
 			return Arrival{}, err
 		}
-		next = s.notBefore(pollStart.Add(gap))
+		next = pollStart.Add(gap)
 		gap = min(2*gap, s.opts.PollInterval)
+		// Densely where this direction's arrivals are expected.
+		if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
+			next = dense
+		} else if pollStart.Before(denseFrom) && denseFrom.Before(next) {
+			next = denseFrom
+		}
+		next = s.notBefore(next)
 	}
 }
 
@@ -119,6 +149,7 @@ type waiter struct {
 	// rejected, the window in which it became visible: it is fixed by the
 	// first listing that showed it, even if it is only read later.
 	windows map[string]window
+	floor   time.Time
 }
 
 type window struct{ lo, hi time.Time }
@@ -155,7 +186,7 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 			continue
 		}
 		if _, ok := w.windows[id.UID]; !ok {
-			w.windows[id.UID] = window{lo: lo, hi: pc.listed}
+			w.windows[id.UID] = window{lo: clampLo(lo, w.floor, pc.listed), hi: pc.listed}
 		}
 		if pc.nums[id.UID] < 0 {
 			continue
@@ -194,6 +225,18 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		return arrival(id.UID, header, win), true, nil
 	}
 	return Arrival{}, false, nil
+}
+
+// clampLo raises a window's lower bound to floor, but not past hi (a
+// clock step could put floor after it).
+func clampLo(lo, floor, hi time.Time) time.Time {
+	if floor.After(lo) {
+		lo = floor
+	}
+	if lo.After(hi) {
+		lo = hi
+	}
+	return lo
 }
 
 func arrival(uid string, header []byte, win window) Arrival {

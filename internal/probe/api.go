@@ -215,10 +215,15 @@ func (m *apiMailbox) note(msgs []apiMessage) {
 // the one that did; SeenAt is the middle, Uncertainty half the width. An
 // API's eventual consistency (a new message shows in delta or history
 // queries a moment after it is stored) is inside that window as far as the
-// client can tell, and documented as part of the API's latency.
-func (m *apiMailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
+// client can tell, and documented as part of the API's latency. Before the
+// first poll the window starts at floor, the end of the send: the message
+// may have arrived before the wait began.
+func (m *apiMailbox) Wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool) (arrival, error) {
 	prev := time.Now()
 	defer func(start time.Time) { m.rec.Add(steps.DeliveryWait, start, time.Since(start)) }(prev)
+	if !floor.IsZero() && floor.Before(prev) {
+		prev = floor
+	}
 	for {
 		start := time.Now()
 		msgs, err := m.poll(ctx)

@@ -25,7 +25,8 @@ const (
 // named by the protocol's stable id (an IMAP UID, a POP3 UIDL) as a string.
 type mailbox interface {
 	// Wait blocks until this probe is visible and accepted, or ctx ends.
-	Wait(ctx context.Context, token string, accept func(header []byte) bool) (arrival, error)
+	// floor is the end of the probe's DATA: it cannot have arrived before.
+	Wait(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (arrival, error)
 	// Delete and Move clean up the measured probe (a timed step), in the
 	// folder it was found in.
 	Delete(ctx context.Context, a arrival) error
@@ -92,6 +93,8 @@ type arrival struct {
 	// POP3, whose only folder is the maildrop).
 	Placement imapwatch.Placement
 	Folder    string
+	// IdleNoPush: the mailbox's IDLE was found not to announce arrivals.
+	IdleNoPush bool
 }
 
 // The detection method and placement of every POP3 arrival, in imapwatch's
@@ -136,6 +139,8 @@ func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.
 		PreciseInterval:    t.PreciseInterval,
 		JunkFolders:        r.JunkFolders,
 		DiscoverJunk:       r.DiscoverJunk,
+		Search:             &r.search,
+		Learner:            &t.learner,
 		Logger:             logger,
 		Transcript:         tr,
 	}, rec)
@@ -147,10 +152,10 @@ func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.
 
 type imapMailbox struct{ s *imapwatch.Session }
 
-func (m imapMailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
-	a, err := m.s.Wait(ctx, token, accept)
+func (m imapMailbox) Wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool) (arrival, error) {
+	a, err := m.s.WaitAfter(ctx, floor, token, accept)
 	return arrival{ID: uidString(a.UID), SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: a.Method, Header: a.Header,
-		Placement: a.Placement, Folder: a.Folder}, err
+		Placement: a.Placement, Folder: a.Folder, IdleNoPush: a.IdleNoPush}, err
 }
 
 func (m imapMailbox) Delete(ctx context.Context, a arrival) error {

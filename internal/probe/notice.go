@@ -47,7 +47,7 @@ type noticeMailbox interface {
 	// WaitNotices is Wait that also hands every notice arriving in the
 	// watched mailbox or a junk folder to judge; it ends with
 	// imapwatch.ErrNoticeStop when judge stops it.
-	WaitNotices(ctx context.Context, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error)
+	WaitNotices(ctx context.Context, floor time.Time, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error)
 	// FindNotices reads the notices received since (by internal date, a
 	// day's resolution), or before, when before is set, in the watched
 	// mailbox and each junk folder, and returns those judge keeps.
@@ -58,8 +58,8 @@ type noticeMailbox interface {
 	Close(ctx context.Context) error
 }
 
-func (m imapMailbox) WaitNotices(ctx context.Context, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error) {
-	a, ns, err := m.s.WaitNotices(ctx, token, accept, judge)
+func (m imapMailbox) WaitNotices(ctx context.Context, floor time.Time, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error) {
+	a, ns, err := m.s.WaitNotices(ctx, floor, token, accept, judge)
 	refs := make([]noticeRef, len(ns))
 	for i, n := range ns {
 		refs[i] = noticeRef{ID: uidString(n.UID), Folder: n.Folder}
@@ -200,9 +200,19 @@ func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *t
 		ch <- nil
 		return ch
 	}
+	// One of the sender's sessions (max_sessions), if one is free now: a
+	// probe never waits for it, so that two transits in opposite
+	// directions cannot hold each other's last session.
+	release, ok := t.Sender.tryAcquire()
+	if !ok {
+		logger.Debug("sender's mailbox not watched for bounces: all its sessions are busy", zap.String("target", t.Name), zap.String("sender", t.Sender.Key))
+		ch <- nil
+		return ch
+	}
 	go func() {
 		box, err := openAccountMailbox(ctx, t, t.Sender, logger, &steps.Recorder{}, tr)
 		if err != nil {
+			release()
 			logger.Warn("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
 			ch <- nil
 			return
@@ -210,10 +220,40 @@ func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *t
 		nm, ok := box.(noticeMailbox)
 		if !ok {
 			_ = box.Close(ctx)
+			release()
+			ch <- nil
+			return
 		}
-		ch <- nm
+		ch <- heldNotices{nm, release}
 	}()
 	return ch
+}
+
+// heldNotices is a sender's mailbox holding one of its sessions until it
+// is closed.
+type heldNotices struct {
+	noticeMailbox
+	release func()
+}
+
+func (h heldNotices) Close(ctx context.Context) error {
+	defer h.release()
+	return h.noticeMailbox.Close(ctx)
+}
+
+// tryAcquire is acquire without waiting: ok is false when every session of
+// a is in use.
+func (a *Account) tryAcquire() (release func(), ok bool) {
+	if a.MaxSessions <= 0 {
+		return func() {}, true
+	}
+	a.slotsOnce.Do(func() { a.slots = make(chan struct{}, a.MaxSessions) })
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, true
+	default:
+		return nil, false
+	}
 }
 
 // openNotices returns the mailbox to watch for t's notices, and whether it
@@ -244,9 +284,9 @@ var errBounced = errors.New("probe bounced")
 // in the same session for a round trip, concurrently for a transit. It
 // returns the probe's arrival or the receiver's error, and the notices
 // kept; a failure notice ends both waits at once.
-func waitNotices(ctx context.Context, token string, accept func([]byte) bool, sess mailbox, nbox noticeMailbox, same bool, nw *noticeWatch, logger *zap.Logger) (arrival, []noticeRef, error) {
+func waitNotices(ctx context.Context, floor time.Time, token string, accept func([]byte) bool, sess mailbox, nbox noticeMailbox, same bool, nw *noticeWatch, logger *zap.Logger) (arrival, []noticeRef, error) {
 	if same {
-		return nbox.WaitNotices(ctx, token, accept, nw.judge)
+		return nbox.WaitNotices(ctx, floor, token, accept, nw.judge)
 	}
 	rcvCtx, cancelRcv := context.WithCancelCause(ctx)
 	defer cancelRcv(nil)
@@ -256,7 +296,7 @@ func waitNotices(ctx context.Context, token string, accept func([]byte) bool, se
 	go func() {
 		defer close(done)
 		// The probe itself never arrives here: nothing is accepted.
-		_, got, err := nbox.WaitNotices(sndCtx, token, func([]byte) bool { return false }, nw.judge)
+		_, got, err := nbox.WaitNotices(sndCtx, floor, token, func([]byte) bool { return false }, nw.judge)
 		refs = got
 		if errors.Is(err, imapwatch.ErrNoticeStop) {
 			cancelRcv(errBounced)
@@ -264,7 +304,7 @@ func waitNotices(ctx context.Context, token string, accept func([]byte) bool, se
 			logger.Debug("watching the sender's mailbox for bounces failed", zap.Error(err))
 		}
 	}()
-	a, err := sess.Wait(rcvCtx, token, accept)
+	a, err := sess.Wait(rcvCtx, floor, token, accept)
 	cancelSnd()
 	<-done
 	return a, refs, err

@@ -385,3 +385,20 @@ func TestDelayNoticeAfterDelivery(t *testing.T) {
 	tg.mu.Unlock()
 	assert.Equal(t, 1, n, "only the last run's probe is still looked for")
 }
+
+// TestDSNOnEveryPersonality: watching for notices never fails a probe,
+// whatever the server: one that refuses the header search for notices
+// (noheadersearch, m365) still has its probe found, without notices.
+func TestDSNOnEveryPersonality(t *testing.T) {
+	for _, p := range []mailtest.Personality{"", mailtest.PersonalityGmail, mailtest.PersonalityM365, mailtest.PersonalityNoHeaderSearch} {
+		t.Run(string(p), func(t *testing.T) {
+			srv := startMail(t, mailtest.Options{Personality: p, DeliveryDelay: 200 * time.Millisecond, SearchLag: 100 * time.Millisecond})
+			a := account(srv, "a", alice, "alice-pw", imapwatch.MethodIdle)
+			tg := target(a, a)
+			tg.DSN = true
+			res := Run(context.Background(), tg, nil)
+			require.NoError(t, res.Err)
+			assert.True(t, res.Delivered)
+		})
+	}
+}

@@ -3,6 +3,7 @@ package probe // import "github.com/emailqos/emailqosreceiver/internal/probe"
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -24,6 +25,7 @@ func openPOP3(ctx context.Context, t *Target, r *Account, logger *zap.Logger, re
 		Credentials:        r.credentials(tr),
 		AllowPlaintextAuth: r.POP3.Security == transport.None,
 		PollInterval:       t.PollInterval,
+		Learner:            &t.learner,
 		Logger:             logger,
 		Transcript:         tr,
 	}
@@ -36,8 +38,8 @@ func openPOP3(ctx context.Context, t *Target, r *Account, logger *zap.Logger, re
 
 type pop3Mailbox struct{ s *pop3watch.Session }
 
-func (m pop3Mailbox) Wait(ctx context.Context, token string, accept func([]byte) bool) (arrival, error) {
-	a, err := m.s.Wait(ctx, token, accept)
+func (m pop3Mailbox) Wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool) (arrival, error) {
+	a, err := m.s.WaitAfter(ctx, floor, token, accept)
 	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: pop3Method, Header: a.Header,
 		Placement: pop3Placement}, err
 }

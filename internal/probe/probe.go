@@ -18,6 +18,7 @@ import (
 
 	"github.com/emailqos/emailqosreceiver/internal/authres"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
@@ -84,8 +85,33 @@ type Account struct {
 	// sweepMu guards lastSweep, shared by every target reading this mailbox.
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+	// search is how housekeeping searches this mailbox for probes, learned
+	// by the sessions reading it (imapwatch.SearchHint).
+	search imapwatch.SearchHint
 	// api is where the last API session of this mailbox ended.
 	api apiState
+
+	// MaxSessions caps the reader sessions (IMAP or POP3) open on this
+	// mailbox at once, across every target reading it; 0: no cap. A probe
+	// waits for one before it starts (see Run).
+	MaxSessions int
+	slotsOnce   sync.Once
+	slots       chan struct{}
+}
+
+// acquire waits for one of a's reader sessions, until ctx ends. release
+// gives it back.
+func (a *Account) acquire(ctx context.Context) (release func(), _ error) {
+	if a.MaxSessions <= 0 {
+		return func() {}, nil
+	}
+	a.slotsOnce.Do(func() { a.slots = make(chan struct{}, a.MaxSessions) })
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // Target is one probe direction.
@@ -126,6 +152,9 @@ type Target struct {
 	late            []lateProbe
 	lateNotices     []lateNotice
 	lastNoticeSweep time.Time
+	// learner is what auto detection learned of this direction's arrivals
+	// and of its receiving server's IDLE, kept from probe to probe.
+	learner learn.Learner
 }
 
 // Result is what one probe measured.
@@ -152,6 +181,15 @@ type Result struct {
 	// estimated instant the message became visible to the reader.
 	AcceptedAt time.Time
 	ArrivedAt  time.Time
+	// BeforeReply is true when the message was visible before the sending
+	// server's 250 reply to DATA reached us (the arrival window starts at
+	// the end of DATA, before AcceptedAt): DeliveryLatency is then 0 and
+	// Uncertainty covers the whole window on both sides of AcceptedAt.
+	BeforeReply bool
+	// IdleNoPush is true when the mailbox's IMAP IDLE was found not to
+	// announce new messages (it showed them only when IDLE ended), so that
+	// arrivals there are polled for instead.
+	IdleNoPush bool
 	// Commands is the number of IMAP commands the probe sent, its mailbox
 	// housekeeping included.
 	Commands int
@@ -211,6 +249,21 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	// The receiving mailbox's session cap (max_sessions): the probe waits
+	// for one of its sessions, up to t.Timeout, before it starts, so that
+	// the wait is in none of its times. None freeing up is code 3 limit.
+	waitCtx, cancel := ctx, context.CancelFunc(func() {})
+	if t.Timeout > 0 {
+		waitCtx, cancel = context.WithTimeout(ctx, t.Timeout)
+	}
+	release, err := t.Receiver.acquire(waitCtx)
+	cancel()
+	if err != nil {
+		se := steps.Fail(ctx, t.Receiver.connectStep(), steps.TypeLimit,
+			fmt.Errorf("all %d sessions of the mailbox (max_sessions) stayed busy: %w", t.Receiver.MaxSessions, err))
+		return Result{Target: t, Start: time.Now(), Code: se.Code, ErrorType: se.Type, Err: se}
+	}
+	defer release()
 	rec := &steps.Recorder{}
 	start := time.Now()
 	var tr *transcript.Transcript
@@ -341,33 +394,70 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 		return nil, steps.Fail(ctx, steps.SMTPSubmit, steps.TypeConfig, err)
 	}
 	var sent smtpsend.Result
-	var deferred deferral
+	// join waits for the SMTP submission's QUIT, after the wait.
+	join := func() deferral { return deferral{} }
 	if t.Sender.sendsByAPI() {
 		var sentID string
+		// The message cannot exist before the request that sends it began.
+		sent.DataEnd = time.Now()
 		if sent.AcceptedAt, sentID, err = sendAPI(ctx, t.Sender, p.Build(t.Receiver.MACKey), rec); err != nil {
 			return nil, err
 		}
 		defer removeSentCopy(ctx, t, sentID, logger)
 	} else {
-		opts := smtpsend.Options{
-			Endpoint:           t.Sender.SMTP,
-			Auth:               t.Sender.credentials(tr),
-			AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
-			Transcript:         tr,
+		// The wait starts as soon as the server accepted the data, while
+		// QUIT is still under way on the sending connection: a message can
+		// land before QUIT's reply, and a poll that waited for it would see
+		// it late.
+		accepted := make(chan smtpsend.Result, 1)
+		type submitted struct {
+			sent     smtpsend.Result
+			deferred deferral
+			err      error
 		}
-		if t.DSN {
-			// RFC 3461: notices return the headers only (the MAC is there),
-			// name the probe by its token, and come on failure and delay.
-			opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
+		done := make(chan submitted, 1)
+		go func() {
+			opts := smtpsend.Options{
+				Endpoint:           t.Sender.SMTP,
+				Auth:               t.Sender.credentials(tr),
+				AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
+				Transcript:         tr,
+				Accepted:           func(r smtpsend.Result) { accepted <- r },
+			}
+			if t.DSN {
+				// RFC 3461: notices return the headers only (the MAC is
+				// there), name the probe by its token, and come on failure
+				// and delay.
+				opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
+			}
+			sent, deferred, err := submit(ctx, t, opts, smtpsend.Message{
+				From: t.Sender.Address,
+				To:   []string{t.Receiver.Address},
+				Data: p.Build(t.Receiver.MACKey),
+			}, rec, logger)
+			done <- submitted{sent, deferred, err}
+		}()
+		var sub *submitted
+		select {
+		case sent = <-accepted:
+		case r := <-done:
+			sub = &r
 		}
-		sent, deferred, err = submit(ctx, t, opts, smtpsend.Message{
-			From: t.Sender.Address,
-			To:   []string{t.Receiver.Address},
-			Data: p.Build(t.Receiver.MACKey),
-		}, rec, logger)
-		res.Deferrals = deferred.count
-		if err != nil {
-			return nil, steps.Fail(ctx, steps.SMTPSubmit, "", err)
+		if sub != nil {
+			res.Deferrals = sub.deferred.count
+			if sub.err != nil {
+				return nil, steps.Fail(ctx, steps.SMTPSubmit, "", sub.err)
+			}
+			sent = sub.sent
+		}
+		// Bounded by smtpsend's quitTimeout and ctx, so that the probe
+		// never returns with the sending connection open.
+		join = func() deferral {
+			if sub == nil {
+				r := <-done
+				sub = &r
+			}
+			return sub.deferred
 		}
 	}
 
@@ -380,18 +470,21 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 	}
 	var arrival arrival
 	if nbox == nil {
-		arrival, err = sess.Wait(waitCtx, p.Token, accept)
+		arrival, err = sess.Wait(waitCtx, sent.DataEnd, p.Token, accept)
 	} else {
 		nw := &noticeWatch{key: t.Receiver.MACKey, token: p.Token}
 		var notices []noticeRef
-		arrival, notices, err = waitNotices(waitCtx, p.Token, accept, sess, nbox, same, nw, logger)
+		arrival, notices, err = waitNotices(waitCtx, sent.DataEnd, p.Token, accept, sess, nbox, same, nw, logger)
 		cancelWait()
 		if bounced := noticesEnd(ctx, t, nbox, nw, notices, p, res, err == nil, logger); bounced != nil {
+			res.Deferrals = join().count
 			res.Total = time.Since(res.Start)
 			return nil, bounced
 		}
 	}
 	cancelWait()
+	deferred := join()
+	res.Deferrals = deferred.count
 	res.Total = time.Since(res.Start)
 	if err != nil {
 		se := steps.Fail(ctx, steps.DeliveryWait, "", err)
@@ -409,22 +502,17 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 		logger.Info("probe found in a junk folder", zap.String("target", t.Name), zap.String("folder", arrival.Folder))
 	}
 	res.Method, res.Uncertainty = arrival.Method, arrival.Uncertainty
+	res.IdleNoPush = arrival.IdleNoPush
 	res.AcceptedAt, res.ArrivedAt = sent.AcceptedAt, arrival.SeenAt
 
-	latency := arrival.SeenAt.Sub(sent.AcceptedAt)
 	if arrival.SeenAt.Add(arrival.Uncertainty).Before(p.SentAt) {
 		// Seen before the probe was even sent: clock trouble or a
 		// duplicate, never a negative latency.
 		return nil, steps.Fail(ctx, steps.DeliveryWait, steps.TypeProtocol,
 			fmt.Errorf("message seen %s before it was sent", p.SentAt.Sub(arrival.SeenAt)))
 	}
-	if latency < 0 {
-		// A server may make the message visible before its 250 reply to
-		// DATA reaches us (it delivered first, or the two connections were
-		// read in the other order): the latency is then below what the
-		// client can resolve, and reported as zero.
-		latency = 0
-	}
+	latency, unc, early := latencyWindow(sent, arrival.SeenAt, arrival.Uncertainty)
+	res.Uncertainty, res.BeforeReply = unc, early
 	res.Delivered, res.DeliveryLatency = true, latency
 	if deferred.count > 0 {
 		res.DeferredFor = arrival.SeenAt.Sub(deferred.first)
@@ -443,6 +531,22 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 		return nil, steps.Fail(ctx, t.Receiver.deleteStep(), "", cleanupErr)
 	}
 	return nil, nil
+}
+
+// latencyWindow turns the arrival window (seen ± unc) into the delivery
+// latency counted from the server's acceptance, with its uncertainty. The
+// window never starts before the end of DATA (the mailbox sessions clamp
+// it there), but it can end before the 250 reply was read: a server that
+// delivers before replying. The latency is then reported as 0, never
+// negative, and the uncertainty widened so that 0 ± unc still holds the
+// whole window; early says so.
+func latencyWindow(sent smtpsend.Result, seen time.Time, unc time.Duration) (latency, u time.Duration, early bool) {
+	latency = seen.Sub(sent.AcceptedAt)
+	if latency >= 0 {
+		return latency, unc, false
+	}
+	lo, hi := latency-unc, latency+unc
+	return 0, max(-lo, hi), true
 }
 
 // connectStep is the first step of a's mailbox session.

@@ -693,3 +693,53 @@ func TestCancelGuardLetsRealCancelThrough(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "QUIT\r\n", <-got, "the withheld cancel never reached the server")
 }
+
+// The caller learns of the acceptance before QUIT (issue 17: the wait for
+// the message starts then, QUIT runs meanwhile), and DataEnd, the earliest
+// instant the message can exist, precedes the 250 reply.
+func TestAcceptedBeforeQuit(t *testing.T) {
+	const replyDelay, quitDelay = 50 * time.Millisecond, 300 * time.Millisecond
+	addr := scripted(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = io.WriteString(c, "220 scripted ESMTP\r\n")
+		inData := false
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch {
+			case inData:
+				if line == ".\r\n" {
+					inData = false
+					time.Sleep(replyDelay)
+					_, _ = io.WriteString(c, "250 2.0.0 queued\r\n")
+				}
+			case strings.HasPrefix(line, "EHLO"):
+				_, _ = io.WriteString(c, "250 scripted\r\n")
+			case strings.HasPrefix(line, "DATA"):
+				inData = true
+				_, _ = io.WriteString(c, "354 go ahead\r\n")
+			case strings.HasPrefix(line, "QUIT"):
+				time.Sleep(quitDelay)
+				_, _ = io.WriteString(c, "221 bye\r\n")
+				return
+			default:
+				_, _ = io.WriteString(c, "250 ok\r\n")
+			}
+		}
+	})
+	opts := options(addr, transport.None)
+	opts.Auth = saslx.Credentials{}
+	var got Result
+	var calledAt time.Time
+	opts.Accepted = func(r Result) { got, calledAt = r, time.Now() }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := Send(ctx, opts, testMsg, &steps.Recorder{})
+	returned := time.Now()
+	require.NoError(t, err)
+	assert.Equal(t, res, got, "the callback gets the result Send returns")
+	assert.GreaterOrEqual(t, returned.Sub(calledAt), quitDelay-10*time.Millisecond, "called before QUIT's reply")
+	assert.False(t, res.DataEnd.IsZero())
+	assert.GreaterOrEqual(t, res.AcceptedAt.Sub(res.DataEnd), replyDelay-5*time.Millisecond, "DataEnd is before the 250 reply")
+}

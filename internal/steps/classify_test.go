@@ -98,6 +98,9 @@ func TestTooManyConnections(t *testing.T) {
 	if !TooManyConnections("Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)") {
 		t.Error("Dovecot's text not recognised")
 	}
+	if !TooManyConnections("Too many simultaneous connections. (Failure)") {
+		t.Error("Gmail's text not recognised")
+	}
 	if TooManyConnections("Authentication failed.") {
 		t.Error("an ordinary refusal taken for a connection limit")
 	}

@@ -219,7 +219,10 @@ func classifyText(msg string) string {
 // TooManyConnections reports Dovecot's refusal for its
 // mail_max_userip_connections limit ("Maximum number of connections from
 // user+IP exceeded", Dovecot 2.3 imap and pop3), which some versions and
-// proxies send without a response code: it is a limit, not bad credentials.
+// proxies send without a response code, and Gmail's ("Too many
+// simultaneous connections. (Failure)", with [ALERT], Gmail help answer
+// 97150): a limit, not bad credentials.
 func TooManyConnections(serverText string) bool {
-	return strings.Contains(strings.ToLower(serverText), "maximum number of connections")
+	t := strings.ToLower(serverText)
+	return strings.Contains(t, "maximum number of connections") || strings.Contains(t, "too many simultaneous connections")
 }

@@ -78,8 +78,12 @@ func cmdProbes() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// One target per stream for all its probes, as the receiver
+			// keeps one per direction: auto detection learns from the
+			// direction's earlier probes.
+			t := newTarget(spec, spec.Streams[s])
 			for i := s; i < spec.N; i += len(spec.Streams) {
-				out <- runOne(spec, spec.Streams[s], probeName(spec.Prefix, i))
+				out <- runOne(t, probeName(spec.Prefix, i))
 			}
 		}()
 	}
@@ -93,7 +97,7 @@ func cmdProbes() error {
 	return nil
 }
 
-func runOne(spec probeSpec, st stream, name string) probeOut {
+func newTarget(spec probeSpec, st stream) *probe.Target {
 	acct := func(a account, key string) *probe.Account {
 		pa := &probe.Account{
 			Key:         key,
@@ -118,10 +122,7 @@ func runOne(spec probeSpec, st stream, name string) probeOut {
 	if st.Sender.Addr == st.Receiver.Addr {
 		kind, sender = probe.Roundtrip, receiver
 	}
-	// The name goes into the probe's X-Emailqos-Target header: the ground
-	// truth finds each probe's file by it.
-	t := &probe.Target{
-		Name:            name,
+	return &probe.Target{
 		Kind:            kind,
 		Sender:          sender,
 		Receiver:        receiver,
@@ -132,6 +133,13 @@ func runOne(spec probeSpec, st stream, name string) probeOut {
 		Timeout:         90 * time.Second,
 		Cleanup:         probe.CleanupDelete,
 	}
+}
+
+// runOne runs one probe of t named name. The name goes into the probe's
+// X-Emailqos-Target header: the ground truth finds each probe's file by it.
+// A stream's probes run one at a time, so t is not shared meanwhile.
+func runOne(t *probe.Target, name string) probeOut {
+	t.Name = name
 	r := probe.Run(context.Background(), t, nil)
 	o := probeOut{
 		Name: name, Start: r.Start, AcceptedAt: r.AcceptedAt, ArrivedAt: r.ArrivedAt,

@@ -1,0 +1,154 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/emailqos/emailqosreceiver/internal/mailtest"
+)
+
+// TestMeshCommandCost measures what one collection of a 10-account mesh
+// (90 transit directions and 10 round trips) costs the mail servers: IMAP
+// commands per probe and logins per collection, with every probe of the
+// collection running at once, as the receiver runs them. The figures are
+// logged for BENCHMARKS.md; the bound only catches a regression of the
+// order of a command per probe per message.
+func TestMeshCommandCost(t *testing.T) {
+	const n = 10
+	var users []mailtest.User
+	for i := range n {
+		users = append(users, mailtest.User{Address: fmt.Sprintf("m%d@mesh.test", i), Password: fmt.Sprintf("pw%d", i)})
+	}
+	srv := startMail(t, mailtest.Options{Users: users, DeliveryDelay: 30 * time.Millisecond})
+	accounts := make([]*Account, n)
+	for i, u := range users {
+		accounts[i] = account(srv, fmt.Sprintf("m%d", i), u.Address, u.Password, "auto")
+	}
+	collect := func() (commands, probes int) {
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		for _, s := range accounts {
+			for _, r := range accounts {
+				tg := target(s, r)
+				tg.DeliveryTimeout, tg.Timeout = 20*time.Second, 30*time.Second
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res := Run(context.Background(), tg, nil)
+					require.NoError(t, res.Err, tg.Name)
+					mu.Lock()
+					commands += res.Commands
+					probes++
+					mu.Unlock()
+				}()
+			}
+		}
+		wg.Wait()
+		return commands, probes
+	}
+	// No sweep (SweepInterval 0). The first collection may learn how each
+	// server searches (once per account); the second is the steady state.
+	for i := range 2 {
+		cmds, probes := collect()
+		t.Logf("%d-account mesh, collection %d: %d probes, %d IMAP commands (%.1f per probe), %d IMAP logins and %d SMTP AUTH",
+			n, i+1, probes, cmds, float64(cmds)/float64(probes), probes, probes)
+		require.LessOrEqual(t, float64(cmds)/float64(probes), 16.0)
+	}
+}
+
+// TestMeshWithinSessionCaps runs one collection of a 20-account mesh, 20
+// probes reading each mailbox at once, against a server that refuses more
+// than 10 sessions per user (Dovecot's default mail_max_userip_connections):
+// with the accounts' max_sessions at 8 nothing is refused; without a cap
+// the same collection is (the test's own control).
+func TestMeshWithinSessionCaps(t *testing.T) {
+	const n = 20
+	var users []mailtest.User
+	for i := range n {
+		users = append(users, mailtest.User{Address: fmt.Sprintf("c%d@mesh.test", i), Password: fmt.Sprintf("pw%d", i)})
+	}
+	srv := startMail(t, mailtest.Options{Users: users, MaxSessions: 10, DeliveryDelay: 100 * time.Millisecond})
+	collect := func(maxSessions int) (failed map[string]int, peak int) {
+		accounts := make([]*Account, n)
+		for i, u := range users {
+			accounts[i] = account(srv, fmt.Sprintf("c%d", i), u.Address, u.Password, "auto")
+			accounts[i].MaxSessions = maxSessions
+		}
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		failed = map[string]int{}
+		stop := make(chan struct{})
+		go func() { // the most sessions any one mailbox had at once
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				for _, u := range users {
+					s := srv.Sessions(u.Address)
+					mu.Lock()
+					peak = max(peak, s)
+					mu.Unlock()
+				}
+			}
+		}()
+		for _, s := range accounts {
+			for _, r := range accounts {
+				tg := target(s, r)
+				tg.DeliveryTimeout, tg.Timeout = 20*time.Second, 30*time.Second
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res := Run(context.Background(), tg, nil)
+					if res.Err != nil {
+						mu.Lock()
+						failed[res.ErrorType]++
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(stop)
+		mu.Lock()
+		defer mu.Unlock()
+		return failed, peak
+	}
+	failed, peak := collect(8)
+	t.Logf("max_sessions 8: failures %v, at most %d sessions on one mailbox", failed, peak)
+	require.Empty(t, failed)
+	require.LessOrEqual(t, peak, 8)
+
+	failed, peak = collect(0)
+	t.Logf("no cap: failures %v, at most %d sessions on one mailbox", failed, peak)
+	require.Positive(t, failed["limit"], "without max_sessions the server's cap is hit")
+}
+
+// A probe that finds every session of its mailbox busy for its whole
+// timeout fails with code 3 limit, without opening anything.
+func TestSessionSlotTimeout(t *testing.T) {
+	srv := startMail(t, mailtest.Options{DeliveryDelay: 30 * time.Millisecond})
+	a := account(srv, "a", alice, "alice-pw", "auto")
+	a.MaxSessions = 1
+	release, err := a.acquire(context.Background())
+	require.NoError(t, err)
+	defer release()
+	tg := target(a, a)
+	tg.Timeout = 200 * time.Millisecond
+	r := Run(context.Background(), tg, nil)
+	require.Error(t, r.Err)
+	require.Equal(t, 3, r.Code)
+	require.Equal(t, "limit", r.ErrorType)
+	require.Contains(t, r.Err.Error(), "max_sessions")
+	require.Zero(t, srv.Sessions(alice))
+}
