@@ -94,6 +94,13 @@ type Config struct {
 	// from the first one until the message arrived. Off: a deferral fails
 	// the probe (code 2, deferred), as LogicMonitor's probe does.
 	RetryDeferred bool `mapstructure:"retry_deferred"`
+	// DSN asks the sending server for delivery status notifications
+	// (RFC 3461: RET=HDRS, ENVID=<probe token>, NOTIFY=FAILURE,DELAY) and
+	// watches the sending account's mailbox, when it has one, for notices
+	// about the probe during the delivery wait: a failure notice ends the
+	// probe at once as bounced. On by default; off sends no DSN parameters
+	// and never reads the sender's mailbox for notices.
+	DSN bool `mapstructure:"dsn"`
 	// Cleanup is what happens to a measured probe: delete, move or keep.
 	Cleanup CleanupConfig `mapstructure:"cleanup"`
 	// ProbeSecret keys the HMAC that proves a message is this receiver's own

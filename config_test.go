@@ -706,6 +706,29 @@ func TestLargeTargetCountWarns(t *testing.T) {
 	}
 }
 
+// TestDSNConfig: dsn is on by default and reaches every target; `dsn:
+// false` turns it off, and the probe then sends no DSN parameters and reads
+// no notices (internal/probe TestBounceIgnoredWithoutDSN).
+func TestDSNConfig(t *testing.T) {
+	cfg := validConfig()
+	assert.True(t, cfg.DSN, "on by default")
+	targets, err := buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	require.NotEmpty(t, targets)
+	for _, tg := range targets {
+		assert.True(t, tg.DSN, tg.Name)
+	}
+
+	cm := confmap.NewFromStringMap(map[string]any{"dsn": false})
+	require.NoError(t, cm.Unmarshal(cfg))
+	assert.False(t, cfg.DSN)
+	targets, err = buildTargets(context.Background(), cfg, nil)
+	require.NoError(t, err)
+	for _, tg := range targets {
+		assert.False(t, tg.DSN, tg.Name)
+	}
+}
+
 func TestMaxSessionsConfig(t *testing.T) {
 	load := func(extra map[string]any) *probe.Account {
 		t.Helper()

@@ -37,6 +37,7 @@ func createDefaultConfig() component.Config {
 		PollInterval:         defaultPollInterval,
 		Detection:            detectionAuto,
 		PreciseInterval:      defaultPreciseInterval,
+		DSN:                  true,
 		Cleanup: CleanupConfig{
 			Mode:          cleanupDelete,
 			OrphanAge:     defaultOrphanAge,

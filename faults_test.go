@@ -135,6 +135,11 @@ func faultTable() []faultCase {
 		{name: "smtp/4xx on RCPT", mail: mailtest.Faults{DeferRcpt: true}, code: 2, typ: steps.TypeDeferred},
 		{name: "smtp/5xx on RCPT", mail: mailtest.Faults{RejectRcpt: true}, code: 2, typ: steps.TypeRejected},
 		{name: "smtp/accepted but never delivered", mail: mailtest.Faults{Blackhole: true}, code: 4, typ: steps.TypeNotFound},
+		{name: "smtp/accepted, then bounced", mail: mailtest.Faults{Bounce: true}, code: 4, typ: steps.TypeBounced,
+			check: func(t *testing.T, _ *fixture, before, after userMail) {
+				// The notice, proven to be the probe's, is removed.
+				assert.Equal(t, len(before.imap), len(after.imap), "the bounce stays in the mailbox")
+			}},
 		{
 			// A malformed single-line reply. (A malformed last line of a
 			// multi-line reply reads as a continuation, and the reply as

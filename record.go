@@ -82,7 +82,11 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 		mb.RecordEmailqosImapCommandsDataPoint(now, int64(r.Commands))
 	}
 	mb.RecordEmailqosProbesLateDataPoint(now, int64(r.Late))
-	mb.RecordEmailqosProbesSweptDataPoint(now, int64(r.Swept))
+	mb.RecordEmailqosProbesSweptDataPoint(now, int64(r.Swept+r.SweptNotices))
+	if r.NoticesWatched {
+		mb.RecordEmailqosDeliveryDelayNoticesDataPoint(now, int64(r.DelayNotices))
+		mb.RecordEmailqosProbesBouncedLateDataPoint(now, int64(r.LateBounces))
+	}
 	for _, tm := range r.Timings {
 		if step, ok := metadata.MapAttributeStep[tm.Step]; ok {
 			mb.RecordEmailqosStepDurationDataPoint(now, tm.Duration.Seconds(), step)

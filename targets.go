@@ -123,6 +123,7 @@ func buildTargets(ctx context.Context, cfg *Config, tokens map[string]*oauth.Sou
 			CleanupFolder:   cfg.Cleanup.Folder,
 			OrphanAge:       cfg.Cleanup.OrphanAge,
 			RetryDeferred:   cfg.RetryDeferred,
+			DSN:             cfg.DSN,
 			Transcript:      cfg.Transcript.enabled(name),
 		}
 	}

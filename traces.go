@@ -18,6 +18,8 @@ import (
 // probe as a waterfall.
 const (
 	spanProbe = "emailqos.probe"
+	// eventNotice is a delivery status notification about the probe.
+	eventNotice = "emailqos.delivery_status_notice"
 
 	attrStep        = "emailqos.step"
 	attrErrorCode   = "emailqos.error_code"
@@ -108,6 +110,24 @@ func appendProbeSpans(spans ptrace.SpanSlice, r *probe.Result) {
 	}
 	if r.Commands > 0 {
 		attrs.PutInt(attrCommands, int64(r.Commands))
+	}
+
+	// A verified delivery status notice about the probe (RFC 3464): a
+	// failure ended it as bounced, a delay did not.
+	for _, n := range r.Notices {
+		ev := root.Events().AppendEmpty()
+		ev.SetName(eventNotice)
+		ev.SetTimestamp(pcommon.NewTimestampFromTime(n.At))
+		ev.Attributes().PutStr("emailqos.notice.action", n.Action)
+		if n.Status != "" {
+			ev.Attributes().PutStr("smtp.enhanced_status", n.Status)
+		}
+		if n.ReplyCode != 0 {
+			ev.Attributes().PutInt("emailqos.smtp.reply_code", int64(n.ReplyCode))
+		}
+		if n.ReportingMTA != "" {
+			ev.Attributes().PutStr("emailqos.notice.reporting_mta", n.ReportingMTA)
+		}
 	}
 
 	failedStep := ""

@@ -187,3 +187,36 @@ func TestMetricsAndTracesShareOneReceiver(t *testing.T) {
 	assert.NotSame(t, mr, again)
 	require.NoError(t, again.Shutdown(context.Background()))
 }
+
+// TestTraceBounceEvent: each verified notice seen during the wait is an
+// event of the root span, with its action, status, reply code and
+// reporting MTA; a bounced probe's root span is an error of type bounced.
+func TestTraceBounceEvent(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	r := probe.Result{
+		Target: traceTarget("a:b", probe.Transit, "a", "b"),
+		Start:  t0, Total: 600 * time.Millisecond,
+		Notices: []probe.NoticeEvent{
+			{At: t0.Add(300 * time.Millisecond), Action: "delayed", Status: "4.3.0", ReplyCode: 451, ReportingMTA: "mx.a.test"},
+			{At: t0.Add(550 * time.Millisecond), Action: "failed", Status: "5.7.1", ReplyCode: 554, ReportingMTA: "mx.a.test"},
+		},
+		Code: steps.CodeSearch, ErrorType: steps.TypeBounced,
+		Err: &steps.Error{Step: steps.DeliveryWait, Code: steps.CodeSearch, Type: steps.TypeBounced, Err: errors.New("bounced")},
+	}
+	td := buildTraces(metadata.DefaultResourceAttributesConfig(), []probe.Result{r})
+	root := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
+	require.Equal(t, spanProbe, root.Name())
+	assert.Equal(t, ptrace.StatusCodeError, root.Status().Code())
+	assert.Equal(t, steps.TypeBounced, root.Status().Message())
+	require.Equal(t, 2, root.Events().Len())
+	for i, want := range r.Notices {
+		ev := root.Events().At(i)
+		assert.Equal(t, eventNotice, ev.Name())
+		assert.Equal(t, want.At, ev.Timestamp().AsTime())
+		a := ev.Attributes().AsRaw()
+		assert.Equal(t, want.Action, a["emailqos.notice.action"])
+		assert.Equal(t, want.Status, a["smtp.enhanced_status"])
+		assert.Equal(t, int64(want.ReplyCode), a["emailqos.smtp.reply_code"])
+		assert.Equal(t, want.ReportingMTA, a["emailqos.notice.reporting_mta"])
+	}
+}

@@ -271,6 +271,9 @@ func (s *Session) checkJunk(ctx context.Context, w *waiter, final bool) (Arrival
 			continue
 		}
 		arr, found, err := s.searchJunk(ctx, w, f)
+		if errors.Is(err, ErrNoticeStop) {
+			return Arrival{}, false, err
+		}
 		if err != nil && (!isRefusal(err) || s.broken) {
 			return Arrival{}, false, err
 		}
@@ -293,9 +296,9 @@ func (s *Session) checkJunk(ctx context.Context, w *waiter, final bool) (Arrival
 // next look.
 const maxJunkRounds = 8
 
-// searchJunk examines f and looks for the probe above its base, proving
+// searchJunkProbe examines f and looks for the probe above its base, proving
 // a hit the same way as in the watched mailbox.
-func (s *Session) searchJunk(ctx context.Context, w *waiter, f *junkFolder) (Arrival, bool, error) {
+func (s *Session) searchJunkProbe(ctx context.Context, w *waiter, f *junkFolder) (Arrival, bool, error) {
 	if err := s.enter(ctx, f, true); err != nil {
 		return Arrival{}, false, err
 	}
@@ -427,7 +430,10 @@ func (s *Session) finalJunk(w *waiter) (Arrival, bool) {
 	var arr Arrival
 	var found bool
 	if err == nil {
-		arr, found, err = s.checkJunk(ctx, w, true)
+		// The probe only: a notice is no arrival, and the wait is over.
+		probeOnly := *w
+		probeOnly.notice = nil
+		arr, found, err = s.checkJunk(ctx, &probeOnly, true)
 	}
 	if err != nil {
 		s.log.Debug("IMAP last look at the junk folders failed", zap.Error(err))

@@ -53,6 +53,11 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 // (package learn) is counted from floor; poll mode has one too, so that
 // its backoff does not blur the arrivals where they are expected.
 func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.waitWith(ctx, floor, &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})})
+}
+
+func (s *Session) waitWith(ctx context.Context, floor time.Time, w *waiter) (Arrival, error) {
+	token := w.token
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -62,7 +67,6 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("imap: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
-	w := &waiter{token: token, accept: accept, rejected: make(map[imap.UID]struct{})}
 	s.tl.setFloor(floor)
 	if floor.IsZero() {
 		floor = start
@@ -86,6 +90,12 @@ type waiter struct {
 	rejected map[imap.UID]struct{}
 	more     bool // the last search had more hits than were fetched
 	floor    time.Time
+	// notice, when set, judges the delivery status notifications found
+	// (notice.go); noticeSeen holds those judged, by folder, and notices
+	// those kept.
+	notice     NoticeFunc
+	noticeSeen map[string]map[imap.UID]struct{}
+	notices    []Notice
 }
 
 func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
@@ -160,6 +170,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			if err == nil {
 				arr, found, err = s.search(ctx, w)
 			}
+			if errors.Is(err, ErrNoticeStop) {
+				return Arrival{}, err
+			}
 			if err != nil {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
@@ -184,6 +197,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				arr, found, err = s.checkJunk(ctx, w, false)
 			}
 			junkAt = time.Now().Add(s.junkEvery())
+			if errors.Is(err, ErrNoticeStop) {
+				return Arrival{}, err
+			}
 			if err != nil {
 				if ctx.Err() != nil || s.failed(err) {
 					continue
@@ -369,10 +385,10 @@ func (s *Session) newUIDs(ctx context.Context, base imap.UID, token string, exam
 	return out, true, resp, nil
 }
 
-// search examines the messages above the baseline not examined yet: it
+// searchProbe examines the messages above the baseline not examined yet: it
 // fetches their headers and reports the first that carries the token and is
 // accepted.
-func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) {
+func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, error) {
 	s.tl.markSearched()
 	uids, more, resp, err := s.newUIDs(ctx, s.baseline, w.token, w.rejected)
 	if err != nil {

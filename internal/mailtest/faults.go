@@ -30,6 +30,10 @@ type Faults struct {
 	FailExpunge bool
 	// Junk: deliveries are filed into the recipient's junk folder.
 	Junk bool
+	// Bounce: DATA is accepted, then the next hop refuses the message
+	// (554 5.7.1): it is not delivered, and the sender, when a user of
+	// this server, gets a failure notice (RFC 3464) returning its headers.
+	Bounce bool
 }
 
 var errMailDeferred = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}

@@ -78,6 +78,7 @@ type smtpSession struct {
 	conn   *smtp.Conn
 	authed bool
 	from   string
+	envid  string // ENVID of MAIL FROM (RFC 3461), for Faults.Bounce
 	rcpts  []*account
 }
 
@@ -134,7 +135,7 @@ func (ss *smtpSession) login(username, password string) error {
 	return nil
 }
 
-func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
 	if !ss.authed {
 		return errAuthRequired
 	}
@@ -142,6 +143,10 @@ func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 		return errMailDeferred
 	}
 	ss.from = from
+	ss.envid = ""
+	if opts != nil {
+		ss.envid = opts.EnvelopeID
+	}
 	return nil
 }
 
@@ -169,6 +174,12 @@ func (ss *smtpSession) Data(r io.Reader) error {
 		return err
 	}
 	if ss.s.faults().Blackhole {
+		return nil
+	}
+	if ss.s.faults().Bounce {
+		for _, rcpt := range ss.rcpts {
+			ss.s.sendBounce(ss.from, rcpt.Address, ss.envid, ss.stamp("bounced", rcpt.Address, msg))
+		}
 		return nil
 	}
 	id := fmt.Sprintf("%08X", ss.s.queueID.Add(1))

@@ -98,6 +98,26 @@ func (ms *EmailqosDeliveryClockSkewMetricConfig) Unmarshal(parser *confmap.Conf)
 	return nil
 }
 
+// EmailqosDeliveryDelayNoticesMetricConfig provides config for the emailqos.delivery.delay_notices metric.
+type EmailqosDeliveryDelayNoticesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosDeliveryDelayNoticesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosDeliveryHopsMetricConfig provides config for the emailqos.delivery.hops metric.
 type EmailqosDeliveryHopsMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -321,6 +341,26 @@ type EmailqosOauthTokenValidMetricConfig struct {
 }
 
 func (ms *EmailqosOauthTokenValidMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EmailqosProbesBouncedLateMetricConfig provides config for the emailqos.probes.bounced_late metric.
+type EmailqosProbesBouncedLateMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosProbesBouncedLateMetricConfig) Unmarshal(parser *confmap.Conf) error {
 	if parser == nil {
 		return nil
 	}
@@ -671,6 +711,7 @@ type MetricsConfig struct {
 	EmailqosAuthResult              EmailqosAuthResultMetricConfig              `mapstructure:"emailqos.auth.result"`
 	EmailqosCollectionsSkipped      EmailqosCollectionsSkippedMetricConfig      `mapstructure:"emailqos.collections.skipped"`
 	EmailqosDeliveryClockSkew       EmailqosDeliveryClockSkewMetricConfig       `mapstructure:"emailqos.delivery.clock_skew"`
+	EmailqosDeliveryDelayNotices    EmailqosDeliveryDelayNoticesMetricConfig    `mapstructure:"emailqos.delivery.delay_notices"`
 	EmailqosDeliveryHops            EmailqosDeliveryHopsMetricConfig            `mapstructure:"emailqos.delivery.hops"`
 	EmailqosDeliveryJunk            EmailqosDeliveryJunkMetricConfig            `mapstructure:"emailqos.delivery.junk"`
 	EmailqosDeliveryLatency         EmailqosDeliveryLatencyMetricConfig         `mapstructure:"emailqos.delivery.latency"`
@@ -680,6 +721,7 @@ type MetricsConfig struct {
 	EmailqosImapCommands            EmailqosImapCommandsMetricConfig            `mapstructure:"emailqos.imap.commands"`
 	EmailqosOauthTokenExpiry        EmailqosOauthTokenExpiryMetricConfig        `mapstructure:"emailqos.oauth.token.expiry"`
 	EmailqosOauthTokenValid         EmailqosOauthTokenValidMetricConfig         `mapstructure:"emailqos.oauth.token.valid"`
+	EmailqosProbesBouncedLate       EmailqosProbesBouncedLateMetricConfig       `mapstructure:"emailqos.probes.bounced_late"`
 	EmailqosProbesLate              EmailqosProbesLateMetricConfig              `mapstructure:"emailqos.probes.late"`
 	EmailqosProbesSwept             EmailqosProbesSweptMetricConfig             `mapstructure:"emailqos.probes.swept"`
 	EmailqosRoundtripDuration       EmailqosRoundtripDurationMetricConfig       `mapstructure:"emailqos.roundtrip.duration"`
@@ -704,6 +746,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
+			Enabled: true,
+		},
+		EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
 			Enabled: true,
 		},
 		EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
@@ -735,6 +780,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+			Enabled: true,
+		},
+		EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
 			Enabled: true,
 		},
 		EmailqosProbesLate: EmailqosProbesLateMetricConfig{

@@ -37,6 +37,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
 						Enabled: true,
 					},
+					EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
+						Enabled: true,
+					},
 					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
 						Enabled: true,
 					},
@@ -66,6 +69,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						Enabled: true,
 					},
 					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+						Enabled: true,
+					},
+					EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
 						Enabled: true,
 					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
@@ -138,6 +144,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosDeliveryClockSkew: EmailqosDeliveryClockSkewMetricConfig{
 						Enabled: false,
 					},
+					EmailqosDeliveryDelayNotices: EmailqosDeliveryDelayNoticesMetricConfig{
+						Enabled: false,
+					},
 					EmailqosDeliveryHops: EmailqosDeliveryHopsMetricConfig{
 						Enabled: false,
 					},
@@ -167,6 +176,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						Enabled: false,
 					},
 					EmailqosOauthTokenValid: EmailqosOauthTokenValidMetricConfig{
+						Enabled: false,
+					},
+					EmailqosProbesBouncedLate: EmailqosProbesBouncedLateMetricConfig{
 						Enabled: false,
 					},
 					EmailqosProbesLate: EmailqosProbesLateMetricConfig{
@@ -228,7 +240,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesBouncedLateMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

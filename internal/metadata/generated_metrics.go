@@ -292,6 +292,9 @@ var MetricsInfo = metricsInfo{
 	EmailqosDeliveryClockSkew: metricInfo{
 		Name: "emailqos.delivery.clock_skew",
 	},
+	EmailqosDeliveryDelayNotices: metricInfo{
+		Name: "emailqos.delivery.delay_notices",
+	},
 	EmailqosDeliveryHops: metricInfo{
 		Name: "emailqos.delivery.hops",
 	},
@@ -320,6 +323,9 @@ var MetricsInfo = metricsInfo{
 	},
 	EmailqosOauthTokenValid: metricInfo{
 		Name: "emailqos.oauth.token.valid",
+	},
+	EmailqosProbesBouncedLate: metricInfo{
+		Name: "emailqos.probes.bounced_late",
 	},
 	EmailqosProbesLate: metricInfo{
 		Name: "emailqos.probes.late",
@@ -364,6 +370,7 @@ type metricsInfo struct {
 	EmailqosAuthResult              metricInfo
 	EmailqosCollectionsSkipped      metricInfo
 	EmailqosDeliveryClockSkew       metricInfo
+	EmailqosDeliveryDelayNotices    metricInfo
 	EmailqosDeliveryHops            metricInfo
 	EmailqosDeliveryJunk            metricInfo
 	EmailqosDeliveryLatency         metricInfo
@@ -373,6 +380,7 @@ type metricsInfo struct {
 	EmailqosImapCommands            metricInfo
 	EmailqosOauthTokenExpiry        metricInfo
 	EmailqosOauthTokenValid         metricInfo
+	EmailqosProbesBouncedLate       metricInfo
 	EmailqosProbesLate              metricInfo
 	EmailqosProbesSwept             metricInfo
 	EmailqosRoundtripDuration       metricInfo
@@ -575,6 +583,56 @@ func (m *metricEmailqosDeliveryClockSkew) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosDeliveryClockSkew(cfg EmailqosDeliveryClockSkewMetricConfig) metricEmailqosDeliveryClockSkew {
 	m := metricEmailqosDeliveryClockSkew{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosDeliveryDelayNotices struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   EmailqosDeliveryDelayNoticesMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.delivery.delay_notices metric with initial data.
+func (m *metricEmailqosDeliveryDelayNotices) init() {
+	m.data.SetName("emailqos.delivery.delay_notices")
+	m.data.SetDescription("Delay notices (RFC 3464 delivery status notifications with Action delayed, verified to be about a probe of this target) found in the sending account's mailbox during this run; the probe keeps waiting. Notices arriving after their probe ended are counted on a later run.")
+	m.data.SetUnit("{notice}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosDeliveryDelayNotices) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosDeliveryDelayNotices) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosDeliveryDelayNotices) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosDeliveryDelayNotices(cfg EmailqosDeliveryDelayNoticesMetricConfig) metricEmailqosDeliveryDelayNotices {
+	m := metricEmailqosDeliveryDelayNotices{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -970,7 +1028,7 @@ type metricEmailqosImapCommands struct {
 // init fills emailqos.imap.commands metric with initial data.
 func (m *metricEmailqosImapCommands) init() {
 	m.data.SetName("emailqos.imap.commands")
-	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.")
+	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).")
 	m.data.SetUnit("{command}")
 	m.data.SetEmptyGauge()
 }
@@ -1111,6 +1169,56 @@ func newMetricEmailqosOauthTokenValid(cfg EmailqosOauthTokenValidMetricConfig) m
 	return m
 }
 
+type metricEmailqosProbesBouncedLate struct {
+	data     pmetric.Metric                        // data buffer for generated metric.
+	config   EmailqosProbesBouncedLateMetricConfig // metric config provided by user.
+	capacity int                                   // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.probes.bounced_late metric with initial data.
+func (m *metricEmailqosProbesBouncedLate) init() {
+	m.data.SetName("emailqos.probes.bounced_late")
+	m.data.SetDescription("Failure notices (verified RFC 3464 delivery status notifications with Action failed) about earlier probes of this target that arrived in the sending account's mailbox after their probe ended (reported not_found), found (and cleaned up) during this run.")
+	m.data.SetUnit("{notice}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosProbesBouncedLate) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosProbesBouncedLate) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosProbesBouncedLate) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosProbesBouncedLate(cfg EmailqosProbesBouncedLateMetricConfig) metricEmailqosProbesBouncedLate {
+	m := metricEmailqosProbesBouncedLate{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEmailqosProbesLate struct {
 	data     pmetric.Metric                 // data buffer for generated metric.
 	config   EmailqosProbesLateMetricConfig // metric config provided by user.
@@ -1170,7 +1278,7 @@ type metricEmailqosProbesSwept struct {
 // init fills emailqos.probes.swept metric with initial data.
 func (m *metricEmailqosProbesSwept) init() {
 	m.data.SetName("emailqos.probes.swept")
-	m.data.SetDescription("Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.")
+	m.data.SetDescription("Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run, and verified delivery status notifications about this target's probes older than cleanup.orphan_age cleaned up from the sending account's mailbox.")
 	m.data.SetUnit("{message}")
 	m.data.SetEmptyGauge()
 }
@@ -1371,7 +1479,7 @@ type metricEmailqosSMTPReplyCode struct {
 // init fills emailqos.smtp.reply_code metric with initial data.
 func (m *metricEmailqosSMTPReplyCode) init() {
 	m.data.SetName("emailqos.smtp.reply_code")
-	m.data.SetDescription("The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.")
+	m.data.SetDescription("The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.")
 	m.data.SetUnit("{code}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
@@ -1830,6 +1938,7 @@ type MetricsBuilder struct {
 	metricEmailqosAuthResult              metricEmailqosAuthResult
 	metricEmailqosCollectionsSkipped      metricEmailqosCollectionsSkipped
 	metricEmailqosDeliveryClockSkew       metricEmailqosDeliveryClockSkew
+	metricEmailqosDeliveryDelayNotices    metricEmailqosDeliveryDelayNotices
 	metricEmailqosDeliveryHops            metricEmailqosDeliveryHops
 	metricEmailqosDeliveryJunk            metricEmailqosDeliveryJunk
 	metricEmailqosDeliveryLatency         metricEmailqosDeliveryLatency
@@ -1839,6 +1948,7 @@ type MetricsBuilder struct {
 	metricEmailqosImapCommands            metricEmailqosImapCommands
 	metricEmailqosOauthTokenExpiry        metricEmailqosOauthTokenExpiry
 	metricEmailqosOauthTokenValid         metricEmailqosOauthTokenValid
+	metricEmailqosProbesBouncedLate       metricEmailqosProbesBouncedLate
 	metricEmailqosProbesLate              metricEmailqosProbesLate
 	metricEmailqosProbesSwept             metricEmailqosProbesSwept
 	metricEmailqosRoundtripDuration       metricEmailqosRoundtripDuration
@@ -1878,6 +1988,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosAuthResult:              newMetricEmailqosAuthResult(mbc.Metrics.EmailqosAuthResult),
 		metricEmailqosCollectionsSkipped:      newMetricEmailqosCollectionsSkipped(mbc.Metrics.EmailqosCollectionsSkipped),
 		metricEmailqosDeliveryClockSkew:       newMetricEmailqosDeliveryClockSkew(mbc.Metrics.EmailqosDeliveryClockSkew),
+		metricEmailqosDeliveryDelayNotices:    newMetricEmailqosDeliveryDelayNotices(mbc.Metrics.EmailqosDeliveryDelayNotices),
 		metricEmailqosDeliveryHops:            newMetricEmailqosDeliveryHops(mbc.Metrics.EmailqosDeliveryHops),
 		metricEmailqosDeliveryJunk:            newMetricEmailqosDeliveryJunk(mbc.Metrics.EmailqosDeliveryJunk),
 		metricEmailqosDeliveryLatency:         newMetricEmailqosDeliveryLatency(mbc.Metrics.EmailqosDeliveryLatency),
@@ -1887,6 +1998,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosImapCommands:            newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
 		metricEmailqosOauthTokenExpiry:        newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
 		metricEmailqosOauthTokenValid:         newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
+		metricEmailqosProbesBouncedLate:       newMetricEmailqosProbesBouncedLate(mbc.Metrics.EmailqosProbesBouncedLate),
 		metricEmailqosProbesLate:              newMetricEmailqosProbesLate(mbc.Metrics.EmailqosProbesLate),
 		metricEmailqosProbesSwept:             newMetricEmailqosProbesSwept(mbc.Metrics.EmailqosProbesSwept),
 		metricEmailqosRoundtripDuration:       newMetricEmailqosRoundtripDuration(mbc.Metrics.EmailqosRoundtripDuration),
@@ -2027,6 +2139,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosAuthResult.emit(ils.Metrics())
 	mb.metricEmailqosCollectionsSkipped.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryClockSkew.emit(ils.Metrics())
+	mb.metricEmailqosDeliveryDelayNotices.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryHops.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryJunk.emit(ils.Metrics())
 	mb.metricEmailqosDeliveryLatency.emit(ils.Metrics())
@@ -2036,6 +2149,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosImapCommands.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenExpiry.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenValid.emit(ils.Metrics())
+	mb.metricEmailqosProbesBouncedLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesLate.emit(ils.Metrics())
 	mb.metricEmailqosProbesSwept.emit(ils.Metrics())
 	mb.metricEmailqosRoundtripDuration.emit(ils.Metrics())
@@ -2093,6 +2207,11 @@ func (mb *MetricsBuilder) RecordEmailqosDeliveryClockSkewDataPoint(ts pcommon.Ti
 	mb.metricEmailqosDeliveryClockSkew.recordDataPoint(mb.startTime, ts, val)
 }
 
+// RecordEmailqosDeliveryDelayNoticesDataPoint adds a data point to emailqos.delivery.delay_notices metric.
+func (mb *MetricsBuilder) RecordEmailqosDeliveryDelayNoticesDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosDeliveryDelayNotices.recordDataPoint(mb.startTime, ts, val)
+}
+
 // RecordEmailqosDeliveryHopsDataPoint adds a data point to emailqos.delivery.hops metric.
 func (mb *MetricsBuilder) RecordEmailqosDeliveryHopsDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosDeliveryHops.recordDataPoint(mb.startTime, ts, val)
@@ -2136,6 +2255,11 @@ func (mb *MetricsBuilder) RecordEmailqosOauthTokenExpiryDataPoint(ts pcommon.Tim
 // RecordEmailqosOauthTokenValidDataPoint adds a data point to emailqos.oauth.token.valid metric.
 func (mb *MetricsBuilder) RecordEmailqosOauthTokenValidDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosOauthTokenValid.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosProbesBouncedLateDataPoint adds a data point to emailqos.probes.bounced_late metric.
+func (mb *MetricsBuilder) RecordEmailqosProbesBouncedLateDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosProbesBouncedLate.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosProbesLateDataPoint adds a data point to emailqos.probes.late metric.

@@ -96,6 +96,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosDeliveryClockSkewDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosDeliveryDelayNoticesDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosDeliveryHopsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -127,6 +130,9 @@ func TestMetricsBuilder(t *testing.T) {
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEmailqosOauthTokenValidDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEmailqosProbesBouncedLateDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEmailqosProbesLateDataPoint(ts, 1)
@@ -289,6 +295,18 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "emailqos.delivery.delay_notices":
+					assert.False(t, validatedMetrics["emailqos.delivery.delay_notices"], "Found a duplicate in the metrics slice: emailqos.delivery.delay_notices")
+					validatedMetrics["emailqos.delivery.delay_notices"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Delay notices (RFC 3464 delivery status notifications with Action delayed, verified to be about a probe of this target) found in the sending account's mailbox during this run; the probe keeps waiting. Notices arriving after their probe ended are counted on a later run.", mi.Description())
+					assert.Equal(t, "{notice}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "emailqos.delivery.hops":
 					assert.False(t, validatedMetrics["emailqos.delivery.hops"], "Found a duplicate in the metrics slice: emailqos.delivery.hops")
 					validatedMetrics["emailqos.delivery.hops"] = true
@@ -422,7 +440,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.imap.commands"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included.", mi.Description())
+					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).", mi.Description())
 					assert.Equal(t, "{command}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
@@ -453,6 +471,18 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.probes.bounced_late":
+					assert.False(t, validatedMetrics["emailqos.probes.bounced_late"], "Found a duplicate in the metrics slice: emailqos.probes.bounced_late")
+					validatedMetrics["emailqos.probes.bounced_late"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Failure notices (verified RFC 3464 delivery status notifications with Action failed) about earlier probes of this target that arrived in the sending account's mailbox after their probe ended (reported not_found), found (and cleaned up) during this run.", mi.Description())
+					assert.Equal(t, "{notice}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "emailqos.probes.late":
 					assert.False(t, validatedMetrics["emailqos.probes.late"], "Found a duplicate in the metrics slice: emailqos.probes.late")
 					validatedMetrics["emailqos.probes.late"] = true
@@ -470,7 +500,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.probes.swept"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run.", mi.Description())
+					assert.Equal(t, "Orphaned probes older than cleanup.orphan_age found in the receiving mailbox and cleaned up during this run, and verified delivery status notifications about this target's probes older than cleanup.orphan_age cleaned up from the sending account's mailbox.", mi.Description())
 					assert.Equal(t, "{message}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
@@ -519,7 +549,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.smtp.reply_code"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.", mi.Description())
 						assert.Equal(t, "{code}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -534,7 +564,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["emailqos.smtp.reply_code"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS; reported only when the probe failed on an SMTP reply.", mi.Description())
+						assert.Equal(t, "The SMTP server's reply code (such as 535, 550, 451) that failed the probe at AUTH, MAIL, RCPT, DATA, the greeting or STARTTLS, or, for a bounced probe (error.type bounced), the reply code of the failure notice's Diagnostic-Code (such as 554); reported only when the probe failed on an SMTP reply or a bounce that carried one.", mi.Description())
 						assert.Equal(t, "{code}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())

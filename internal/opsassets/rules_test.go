@@ -263,7 +263,8 @@ func (s scenario) series(expiration time.Duration) []inputSeries {
 				continue
 			}
 			at := time.Duration(k)*every + done
-			if r.code == 4 {
+			if r.code == 4 && r.etype != "bounced" {
+				// A bounce ends the probe in seconds, not at the timeout.
 				at = time.Duration(k)*every + doneLost
 			}
 			add(at, d.points(r))
@@ -470,6 +471,7 @@ func scenarios(e time.Duration) []scenario {
 
 	out = append(out, stateful(e, "EmailQoSCleanupFailing", 20, ok(), fail(5, "rejected"), fail(5, "protocol"), demo)...)
 	out = append(out, stateful(e, "EmailQoSTargetInvalid", 8, ok(), fail(-1, "config"), fail(-2, "config"), demo)...)
+	out = append(out, stateful(e, "EmailQoSProbesBounced", 8, ok(), &res{code: 4, etype: "bounced"}, &res{code: 4, etype: "bounced", placement: "junk"}, trans)...)
 	out = append(out, stateful(e, "EmailQoSProbesInJunk", 8, ok(), junk(), &res{code: 5, etype: "rejected", placement: "junk", latency: 5, total: 8}, trans)...)
 	out = append(out, stateful(e, "EmailQoSAuthenticationFailing", 8, authRes("dmarc", "pass"), authRes("dmarc", "fail"), authRes("dmarc", "none"), trans)...)
 	out = append(out, oauthInvalid(e)...)

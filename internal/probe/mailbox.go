@@ -133,7 +133,11 @@ func gmailTab(category string) imapwatch.Placement {
 // openMailbox logs in to the receiver's mailbox and, for IMAP, starts
 // listening for the arrival before anything is sent.
 func openMailbox(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
-	r := t.Receiver
+	return openAccountMailbox(ctx, t, t.Receiver, logger, rec, tr)
+}
+
+// openAccountMailbox is openMailbox for r's mailbox.
+func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (mailbox, error) {
 	switch r.Retrieval {
 	case RetrievalPOP3:
 		return openPOP3(ctx, t, r, logger, rec, tr)

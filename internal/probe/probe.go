@@ -141,10 +141,17 @@ type Target struct {
 	// Transcript keeps a redacted transcript of every probe's SMTP, IMAP
 	// and POP3 conversations in its Result.
 	Transcript bool
+	// DSN asks for delivery status notifications and watches the sending
+	// account's mailbox (IMAP) for them during the wait (notice.go).
+	DSN bool
 
-	// mu guards late: this target's probes that were not found in time.
-	mu   sync.Mutex
-	late []lateProbe
+	// mu guards late: this target's probes that were not found in time,
+	// lateNotices: its probes whose notices may still arrive, and
+	// lastNoticeSweep.
+	mu              sync.Mutex
+	late            []lateProbe
+	lateNotices     []lateNotice
+	lastNoticeSweep time.Time
 	// learner is what auto detection learned of this direction's arrivals
 	// and of its receiving server's IDLE, kept from probe to probe.
 	learner learn.Learner
@@ -193,6 +200,21 @@ type Result struct {
 	Late    int
 	Swept   int
 	Timings []steps.Timing
+
+	// DelayNotices counts the verified delay notices (RFC 3464 Action
+	// delayed) about this target's probes found during this run, this
+	// probe's and earlier ones'; LateBounces the failure notices about
+	// earlier probes that arrived after they ended; SweptNotices the
+	// verified notices older than the orphan age cleaned up. Notices are
+	// the verified notices seen during this probe's wait, in order (a
+	// failure notice last: it ends the probe as bounced).
+	// NoticesWatched says whether the sender's mailbox was watched for
+	// notices (DSN on and an IMAP mailbox for the sender).
+	NoticesWatched bool
+	DelayNotices   int
+	LateBounces    int
+	SweptNotices   int
+	Notices        []NoticeEvent
 
 	// Deferrals counts the submissions the sending server deferred (4xx)
 	// before it accepted the probe or the retries ran out; DeferredFor runs
@@ -252,7 +274,7 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	res.Timings = rec.Timings()
 	res.TLS = rec.TLS()
 	var se *steps.Error
-	if errors.As(res.Err, &se) && steps.Protocol(se.Step) == "smtp" {
+	if errors.As(res.Err, &se) && (steps.Protocol(se.Step) == "smtp" || se.Type == steps.TypeBounced) {
 		res.SMTPReply = se.Reply
 	}
 	res.Transcript = tr
@@ -303,14 +325,26 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 		return res
 	}
 
+	// A transit's sender mailbox, watched for notices about the probe, is
+	// opened beside the receiver's, so that the probe's total grows by the
+	// difference of the two logins at most.
+	senderBox := openSenderNotices(ctx, t, logger, tr)
+
 	// The mailbox is open, and IDLE started, before anything is sent, so
 	// that the arrival is seen the moment the server announces it.
 	sess, err := openMailbox(ctx, t, logger, rec, tr)
 	if err != nil {
+		if nb := <-senderBox; nb != nil {
+			_ = nb.Close(ctx)
+		}
 		return fail(steps.Fail(ctx, t.Receiver.connectStep(), "", err))
 	}
 
-	missed, err := measure(ctx, t, sess, &res, logger, rec, tr)
+	// The sender's mailbox: the same session for a round trip.
+	nbox, same := openNotices(t, sess, senderBox)
+	res.NoticesWatched = nbox != nil
+
+	missed, err := measure(ctx, t, sess, nbox, same, &res, logger, rec, tr)
 	if err != nil {
 		// Classified and timed as the measurement ended, before the
 		// housekeeping, which is not part of it.
@@ -323,6 +357,9 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	if ctx.Err() == nil && res.Code != steps.CodeMailboxConnect {
 		housekeep(ctx, t, sess, &res, logger)
 	}
+	if nbox != nil && ctx.Err() == nil && !(same && res.Code == steps.CodeMailboxConnect) {
+		noticeHousekeeping(ctx, t, nbox, &res, logger)
+	}
 	// Remembered only now, so that it is looked for from the next run on.
 	if missed != nil {
 		t.remember(*missed)
@@ -334,6 +371,12 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// failed LOGOUT fails an otherwise successful probe (code 5).
 	closeErr := sess.Close(ctx)
 	res.Commands = sess.Commands()
+	if nbox != nil && !same {
+		// A transit's session to the sender's mailbox: its LOGOUT failing
+		// is no failure of the probe, but its commands are the probe's.
+		_ = nbox.Close(ctx)
+		res.Commands += nbox.Commands()
+	}
 	if err == nil && closeErr != nil {
 		return fail(steps.Fail(ctx, t.Receiver.deleteStep(), "", closeErr))
 	}
@@ -343,7 +386,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 // measure sends the probe, waits for it and cleans it up, filling in res.
 // missed is the probe when it was sent but not found in time: it may still
 // arrive, and a later run looks for it.
-func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
+func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, same bool, res *Result, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript) (missed *lateProbe, _ error) {
 	p, err := probemsg.New(t.Sender.Address, t.Receiver.Address, t.Name, time.Now())
 	if err != nil {
 		// An address or target name the message cannot carry: the
@@ -374,13 +417,20 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 		}
 		done := make(chan submitted, 1)
 		go func() {
-			sent, deferred, err := submit(ctx, t, smtpsend.Options{
+			opts := smtpsend.Options{
 				Endpoint:           t.Sender.SMTP,
 				Auth:               t.Sender.credentials(tr),
 				AllowPlaintextAuth: t.Sender.SMTP.Security == transport.None,
 				Transcript:         tr,
 				Accepted:           func(r smtpsend.Result) { accepted <- r },
-			}, smtpsend.Message{
+			}
+			if t.DSN {
+				// RFC 3461: notices return the headers only (the MAC is
+				// there), name the probe by its token, and come on failure
+				// and delay.
+				opts.DSN = &smtpsend.DSN{EnvelopeID: p.Token}
+			}
+			sent, deferred, err := submit(ctx, t, opts, smtpsend.Message{
 				From: t.Sender.Address,
 				To:   []string{t.Receiver.Address},
 				Data: p.Build(t.Receiver.MACKey),
@@ -412,12 +462,26 @@ func measure(ctx context.Context, t *Target, sess mailbox, res *Result, logger *
 	}
 
 	waitCtx, cancelWait := context.WithDeadline(ctx, sent.AcceptedAt.Add(t.DeliveryTimeout))
-	arrival, err := sess.Wait(waitCtx, sent.DataEnd, p.Token, func(header []byte) bool {
+	accept := func(header []byte) bool {
 		got, err := probemsg.Parse(header, t.Receiver.MACKey)
 		// Only this probe's own, authenticated message is accepted: a
 		// look-alike or an older probe is never taken as this arrival.
 		return err == nil && got.Token == p.Token && got.SentAt.Equal(p.SentAt)
-	})
+	}
+	var arrival arrival
+	if nbox == nil {
+		arrival, err = sess.Wait(waitCtx, sent.DataEnd, p.Token, accept)
+	} else {
+		nw := &noticeWatch{key: t.Receiver.MACKey, token: p.Token}
+		var notices []noticeRef
+		arrival, notices, err = waitNotices(waitCtx, sent.DataEnd, p.Token, accept, sess, nbox, same, nw, logger)
+		cancelWait()
+		if bounced := noticesEnd(ctx, t, nbox, nw, notices, p, res, err == nil, logger); bounced != nil {
+			res.Deferrals = join().count
+			res.Total = time.Since(res.Start)
+			return nil, bounced
+		}
+	}
 	cancelWait()
 	deferred := join()
 	res.Deferrals = deferred.count

@@ -25,6 +25,7 @@ const (
 	TypeDeferred = "deferred"  // the server refused a command temporarily (4xx)
 	TypeProtocol = "protocol"  // the server spoke something we could not understand
 	TypeNotFound = "not_found" // the probe did not arrive within delivery_timeout
+	TypeBounced  = "bounced"   // a delivery status notification proved the probe failed (RFC 3464)
 	TypeCanceled = "canceled"  // the collector shut down during the probe
 	TypeConfig   = "config"    // the target could not run with its configuration
 	// Refusals whose response code names the cause (RFC 5530 IMAP codes,
@@ -46,7 +47,7 @@ const (
 // documented in metadata.yaml, README.md and TROUBLESHOOTING.md.
 var Types = []string{
 	TypeConnect, TypeTimeout, TypeTLS, TypeAuth, TypeRejected, TypeDeferred,
-	TypeLimit, TypeUnavailable, TypeInUse, TypeThrottled, TypeProtocol, TypeNotFound,
+	TypeLimit, TypeUnavailable, TypeInUse, TypeThrottled, TypeProtocol, TypeNotFound, TypeBounced,
 	TypeCanceled, TypeConfig, TypeTokenRejected, TypeTokenScope, TypeTokenUnavailable,
 }
 
