@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/gmailapitest"
 	"github.com/emailqos/emailqosreceiver/internal/graphtest"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
@@ -167,13 +167,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	acct := func(addr, pw string, smtp, imap EndpointConfig) AccountConfig {
 		return AccountConfig{Address: addr, Password: configopaqueString(pw), SMTP: smtp, IMAP: IMAPConfig{EndpointConfig: imap}}
 	}
-	closed := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := l.Addr().String()
-		require.NoError(t, l.Close())
-		return addr
-	}()
+	closed := faultnet.ClosedPort(t)
 
 	o365 := AccountConfig{Address: alice, SMTP: ep(ok.SMTPAddr(), "starttls", ok),
 		IMAP: IMAPConfig{EndpointConfig: ep(ok.IMAPSAddr(), "tls", ok)},

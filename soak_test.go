@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"reflect"
 	"runtime"
 	"testing"
@@ -45,15 +44,8 @@ func startFlaky(t *testing.T, upstream string) *faultnet.Proxy {
 	return faultnet.ProxyT(t, upstream)
 }
 
-// closedPort is a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
+// closedPort is a loopback address where connections are refused.
+var closedPort = faultnet.ClosedPort
 
 // usage is what the soak measures at a quiet moment.
 type usage struct {

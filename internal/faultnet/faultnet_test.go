@@ -320,3 +320,17 @@ func TestOnConnSeesLinesAndEnd(t *testing.T) {
 	}
 	assert.Equal(t, 1, conns)
 }
+
+func TestClosedPortRefuses(t *testing.T) {
+	addr := ClosedPort(t)
+	for range 3 {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			t.Fatalf("connected to %s", addr)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %s: %v, want connection refused", addr, err)
+		}
+	}
+}

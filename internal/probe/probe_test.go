@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
@@ -129,14 +130,8 @@ func TestTransitReadsTheReceiversMailbox(t *testing.T) {
 	require.Len(t, msgs, 1, "only the ordinary message is left")
 }
 
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
+// closedPort is a loopback address where connections are refused.
+var closedPort = faultnet.ClosedPort
 
 func TestErrorCodes(t *testing.T) {
 	tests := []struct {
