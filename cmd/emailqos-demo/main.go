@@ -135,6 +135,7 @@ var demoFaults = map[string]mailtest.Faults{
 	"lost":      {Blackhole: true},
 	"cleanup":   {FailExpunge: true},
 	"junk":      {Junk: true},
+	"bounce":    {Bounce: true},
 }
 
 var faultHelp = map[string]string{
@@ -142,6 +143,7 @@ var faultHelp = map[string]string{
 	"lost":      "messages accepted and never delivered: error code 4, alert EmailQoSProbeFailing",
 	"cleanup":   "IMAP EXPUNGE refused: error code 5, alert EmailQoSCleanupFailing",
 	"junk":      "messages filed into Junk: alert EmailQoSProbesInJunk",
+	"bounce":    "messages accepted, then refused by the next hop with a delivery status notice: error code 4, error.type bounced, alert EmailQoSProbesBounced",
 }
 
 func faultNames() []string {

@@ -317,6 +317,9 @@ service:
 	noDemoData := map[string]string{
 		"Token valid":  "the demo has no OAuth2 account",
 		"Token expiry": "the demo has no OAuth2 account",
+		// Shown with `make run DEMO_FAULT=bounce`; this run's fault is a
+		// refused sign-in.
+		"Bounces and delay notices": "this demo run's fault is not a bounce",
 	}
 	dash, err := os.ReadFile(filepath.Join(root, "deploy/grafana/emailqos-dashboard.json"))
 	require.NoError(t, err)
