@@ -2,6 +2,7 @@ package pop3watch
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,7 +57,8 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	// Every UID is checked before anything is sent: one stranger refuses
 	// the whole request.
 	for _, uid := range uids {
-		if _, ok := s.owned[uid]; !ok {
+		_, probe := s.owned[uid]
+		if _, notice := s.noticeOwned[uid]; !probe && !notice {
 			return cleanupErr(POP3Delete, steps.TypeConfig, fmt.Errorf("pop3: UID %s is not a probe found by this session", quoteUID(uid)))
 		}
 	}
@@ -83,6 +85,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 		if num == 0 {
 			// Not in the maildrop any more: nothing left to remove.
 			delete(s.owned, uid)
+			delete(s.noticeOwned, uid)
 			continue
 		}
 		err := s.bound(ctx, pc, func() error { return pc.c.Dele(num) })
@@ -110,6 +113,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	}
 	for _, uid := range marked {
 		delete(s.owned, uid)
+		delete(s.noticeOwned, uid)
 	}
 	return first
 }
@@ -169,7 +173,12 @@ func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, erro
 			if err != nil {
 				return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, pop3.ErrorType(err), err)
 			}
-			if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
+			if digest, notice := s.noticeOwned[uid]; notice {
+				if sha256.Sum256(header) != digest {
+					return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
+						fmt.Errorf("pop3: UID %s no longer names the notice; not deleting", quoteUID(uid)))
+				}
+			} else if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
 				return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
 					fmt.Errorf("pop3: UID %s no longer names the probe; not deleting", quoteUID(uid)))
 			}

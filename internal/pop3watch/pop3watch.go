@@ -149,7 +149,13 @@ type Session struct {
 	// notProbe holds UIDs whose header has no X-Emailqos-Token field at
 	// all; they are never read again by this session.
 	notProbe map[string]struct{}
-	closed   bool
+	// noticeOwned maps the notices kept by a NoticeFunc to the digest of
+	// their header: only they, besides owned, may be deleted, and a new
+	// session deletes one only if its header is still the same.
+	noticeOwned map[string][32]byte
+	// notNotice holds UIDs whose header is not a multipart/report.
+	notNotice map[string]struct{}
+	closed    bool
 }
 
 var errClosed = errors.New("pop3watch: session closed")
@@ -166,13 +172,15 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		return nil, err
 	}
 	s := &Session{
-		opts:       opts,
-		rec:        rec,
-		log:        opts.Logger,
-		baseline:   make(map[string]struct{}),
-		owned:      make(map[string]string),
-		notProbe:   make(map[string]struct{}),
-		stallAfter: max(opts.PollInterval, minStall),
+		opts:        opts,
+		rec:         rec,
+		log:         opts.Logger,
+		baseline:    make(map[string]struct{}),
+		owned:       make(map[string]string),
+		notProbe:    make(map[string]struct{}),
+		noticeOwned: make(map[string][32]byte),
+		notNotice:   make(map[string]struct{}),
+		stallAfter:  max(opts.PollInterval, minStall),
 	}
 	s.life, s.lifeCancel = context.WithCancel(ctx)
 	pc, err := s.open(ctx, rec)
