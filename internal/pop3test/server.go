@@ -33,6 +33,10 @@ type Options struct {
 	FailQuit bool
 	// NoCAPA makes the server an RFC 1939 one that does not know CAPA.
 	NoCAPA bool
+	// OnCommand, when set, sees every command's verb (upper case) and, but
+	// for USER, PASS and AUTH, its argument, so tests can tell what was
+	// read. It is called from the session's goroutine.
+	OnCommand func(verb, arg string)
 }
 
 // message is one message of a maildrop. Sessions hold pointers to it, so

@@ -58,6 +58,13 @@ func (ss *session) run() {
 
 // handle runs one command and reports whether the session is over.
 func (ss *session) handle(verb, arg string) (done bool) {
+	if f := ss.s.opts.OnCommand; f != nil {
+		shown := arg
+		if verb == "USER" || verb == "PASS" || verb == "AUTH" {
+			shown = ""
+		}
+		f(verb, shown)
+	}
 	switch verb {
 	case "CAPA":
 		ss.capa()
