@@ -33,7 +33,9 @@ func (s *Session) Delete(ctx context.Context, uid string) error {
 }
 
 // DeleteUIDs removes exactly the messages uids, each of which must have been
-// found by this session's Wait or FindProbes, in one session: DELE each, then
+// found by this session's Wait or FindProbes, or kept as a notice by
+// WaitNotices or FindNotices (deleted only if its header is unchanged), in
+// one session: DELE each, then
 // QUIT. If any UID is not the session's own nothing is touched. A DELE the
 // server refuses does not stop the others, which the QUIT then applies.
 // It is housekeeping and not timed as a probe step. Failures are code 5.

@@ -31,6 +31,10 @@ import (
 // failure notice). Anything not kept is never touched.
 type NoticeFunc func(msg []byte) (keep, stop bool)
 
+// errNoticeTooLarge ends a session whose notice candidate was longer than
+// announced: it is not an error of the wait.
+var errNoticeTooLarge = errors.New("pop3: notice longer than its LIST size")
+
 // ErrNoticeStop ends WaitNotices when its NoticeFunc asked to stop.
 var ErrNoticeStop = errors.New("pop3: the wait was ended by a notice")
 
@@ -92,6 +96,13 @@ func (s *Session) retrNotice(ctx context.Context, pc *conn, num int) (msg []byte
 // not judged, and the error says so.
 func (s *Session) judgeNotice(ctx context.Context, pc *conn, id pop3.MessageID, header []byte, fn NoticeFunc) (keep, stop bool, err error) {
 	msg, big, err := s.retrNotice(ctx, pc, id.Num)
+	if err != nil && tooMuch(err) {
+		// Longer than LIST said, by more than line endings explain (or
+		// with a line over the bound): the caller marks it read and ends
+		// this session, which cannot go on.
+		s.log.Warn("POP3 notice candidate longer than its LIST size; not read", zap.String("uid", id.UID), zap.Error(err))
+		return false, false, errNoticeTooLarge
+	}
 	if err != nil {
 		return false, false, err
 	}
@@ -158,6 +169,10 @@ func (s *Session) FindNotices(ctx context.Context, oldest bool, limit int, judge
 		}
 		read++
 		keep, _, err := s.judgeNotice(ctx, pc, id, header, judge)
+		if errors.Is(err, errNoticeTooLarge) {
+			s.notNotice[id.UID] = struct{}{}
+			break
+		}
 		if err != nil {
 			return out, s.waitFail(ctx, POP3Fetch, err)
 		}

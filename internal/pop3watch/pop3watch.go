@@ -10,7 +10,8 @@
 // the probe is kept open so that its DELE and QUIT remove exactly the message
 // that session listed.
 //
-// Only headers are ever read (TOP n 0), never whole messages (RETR), and only
+// Only headers are read (TOP n 0), and whole messages (RETR) only of notices
+// watched for (notice.go: multipart/report, at most dsn.MaxSize), and only
 // of messages that were not in the maildrop before the probe was sent, or, for
 // the housekeeping FindProbes, at most a bounded number per call. Every network
 // wait ends when the context of the call, or the context given to Open, ends.

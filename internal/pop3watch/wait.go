@@ -226,6 +226,9 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 			// from being read again.
 			if w.notice != nil && isReport(header) {
 				keep, stop, err := s.judgeNotice(ctx, pc, id, header, w.notice)
+				if errors.Is(err, errNoticeTooLarge) {
+					return Arrival{}, false, nil // the next poll goes on
+				}
 				if err != nil {
 					return Arrival{}, false, s.waitFail(ctx, POP3Fetch, err)
 				}
