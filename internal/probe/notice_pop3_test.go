@@ -17,6 +17,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
+	"github.com/emailqos/emailqosreceiver/internal/steps"
 )
 
 // pop3Bounces is a POP3 server for alice with a record of the message
@@ -185,4 +186,45 @@ func TestNoticeSweepOverPOP3(t *testing.T) {
 	assert.Equal(t, 1, res.SweptNotices)
 	assert.Equal(t, keep, pop.Messages(alice))
 	assert.NotContains(t, pop.sent("RETR"), 5, "ordinary mail is never retrieved")
+}
+
+// TestLateBounceOverPOP3: a bounce that reaches a POP3 sender's maildrop
+// after its probe was reported not found is counted at the next run, once,
+// and removed; ordinary mail beside it stays.
+func TestLateBounceOverPOP3(t *testing.T) {
+	pop := startPOP3Bounces(t)
+	ordinary := []byte("From: x@y.test\r\nSubject: keep me\r\n\r\nordinary\r\n")
+	pop.Add(alice, ordinary)
+	var mu sync.Mutex
+	var first []byte
+	srv := startMail(t, mailtest.Options{OnDeliver: func(rcpt string, msg []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == nil {
+			first = msg
+			return errors.New("held in the queue") // bounced later
+		}
+		return nil
+	}})
+	a := pop3Account(srv, pop.Server)
+	b := account(srv, "b", bob, "bob-pw", imapwatch.MethodIdle)
+	tg := target(a, b)
+	tg.DSN = true
+	tg.DeliveryTimeout = 500 * time.Millisecond
+	tg.OrphanAge = time.Hour
+	res := Run(context.Background(), tg, nil)
+	require.Equal(t, steps.TypeNotFound, res.ErrorType, res.Err)
+
+	mu.Lock()
+	pop.Add(alice, notice(t, "postfix-failed", first))
+	mu.Unlock()
+	tg.DeliveryTimeout = 5 * time.Second
+	res = Run(context.Background(), tg, nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, 1, res.LateBounces)
+	assert.Equal(t, [][]byte{ordinary}, pop.Messages(alice))
+
+	res = Run(context.Background(), tg, nil)
+	require.NoError(t, res.Err)
+	assert.Zero(t, res.LateBounces, "counted once")
 }
