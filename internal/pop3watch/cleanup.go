@@ -105,6 +105,14 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	}
 	rec.Add(POP3Delete, start, time.Since(start))
 
+	if !timed && pc.probe && first == nil && !pc.broken {
+		// Notices marked in the session that found the probe: its own
+		// Delete follows, and its QUIT applies them all, so the probe's
+		// pop3.delete does not pay for a new session. (Close quits it
+		// otherwise, and reports deletions that did not happen.)
+		s.held = pc
+		return nil
+	}
 	s.held = nil
 	qerr := s.quit(ctx, pc, rec)
 	if qerr != nil {

@@ -24,8 +24,9 @@ import (
 // numbers it was asked to RETR, LIST and DELE.
 type pop3Bounces struct {
 	*pop3test.Server
-	mu   sync.Mutex
-	cmds map[string][]int
+	mu    sync.Mutex
+	cmds  map[string][]int
+	verbs []string
 }
 
 func startPOP3Bounces(t *testing.T) *pop3Bounces {
@@ -34,10 +35,11 @@ func startPOP3Bounces(t *testing.T) *pop3Bounces {
 	pop, err := pop3test.Start(pop3test.Options{
 		Users: map[string]string{alice: "alice-pw"},
 		OnCommand: func(verb, arg string) {
+			pb.mu.Lock()
+			defer pb.mu.Unlock()
+			pb.verbs = append(pb.verbs, verb)
 			if n, err := strconv.Atoi(arg); err == nil {
-				pb.mu.Lock()
 				pb.cmds[verb] = append(pb.cmds[verb], n)
-				pb.mu.Unlock()
 			}
 		},
 	})
@@ -151,6 +153,13 @@ func TestDelayNoticeOverPOP3(t *testing.T) {
 	require.Len(t, res.Notices, 1)
 	assert.Equal(t, "delayed", res.Notices[0].Action)
 	assert.Empty(t, pop.Messages(alice), "the notice and the probe are cleaned up")
+	pop.mu.Lock()
+	verbs := slices.Clone(pop.verbs)
+	pop.mu.Unlock()
+	i := slices.Index(verbs, "DELE")
+	require.True(t, i >= 0 && i+3 <= len(verbs), verbs)
+	assert.Equal(t, []string{"DELE", "DELE", "QUIT"}, verbs[i:i+3],
+		"the notice is deleted in the probe's own session, not at the cost of another")
 }
 
 // TestNoticeSweepOverPOP3: a POP3 sender's maildrop is swept of this
