@@ -31,6 +31,8 @@ type Options struct {
 	// FailQuit makes QUIT in the TRANSACTION state fail with -ERR and apply
 	// no deletion, as a server that cannot update the maildrop must.
 	FailQuit bool
+	// FailRetr makes every RETR fail with -ERR [SYS/TEMP].
+	FailRetr bool
 	// NoCAPA makes the server an RFC 1939 one that does not know CAPA.
 	NoCAPA bool
 	// OnCommand, when set, sees every command's verb (upper case) and, but

@@ -103,6 +103,13 @@ func (s *Session) judgeNotice(ctx context.Context, pc *conn, id pop3.MessageID, 
 		s.log.Warn("POP3 notice candidate longer than its LIST size; not read", zap.String("uid", id.UID), zap.Error(err))
 		return false, false, errNoticeTooLarge
 	}
+	var perr *pop3.Error
+	if errors.As(err, &perr) {
+		// LIST n or RETR refused (the session goes on): the notice is
+		// left unread, and the probe is still waited for.
+		s.log.Warn("POP3 server refused to read a notice candidate; it is not judged", zap.String("uid", id.UID), zap.Error(err))
+		return false, false, nil
+	}
 	if err != nil {
 		return false, false, err
 	}

@@ -29,20 +29,23 @@ type pop3Bounces struct {
 	verbs []string
 }
 
-func startPOP3Bounces(t *testing.T) *pop3Bounces {
+func startPOP3Bounces(t *testing.T, opts ...pop3test.Options) *pop3Bounces {
 	t.Helper()
 	pb := &pop3Bounces{cmds: map[string][]int{}}
-	pop, err := pop3test.Start(pop3test.Options{
-		Users: map[string]string{alice: "alice-pw"},
-		OnCommand: func(verb, arg string) {
-			pb.mu.Lock()
-			defer pb.mu.Unlock()
-			pb.verbs = append(pb.verbs, verb)
-			if n, err := strconv.Atoi(arg); err == nil {
-				pb.cmds[verb] = append(pb.cmds[verb], n)
-			}
-		},
-	})
+	var o pop3test.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.Users = map[string]string{alice: "alice-pw"}
+	o.OnCommand = func(verb, arg string) {
+		pb.mu.Lock()
+		defer pb.mu.Unlock()
+		pb.verbs = append(pb.verbs, verb)
+		if n, err := strconv.Atoi(arg); err == nil {
+			pb.cmds[verb] = append(pb.cmds[verb], n)
+		}
+	}
+	pop, err := pop3test.Start(o)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, pop.Close()) })
 	pb.Server = pop
@@ -236,4 +239,34 @@ func TestLateBounceOverPOP3(t *testing.T) {
 	res = Run(context.Background(), tg, nil)
 	require.NoError(t, res.Err)
 	assert.Zero(t, res.LateBounces, "counted once")
+}
+
+// TestPOP3NoticeRetrRefused: a server that refuses RETR leaves the notice
+// unjudged and untouched, and the probe is still found.
+func TestPOP3NoticeRetrRefused(t *testing.T) {
+	pop := startPOP3Bounces(t, pop3test.Options{FailRetr: true})
+	var mu sync.Mutex
+	var delayed []byte
+	srv := startMail(t, mailtest.Options{OnDeliver: func(rcpt string, msg []byte) error {
+		mu.Lock()
+		delayed = notice(t, "postfix-delayed", msg)
+		mu.Unlock()
+		pop.Add(alice, notice(t, "postfix-delayed", msg))
+		time.Sleep(300 * time.Millisecond)
+		pop.Add(rcpt, msg)
+		return errDelivered
+	}})
+	a := pop3Account(srv, pop.Server)
+	tg := target(a, a)
+	tg.DSN = true
+	res := Run(context.Background(), tg, nil)
+	require.NoError(t, res.Err)
+	assert.True(t, res.Delivered)
+	assert.Zero(t, res.DelayNotices)
+	retr := pop.sent("RETR")
+	assert.NotEmpty(t, retr, "it was tried")
+	assert.Equal(t, []int{1}, slices.Compact(retr), "only the notice")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, [][]byte{delayed}, pop.Messages(alice), "the notice stays, the probe is removed")
 }
