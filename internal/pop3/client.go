@@ -409,6 +409,52 @@ func (c *Client) Top(num, lines int) ([]byte, error) {
 	return buf, nil
 }
 
+// List returns the size in octets of message num (LIST n, RFC 1939
+// section 5), which the server may count with other line endings than the
+// ones it sends: an estimate good enough to refuse a message before reading
+// it.
+func (c *Client) List(num int) (int64, error) {
+	if num < 1 {
+		return 0, fmt.Errorf("pop3: LIST: invalid message number %d", num)
+	}
+	text, err := c.cmd("LIST", strconv.Itoa(num))
+	if err != nil {
+		return 0, err
+	}
+	n, rest := cutField([]byte(text))
+	s, _ := cutField(rest)
+	got, ok1 := parseNumber(n)
+	size, ok2 := parseNumber(s)
+	if !ok1 || !ok2 || got != int64(num) {
+		// A one-line reply was read in full, so the session can go on.
+		return 0, fmt.Errorf("pop3: LIST: malformed reply %s", quote([]byte(text)))
+	}
+	return size, nil
+}
+
+// Retr returns message num whole (RETR, RFC 1939 section 5), dot-unstuffed,
+// each line ending in CRLF, reading at most limit octets (and never more
+// than TOP may): a longer answer is ErrResponseTooLarge, after which the
+// session cannot go on. Callers check the size with List first.
+func (c *Client) Retr(num int, limit int64) ([]byte, error) {
+	if num < 1 || limit <= 0 {
+		return nil, fmt.Errorf("pop3: RETR: invalid arguments %d %d", num, limit)
+	}
+	if _, err := c.cmd("RETR", strconv.Itoa(num)); err != nil {
+		return nil, err
+	}
+	var buf []byte
+	err := c.r.readDotLines(min(c.maxResponse, maxTopSize+maxRetrSlack, limit), func(line []byte) error {
+		buf = append(buf, line...)
+		buf = append(buf, '\r', '\n')
+		return nil
+	})
+	if err != nil {
+		return nil, c.fail("RETR", err)
+	}
+	return buf, nil
+}
+
 // Dele marks message num as deleted. The server removes it only when it
 // acknowledges QUIT.
 func (c *Client) Dele(num int) error {

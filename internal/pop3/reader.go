@@ -22,6 +22,10 @@ const (
 	// body lines asked for, none for a probe), which is rarely over 100 KB
 	// (Postfix's header_size_limit is 102,400 by default).
 	maxTopSize = 1 << 20
+	// maxRetrSlack is what RETR may read beyond maxTopSize: a notice of
+	// up to 1 MiB (internal/dsn's MaxSize) counted with bare LFs grows by
+	// its CRs on the wire.
+	maxRetrSlack = 64 << 10
 	// maxCapaSize bounds a CAPA listing, which is a handful of short lines.
 	maxCapaSize = 64 << 10
 	// maxListEntries bounds UIDL so that a flood of tiny lines cannot turn

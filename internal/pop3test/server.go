@@ -31,8 +31,14 @@ type Options struct {
 	// FailQuit makes QUIT in the TRANSACTION state fail with -ERR and apply
 	// no deletion, as a server that cannot update the maildrop must.
 	FailQuit bool
+	// FailRetr makes every RETR fail with -ERR [SYS/TEMP].
+	FailRetr bool
 	// NoCAPA makes the server an RFC 1939 one that does not know CAPA.
 	NoCAPA bool
+	// OnCommand, when set, sees every command's verb (upper case) and, but
+	// for USER, PASS and AUTH, its argument, so tests can tell what was
+	// read. It is called from the session's goroutine.
+	OnCommand func(verb, arg string)
 }
 
 // message is one message of a maildrop. Sessions hold pointers to it, so

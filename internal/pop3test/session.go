@@ -58,6 +58,13 @@ func (ss *session) run() {
 
 // handle runs one command and reports whether the session is over.
 func (ss *session) handle(verb, arg string) (done bool) {
+	if f := ss.s.opts.OnCommand; f != nil {
+		shown := arg
+		if verb == "USER" || verb == "PASS" || verb == "AUTH" {
+			shown = ""
+		}
+		f(verb, shown)
+	}
 	switch verb {
 	case "CAPA":
 		ss.capa()
@@ -94,7 +101,13 @@ func (ss *session) handle(verb, arg string) (done bool) {
 		ss.reply("+OK " + strconv.Itoa(n) + " " + strconv.Itoa(size))
 	case "LIST", "UIDL":
 		ss.list(verb, arg)
-	case "TOP", "RETR":
+	case "RETR":
+		if ss.s.opts.FailRetr {
+			ss.reply("-ERR [SYS/TEMP] cannot read the message now")
+			return false
+		}
+		ss.retr(verb, arg)
+	case "TOP":
 		ss.retr(verb, arg)
 	case "DELE":
 		i, ok := ss.message(arg)

@@ -2,6 +2,7 @@ package pop3watch
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,7 +33,9 @@ func (s *Session) Delete(ctx context.Context, uid string) error {
 }
 
 // DeleteUIDs removes exactly the messages uids, each of which must have been
-// found by this session's Wait or FindProbes, in one session: DELE each, then
+// found by this session's Wait or FindProbes, or kept as a notice by
+// WaitNotices or FindNotices (deleted only if its header is unchanged), in
+// one session: DELE each, then
 // QUIT. If any UID is not the session's own nothing is touched. A DELE the
 // server refuses does not stop the others, which the QUIT then applies.
 // It is housekeeping and not timed as a probe step. Failures are code 5.
@@ -56,7 +59,8 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	// Every UID is checked before anything is sent: one stranger refuses
 	// the whole request.
 	for _, uid := range uids {
-		if _, ok := s.owned[uid]; !ok {
+		_, probe := s.owned[uid]
+		if _, notice := s.noticeOwned[uid]; !probe && !notice {
 			return cleanupErr(POP3Delete, steps.TypeConfig, fmt.Errorf("pop3: UID %s is not a probe found by this session", quoteUID(uid)))
 		}
 	}
@@ -83,6 +87,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 		if num == 0 {
 			// Not in the maildrop any more: nothing left to remove.
 			delete(s.owned, uid)
+			delete(s.noticeOwned, uid)
 			continue
 		}
 		err := s.bound(ctx, pc, func() error { return pc.c.Dele(num) })
@@ -100,6 +105,14 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	}
 	rec.Add(POP3Delete, start, time.Since(start))
 
+	if !timed && pc.probe && first == nil && !pc.broken {
+		// Notices marked in the session that found the probe: its own
+		// Delete follows, and its QUIT applies them all, so the probe's
+		// pop3.delete does not pay for a new session. (Close quits it
+		// otherwise, and reports deletions that did not happen.)
+		s.held = pc
+		return nil
+	}
 	s.held = nil
 	qerr := s.quit(ctx, pc, rec)
 	if qerr != nil {
@@ -110,6 +123,7 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	}
 	for _, uid := range marked {
 		delete(s.owned, uid)
+		delete(s.noticeOwned, uid)
 	}
 	return first
 }
@@ -169,7 +183,12 @@ func (s *Session) locate(ctx context.Context, uids []string) (*conn, []int, erro
 			if err != nil {
 				return nil, nil, steps.Fail(s.failCtx(ctx), POP3Delete, pop3.ErrorType(err), err)
 			}
-			if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
+			if digest, notice := s.noticeOwned[uid]; notice {
+				if sha256.Sum256(header) != digest {
+					return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
+						fmt.Errorf("pop3: UID %s no longer names the notice; not deleting", quoteUID(uid)))
+				}
+			} else if !slices.Contains(probemsg.TokenValues(header), s.owned[uid]) {
 				return nil, nil, cleanupErr(POP3Delete, steps.TypeProtocol,
 					fmt.Errorf("pop3: UID %s no longer names the probe; not deleting", quoteUID(uid)))
 			}

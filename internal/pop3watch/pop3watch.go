@@ -10,7 +10,8 @@
 // the probe is kept open so that its DELE and QUIT remove exactly the message
 // that session listed.
 //
-// Only headers are ever read (TOP n 0), never whole messages (RETR), and only
+// Only headers are read (TOP n 0), and whole messages (RETR) only of notices
+// watched for (notice.go: multipart/report, at most dsn.MaxSize), and only
 // of messages that were not in the maildrop before the probe was sent, or, for
 // the housekeeping FindProbes, at most a bounded number per call. Every network
 // wait ends when the context of the call, or the context given to Open, ends.
@@ -149,7 +150,13 @@ type Session struct {
 	// notProbe holds UIDs whose header has no X-Emailqos-Token field at
 	// all; they are never read again by this session.
 	notProbe map[string]struct{}
-	closed   bool
+	// noticeOwned maps the notices kept by a NoticeFunc to the digest of
+	// their header: only they, besides owned, may be deleted, and a new
+	// session deletes one only if its header is still the same.
+	noticeOwned map[string][32]byte
+	// notNotice holds UIDs whose header is not a multipart/report.
+	notNotice map[string]struct{}
+	closed    bool
 }
 
 var errClosed = errors.New("pop3watch: session closed")
@@ -166,13 +173,15 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		return nil, err
 	}
 	s := &Session{
-		opts:       opts,
-		rec:        rec,
-		log:        opts.Logger,
-		baseline:   make(map[string]struct{}),
-		owned:      make(map[string]string),
-		notProbe:   make(map[string]struct{}),
-		stallAfter: max(opts.PollInterval, minStall),
+		opts:        opts,
+		rec:         rec,
+		log:         opts.Logger,
+		baseline:    make(map[string]struct{}),
+		owned:       make(map[string]string),
+		notProbe:    make(map[string]struct{}),
+		noticeOwned: make(map[string][32]byte),
+		notNotice:   make(map[string]struct{}),
+		stallAfter:  max(opts.PollInterval, minStall),
 	}
 	s.life, s.lifeCancel = context.WithCancel(ctx)
 	pc, err := s.open(ctx, rec)

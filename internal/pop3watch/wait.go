@@ -43,12 +43,27 @@ func (s *Session) Wait(ctx context.Context, token string, accept func(header []b
 // session, before the send) is clamped to it, so that its midpoint is never
 // an instant the message cannot have arrived at.
 func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (Arrival, error) {
+	return s.waitWith(ctx, s.newWaiter(floor, token, accept))
+}
+
+func (s *Session) newWaiter(floor time.Time, token string, accept func([]byte) bool) *waiter {
+	return &waiter{
+		token:    token,
+		accept:   accept,
+		rejected: make(map[string]struct{}),
+		windows:  make(map[string]window),
+		floor:    floor,
+	}
+}
+
+// waitWith is WaitAfter's loop, for w.
+func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errClosed)
 	}
-	if !probemsg.Searchable(token) {
+	if !probemsg.Searchable(w.token) {
 		return Arrival{}, steps.New(steps.DeliveryWait, steps.TypeConfig, errors.New("pop3: the probe token must be non-empty printable ASCII without spaces"))
 	}
 	start := time.Now()
@@ -60,14 +75,7 @@ func (s *Session) WaitAfter(ctx context.Context, floor time.Time, token string, 
 		s.held = nil
 		s.quietQuit(ctx, pc)
 	}
-
-	w := &waiter{
-		token:    token,
-		accept:   accept,
-		rejected: make(map[string]struct{}),
-		windows:  make(map[string]window),
-		floor:    floor,
-	}
+	floor := w.floor
 	gap := min(firstInterval, s.opts.PollInterval)
 	next := s.notBefore(start)
 	learner := s.opts.Learner
@@ -150,6 +158,10 @@ type waiter struct {
 	// first listing that showed it, even if it is only read later.
 	windows map[string]window
 	floor   time.Time
+	// notice, when set, judges the new notices (WaitNotices); notices are
+	// the UIDs it kept.
+	notice  NoticeFunc
+	notices []string
 }
 
 type window struct{ lo, hi time.Time }
@@ -210,6 +222,23 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		values := probemsg.TokenValues(header)
 		if len(values) == 0 {
 			s.notProbe[id.UID] = struct{}{}
+			// Judged once, whatever the verdict: notProbe keeps it
+			// from being read again.
+			if w.notice != nil && isReport(header) {
+				keep, stop, err := s.judgeNotice(ctx, pc, id, header, w.notice)
+				if errors.Is(err, errNoticeTooLarge) {
+					return Arrival{}, false, nil // the next poll goes on
+				}
+				if err != nil {
+					return Arrival{}, false, s.waitFail(ctx, POP3Fetch, err)
+				}
+				if keep {
+					w.notices = append(w.notices, id.UID)
+				}
+				if stop {
+					return Arrival{}, false, ErrNoticeStop
+				}
+			}
 		}
 		if !slices.Contains(values, w.token) || (w.accept != nil && !w.accept(header)) {
 			w.rejected[id.UID] = struct{}{}

@@ -42,7 +42,7 @@ type noticeRef struct {
 	Folder string
 }
 
-// noticeMailbox is a mailbox that can watch for notices: IMAP.
+// noticeMailbox is a mailbox that can watch for notices: IMAP or POP3.
 type noticeMailbox interface {
 	// WaitNotices is Wait that also hands every notice arriving in the
 	// watched mailbox or a junk folder to judge; it ends with
@@ -195,8 +195,8 @@ func bouncedError(rc *dsn.Recipient, mta string) *steps.Error {
 // only logs: the probe then runs without notices, as before.
 func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *transcript.Transcript) <-chan noticeMailbox {
 	ch := make(chan noticeMailbox, 1)
-	// IMAP only: POP3 and the mail APIs are not watched for notices.
-	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval != RetrievalIMAP && t.Sender.Retrieval != "" {
+	// IMAP and POP3: the mail APIs are not watched for notices.
+	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval != RetrievalIMAP && t.Sender.Retrieval != RetrievalPOP3 && t.Sender.Retrieval != "" {
 		ch <- nil
 		return ch
 	}

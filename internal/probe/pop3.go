@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/pop3watch"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
@@ -60,3 +61,45 @@ func (m pop3Mailbox) MoveIDs(context.Context, []string, string) error { return e
 
 func (m pop3Mailbox) Commands() int                   { return m.s.Commands() }
 func (m pop3Mailbox) Close(ctx context.Context) error { return m.s.Close(ctx) }
+
+// Notices over POP3 (issue 16): the maildrop is the only place they land.
+
+func (m pop3Mailbox) WaitNotices(ctx context.Context, floor time.Time, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error) {
+	a, uids, err := m.s.WaitNotices(ctx, floor, token, accept, pop3watch.NoticeFunc(judge))
+	if errors.Is(err, pop3watch.ErrNoticeStop) {
+		// The callers know IMAP's sentinel only.
+		err = imapwatch.ErrNoticeStop
+	}
+	return arrival{ID: a.UID, SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: pop3Method, Header: a.Header,
+		Placement: pop3Placement}, pop3Refs(uids), err
+}
+
+// FindNotices has no dates to search by over POP3: judge picks the wanted
+// notices; a sweep (before set) reads the oldest messages first.
+func (m pop3Mailbox) FindNotices(ctx context.Context, _, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error) {
+	uids, err := m.s.FindNotices(ctx, !before.IsZero(), limit, pop3watch.NoticeFunc(judge))
+	return pop3Refs(uids), err
+}
+
+// RemoveNotices deletes the kept notices. POP3 has only DELE, so cleanup
+// mode move deletes them too: a verified notice is this probe's own
+// message, and leaving it would make the sender's maildrop grow by one at
+// every bounce.
+func (m pop3Mailbox) RemoveNotices(ctx context.Context, refs []noticeRef, c Cleanup, _ string) error {
+	if c == CleanupKeep || len(refs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.ID
+	}
+	return m.s.DeleteUIDs(ctx, ids)
+}
+
+func pop3Refs(uids []string) []noticeRef {
+	refs := make([]noticeRef, len(uids))
+	for i, u := range uids {
+		refs[i] = noticeRef{ID: u}
+	}
+	return refs
+}
