@@ -150,22 +150,9 @@ func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, d
 		}
 		return steps.Fail(ctx, steps.IMAPDelete, imapType(err), err)
 	}
-	if s.broken {
-		// Still the same message: a reconnect checks UIDVALIDITY.
-		if err := s.reconnect(ctx); err != nil {
-			return fail(err)
-		}
-	}
-	if err := s.stopIdle(ctx); err != nil {
-		return fail(err)
-	}
-	if junk != nil {
-		// Selected read-write: EXAMINE allows neither STORE nor EXPUNGE.
-		err = s.enter(ctx, junk, false)
-	} else {
-		err = s.ensureWatched(ctx)
-	}
-	if err != nil {
+	// A junk folder is selected read-write: EXAMINE allows neither STORE
+	// nor EXPUNGE.
+	if err := s.prepare(ctx, junk, false); err != nil {
 		return fail(err)
 	}
 

@@ -89,37 +89,18 @@ func (s *Session) findProbes(ctx context.Context, folder string, tokens []string
 		limit = maxHits
 	}
 
-	fail := func(err error) ([]imap.UID, error) {
-		var se *steps.Error
-		if errors.As(err, &se) {
-			return nil, err
-		}
-		if ctx.Err() == nil {
-			s.failed(err)
-		}
-		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
-	}
-	if s.broken {
-		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.
-		if err := s.reconnect(ctx); err != nil {
-			return fail(err)
-		}
-	}
-	if err := s.stopIdle(ctx); err != nil {
+	fail := func(err error) ([]imap.UID, error) { return nil, s.searchErr(ctx, err) }
+	// EXAMINE for a junk folder: a search needs no write access, and sets
+	// no \Seen.
+	if err := s.prepare(ctx, junk, true); err != nil {
 		return fail(err)
 	}
 	found := s.found
 	if junk != nil {
-		// EXAMINE: a search needs no write access, and sets no \Seen.
-		if err := s.enter(ctx, junk, true); err != nil {
-			return fail(err)
-		}
 		if s.foundIn[junk.name] == nil {
 			s.foundIn[junk.name] = make(map[imap.UID]struct{})
 		}
 		found = s.foundIn[junk.name]
-	} else if err := s.ensureWatched(ctx); err != nil {
-		return fail(err)
 	}
 
 	uids, err := s.probeCandidates(ctx, tokens != nil, limit)

@@ -91,30 +91,8 @@ func (s *Session) FindNotices(ctx context.Context, folder string, since, before 
 			return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, fmt.Errorf("imap: %q is not a folder this session watched", folder))
 		}
 	}
-	fail := func(err error) ([]imap.UID, error) {
-		var se *steps.Error
-		if errors.As(err, &se) {
-			return nil, err
-		}
-		if ctx.Err() == nil {
-			s.failed(err)
-		}
-		return nil, steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
-	}
-	if s.broken {
-		// A reconnect checks UIDVALIDITY, so UIDs keep their meaning.
-		if err := s.reconnect(ctx); err != nil {
-			return fail(err)
-		}
-	}
-	if err := s.stopIdle(ctx); err != nil {
-		return fail(err)
-	}
-	if junk != nil {
-		if err := s.enter(ctx, junk, true); err != nil {
-			return fail(err)
-		}
-	} else if err := s.ensureWatched(ctx); err != nil {
+	fail := func(err error) ([]imap.UID, error) { return nil, s.searchErr(ctx, err) }
+	if err := s.prepare(ctx, junk, true); err != nil {
 		return fail(err)
 	}
 	crit := noticeCriteria(1)

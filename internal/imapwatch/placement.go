@@ -384,6 +384,40 @@ func (s *Session) enter(ctx context.Context, f *junkFolder, readOnly bool) error
 	return nil
 }
 
+// prepare readies the session for a command outside the wait: a broken
+// connection is re-established (a reconnect checks UIDVALIDITY, so UIDs keep
+// their meaning), IDLE is ended, and junk (EXAMINEd when readOnly), or else
+// the watched mailbox, is the selected one.
+func (s *Session) prepare(ctx context.Context, junk *junkFolder, readOnly bool) error {
+	if s.broken {
+		if err := s.reconnect(ctx); err != nil {
+			return err
+		}
+	}
+	if err := s.stopIdle(ctx); err != nil {
+		return err
+	}
+	if junk != nil {
+		return s.enter(ctx, junk, readOnly)
+	}
+	return s.ensureWatched(ctx)
+}
+
+// searchErr types a housekeeping search's failure (FindProbes,
+// FindNotices): a step error (a failed reconnect) stands as it is; any
+// other marks the session failed, unless ctx ended, and is an imap.search
+// failure.
+func (s *Session) searchErr(ctx context.Context, err error) error {
+	var se *steps.Error
+	if errors.As(err, &se) {
+		return err
+	}
+	if ctx.Err() == nil {
+		s.failed(err)
+	}
+	return steps.Fail(ctx, steps.IMAPSearch, searchType(err), err)
+}
+
 // ensureWatched selects the watched mailbox again after a junk folder was
 // looked at, keeping its baseline: UIDVALIDITY must not have changed, and
 // if messages came or went meanwhile the timeline restarts.
