@@ -128,6 +128,25 @@ func (s *Session) remove(ctx context.Context, uids []string, timed bool) error {
 	return first
 }
 
+// listedIDs is heldConn for a housekeeping pass, its failures typed as the
+// pass's own, with the maildrop's messages oldest first or newest first.
+func (s *Session) listedIDs(ctx context.Context, oldest bool) (*conn, []pop3.MessageID, error) {
+	pc, openErr, listErr := s.heldConn(ctx)
+	if openErr != nil {
+		return nil, nil, openErr
+	}
+	if listErr != nil {
+		return nil, nil, s.waitFail(ctx, POP3List, listErr)
+	}
+	ids := slices.Clone(pc.ids)
+	if oldest {
+		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return a.Num - b.Num })
+	} else {
+		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return b.Num - a.Num })
+	}
+	return pc, ids, nil
+}
+
 // heldConn returns the kept session, or opens a new one, lists the maildrop
 // and keeps it. openErr and listErr say which step failed, for the callers
 // to report it as their own.
@@ -245,19 +264,10 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 		limit = defaultFindLimit
 	}
 
-	pc, openErr, listErr := s.heldConn(ctx)
-	if openErr != nil {
-		return nil, openErr
-	}
-	if listErr != nil {
-		return nil, s.waitFail(ctx, POP3List, listErr)
-	}
-
-	ids := slices.Clone(pc.ids)
-	if tokens != nil {
-		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return b.Num - a.Num })
-	} else {
-		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return a.Num - b.Num })
+	// Late probes are recent: newest first; the sweep's are old.
+	pc, ids, err := s.listedIDs(ctx, tokens == nil)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	read := 0

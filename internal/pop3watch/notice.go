@@ -7,7 +7,6 @@ import (
 	"errors"
 	"mime"
 	"net/mail"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -143,18 +142,9 @@ func (s *Session) FindNotices(ctx context.Context, oldest bool, limit int, judge
 	if limit <= 0 {
 		limit = defaultFindLimit
 	}
-	pc, openErr, listErr := s.heldConn(ctx)
-	if openErr != nil {
-		return nil, openErr
-	}
-	if listErr != nil {
-		return nil, s.waitFail(ctx, POP3List, listErr)
-	}
-	ids := slices.Clone(pc.ids)
-	if oldest {
-		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return a.Num - b.Num })
-	} else {
-		slices.SortFunc(ids, func(a, b pop3.MessageID) int { return b.Num - a.Num })
+	pc, ids, err := s.listedIDs(ctx, oldest)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	read, scanned := 0, 0
