@@ -82,6 +82,9 @@ func (x *imapSession) Login(username, password string) error {
 		return err
 	}
 	x.user = x.srv.lookup(username)
+	if x.front && x.user != nil {
+		x.user.logins.Add(1)
+	}
 	return x.sessionLimit()
 }
 

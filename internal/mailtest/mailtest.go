@@ -153,6 +153,7 @@ type account struct {
 	gm       gmailState
 	visible  visibleTimes
 	sessions sessionCount
+	logins   atomic.Int64 // successful client logins (IMAP)
 }
 
 // Server is a running mail system. All methods are safe for concurrent use.

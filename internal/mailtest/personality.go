@@ -398,6 +398,16 @@ func (s *Server) Sessions(user string) int {
 	return a.sessions.n
 }
 
+// Logins is how many IMAP logins of user's clients (LOGIN or AUTHENTICATE)
+// succeeded so far.
+func (s *Server) Logins(user string) int {
+	a := s.lookup(user)
+	if a == nil {
+		return 0
+	}
+	return int(a.logins.Load())
+}
+
 // categoryKeyword is the keyword the filter turns X-GM-RAW
 // "category:<tab>" into, for the session's Search to resolve; it never
 // reaches a message.
