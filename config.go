@@ -209,6 +209,11 @@ type IMAPConfig struct {
 	// (the folder marked \Junk, else one named Junk, Spam, ...); an empty
 	// list turns placement checks off.
 	JunkFolders *[]string `mapstructure:"junk_folders"`
+	// GmailTabs reports the Gmail inbox tab of a probe found in INBOX
+	// (promotions, social, updates, forums) as its placement, looked up on
+	// a second, short session (one more login per probe) when the server
+	// has Gmail's IMAP extensions. Default false: see README, Placement.
+	GmailTabs bool `mapstructure:"gmail_tabs"`
 }
 
 // maxJunkFolders bounds imap::junk_folders: each costs a STATUS per poll.

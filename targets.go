@@ -203,6 +203,7 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		// Where else a probe may land (placement).
 		JunkFolders:  junk,
 		DiscoverJunk: discoverJunk,
+		GmailTabs:    retrieval == retrievalIMAP && a.IMAP.GmailTabs,
 		// Shared by every target reading this mailbox, like the sweeps.
 		MaxSessions: cmp.Or(a.MaxSessions, defaultMaxSessions),
 	}, nil

@@ -306,6 +306,16 @@ func (a AccountConfig) validate(path string) []error {
 	if err := checkName(a.IMAP.Mailbox); err != nil {
 		add("imap::mailbox", "%v", err)
 	}
+	if a.IMAP.GmailTabs {
+		switch a.readVia() {
+		case retrievalPOP3:
+			add("imap::gmail_tabs", "pop3 sees the maildrop only: placement is inbox or missing there")
+		case transportGraph:
+			add("imap::gmail_tabs", "Gmail's tabs are read over IMAP or the Gmail API, not over graph")
+		case transportGmailAPI:
+			add("imap::gmail_tabs", "not used over gmail_api, which reports the tab itself (its CATEGORY_* label)")
+		}
+	}
 	if jf := a.IMAP.JunkFolders; jf != nil {
 		switch a.readVia() {
 		case retrievalPOP3:

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +71,12 @@ type Account struct {
 	// finds them at login instead (\Junk, else usual names). IMAP only.
 	JunkFolders  []string
 	DiscoverJunk bool
+	// GmailTabs looks up, on a short session of its own, the Gmail inbox
+	// tab of a probe found in INBOX of a server with X-GM-EXT-1, reported
+	// as its placement (gmailtabs.go). IMAP only.
+	GmailTabs bool
+	// tabsWarned: a failed tab lookup was logged at warn already.
+	tabsWarned atomic.Bool
 	// Key material for the probe HMAC of messages received by this account.
 	MACKey []byte
 	// AuthServIDs are the authserv-ids whose Authentication-Results are
@@ -241,6 +248,10 @@ type Result struct {
 	// Transcript is the probe's redacted conversation when the target
 	// keeps one, else nil.
 	Transcript *transcript.Transcript
+
+	// tabCommands are the IMAP commands of the Gmail tab lookup, counted
+	// in Commands.
+	tabCommands int
 }
 
 // Run runs one probe of t and never returns before every connection it
@@ -370,7 +381,7 @@ func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder
 	// still logs out, and a removed probe is removed within ctx too. A
 	// failed LOGOUT fails an otherwise successful probe (code 5).
 	closeErr := sess.Close(ctx)
-	res.Commands = sess.Commands()
+	res.Commands = sess.Commands() + res.tabCommands
 	if nbox != nil && !same {
 		// A transit's session to the sender's mailbox: its LOGOUT failing
 		// is no failure of the probe, but its commands are the probe's.
@@ -518,6 +529,12 @@ func measure(ctx context.Context, t *Target, sess mailbox, nbox noticeMailbox, s
 		res.DeferredFor = arrival.SeenAt.Sub(deferred.first)
 	}
 	readMessage(res, t, arrival.Header, submitStart(rec, p.SentAt), logger)
+	// Before the cleanup, while the probe's UID still names it.
+	var tab imapwatch.Placement
+	tab, res.tabCommands = gmailTabPlacement(ctx, t, sess, arrival, logger, tr)
+	if tab != "" {
+		res.Placement = string(tab)
+	}
 
 	var cleanupErr error
 	switch t.Cleanup {
