@@ -6,10 +6,9 @@
 // It is a small IMAP client of its own because go-imap v2.0.0-beta.8 (and
 // beta.9) cannot send X-GM-RAW: its client's commands are fixed methods over
 // an unexported encoder, and its SEARCH keys are a fixed set. Gmail
-// documents X-GM-RAW and the `category:` operator in
-// https://developers.google.com/gmail/imap/imap-extensions (section
-// "Extension of the SEARCH command: X-GM-RAW") and
-// https://support.google.com/mail/answer/7190.
+// documents X-GM-RAW in
+// https://developers.google.com/gmail/imap/imap-extensions#extension_of_the_search_command_x-gm-raw
+// and the `category:` operator in https://support.google.com/mail/answer/7190.
 //
 // Every read is bounded (line length, literal size, untagged responses per
 // command, and the transport's read budget) and every wait ends with ctx,
