@@ -1,7 +1,7 @@
 // Package gmailtabs finds the Gmail inbox tab (Promotions, Social, Updates,
 // Forums) of one message over IMAP, on a short read-only session of its own:
-// connect, greeting, login, EXAMINE INBOX, one UID SEARCH per tab with
-// Gmail's X-GM-RAW search key, LOGOUT.
+// connect, greeting, login, EXAMINE INBOX, one UID SEARCH per category with
+// Gmail's X-GM-RAW search key until one names the message, LOGOUT.
 //
 // It is a small IMAP client of its own because go-imap v2.0.0-beta.8 (and
 // beta.9) cannot send X-GM-RAW: its client's commands are fixed methods over
@@ -27,6 +27,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 
@@ -37,10 +38,24 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
-// Tabs are Gmail's inbox tabs other than Primary, in the order they are
-// asked for (the likeliest first for automated mail), as the `category:`
-// search operator names them.
+// Tabs are Gmail's inbox tabs other than Primary, as the `category:` search
+// operator names them.
 var Tabs = []string{"promotions", "social", "updates", "forums"}
+
+// primary is the category of the Primary tab. It is asked for first: a
+// probe from a known sender usually lands there, and a message no category
+// names is one Gmail's search has not categorised (yet), not Primary.
+const primary = "primary"
+
+var categories = append([]string{primary}, Tabs...)
+
+// ErrUncategorised: no category names the message, twice. Gmail's search,
+// which X-GM-RAW uses, may not have indexed a message just delivered.
+var ErrUncategorised = errors.New("no category (primary, promotions, social, updates, forums) names the message: Gmail's search has not categorised it")
+
+// retryPause is how long a message no category names is given before it is
+// asked for once more.
+const retryPause = time.Second
 
 // Bounds of what a server can make the session read. The answers it needs
 // are a greeting, a capability list, EXAMINE's few lines and SEARCH results
@@ -106,9 +121,11 @@ type Error struct {
 func (e *Error) Error() string { return "gmail tabs: " + e.Step + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Lookup signs in to opts.Endpoint, examines INBOX read-only and asks, tab
-// by tab, whether the message uid is in it, until one answers yes. The
-// message's flags are not changed (EXAMINE, SEARCH only).
+// Lookup signs in to opts.Endpoint, examines INBOX read-only and asks,
+// category by category (Primary first), whether the message uid is in it,
+// until one answers yes. The message's flags are not changed (EXAMINE,
+// SEARCH only). When none does, they are asked once more after a second;
+// still none is ErrUncategorised.
 func Lookup(ctx context.Context, opts Options, uid uint32) (res Result, err error) {
 	if uid == 0 {
 		return res, &Error{Step: StepSearch, Err: errors.New("no message UID")}
@@ -130,19 +147,41 @@ func Lookup(ctx context.Context, opts Options, uid uint32) (res Result, err erro
 	if err := s.examine(); err != nil {
 		return res, err
 	}
-	for _, tab := range Tabs {
-		hit, err := s.search(uid, tab)
+	for round := 0; ; round++ {
+		cat, err := s.category(uid)
 		if err != nil {
 			return res, err
 		}
-		if hit {
-			res.Tab = tab
+		if cat != "" {
+			if cat != primary {
+				res.Tab = cat
+			}
 			break
+		}
+		if round == 1 {
+			s.logout()
+			return res, fail(StepSearch, ErrUncategorised)
+		}
+		select {
+		case <-time.After(retryPause):
+		case <-ctx.Done():
+			return res, fail(StepSearch, ErrUncategorised)
 		}
 	}
 	// The answer is known: a failed LOGOUT changes nothing.
 	s.logout()
 	return res, nil
+}
+
+// category asks for each category in turn; "" when none names uid.
+func (s *session) category(uid uint32) (string, error) {
+	for _, cat := range categories {
+		hit, err := s.search(uid, cat)
+		if err != nil || hit {
+			return cat, err
+		}
+	}
+	return "", nil
 }
 
 type session struct {

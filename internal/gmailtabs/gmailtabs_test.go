@@ -81,14 +81,10 @@ func TestLookupEachTab(t *testing.T) {
 		assert.Contains(t, text, `EXAMINE "INBOX"`)
 		assert.NotRegexp(t, `C: G\d+ SELECT`, text)
 		assert.Contains(t, text, "[READ-ONLY]")
-		assert.Contains(t, text, fmt.Sprintf(`UID SEARCH UID %d X-GM-RAW "category:promotions"`, before[i].UID))
-		// LOGIN, EXAMINE, the searches up to the hit, LOGOUT (the greeting
-		// carries the capabilities).
-		searches := len(Tabs)
-		if want != "" {
-			searches = i
-		}
-		assert.Equal(t, 3+searches, res.Commands, s)
+		assert.Contains(t, text, fmt.Sprintf(`UID SEARCH UID %d X-GM-RAW "category:primary"`, before[i].UID))
+		// LOGIN, EXAMINE, the searches up to the hit (Primary first),
+		// LOGOUT (the greeting carries the capabilities).
+		assert.Equal(t, 3+i+1, res.Commands, s)
 	}
 	after, err := srv.Mailbox(mailtest.Alice)
 	require.NoError(t, err)
@@ -98,6 +94,23 @@ func TestLookupEachTab(t *testing.T) {
 		assert.NotContains(t, after[i].Flags, imap.FlagSeen)
 	}
 	assert.Zero(t, srv.Sessions(mailtest.Alice), "logged out")
+}
+
+// A message no category names (Gmail's search has not categorised it) is
+// asked for twice, a second apart, then reported as such: never as Primary.
+func TestLookupUncategorised(t *testing.T) {
+	srv := mailtest.StartT(t, mailtest.Options{Personality: mailtest.PersonalityGmail,
+		Category: func(string, []byte) string { return "unindexed" }})
+	require.NoError(t, srv.Append(mailtest.Alice, message("x"), nil))
+	start := time.Now()
+	res, err := lookup(t, plainOpts(srv), 1)
+	require.ErrorIs(t, err, ErrUncategorised)
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, StepSearch, e.Step)
+	assert.Empty(t, res.Tab)
+	assert.Equal(t, 3+2*len(categories), res.Commands, "every category, twice")
+	assert.GreaterOrEqual(t, time.Since(start), retryPause)
 }
 
 func TestLookupOverTLS(t *testing.T) {

@@ -128,7 +128,9 @@ type Options struct {
 	MaxSessions int
 	// Category, when set, names the Gmail tab of each delivery
 	// (PersonalityGmail: "promotions", "social", "updates", "forums" or ""
-	// for primary), found with X-GM-RAW "category:<tab>".
+	// for primary), found with X-GM-RAW "category:<tab>". Any other value
+	// (e.g. "unindexed") is found by no such search, not even
+	// "category:primary": a message Gmail's search has not categorised.
 	Category func(rcpt string, msg []byte) string
 	// ReplyAfterDelivery delivers each message before the 250 reply to
 	// DATA (as PersonalityEarlyExists does) and sends that reply this much

@@ -308,6 +308,18 @@ func (g *gmailState) inboxOf(allUIDs []imap.UID) []imap.UID {
 	return out
 }
 
+// categorised lists the messages of mailbox filed in any category but
+// Primary.
+func (g *gmailState) categorised(mailbox string) []imap.UID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []imap.UID
+	for u := range g.category[mailbox] {
+		out = append(out, u)
+	}
+	return out
+}
+
 func (g *gmailState) inCategory(mailbox, tab string) []imap.UID {
 	g.mu.Lock()
 	defer g.mu.Unlock()

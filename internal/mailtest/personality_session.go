@@ -139,7 +139,14 @@ func (x *imapSession) rewriteSearch(c imap.SearchCriteria) imap.SearchCriteria {
 	}
 	for _, f := range c.Flag {
 		if t.gmail && len(f) > len(categoryKeyword) && strings.EqualFold(string(f[:len(categoryKeyword)]), categoryKeyword) {
-			uids := x.user.gm.inCategory(x.selected, strings.ToLower(string(f[len(categoryKeyword):])))
+			tab := strings.ToLower(string(f[len(categoryKeyword):]))
+			if tab == "primary" {
+				// Primary is every message filed in no other category.
+				uids := x.user.gm.categorised(x.selected)
+				out.Not = append(out.Not, imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(append(uids, noUID)...)}})
+				continue
+			}
+			uids := x.user.gm.inCategory(x.selected, tab)
 			out.UID = append(out.UID, imap.UIDSetNum(append(uids, noUID)...))
 			continue
 		}

@@ -203,6 +203,7 @@ func TestGmailHeaderSearchAndTabs(t *testing.T) {
 	assert.Equal(t, []string{"1"}, searchUIDs(t, x, "SUBJECT probe"))
 	assert.Equal(t, []string{"2"}, searchUIDs(t, x, `X-GM-RAW "category:promotions"`))
 	assert.Empty(t, searchUIDs(t, x, `X-GM-RAW "category:social"`))
+	assert.Equal(t, []string{"1"}, searchUIDs(t, x, `X-GM-RAW "category:primary"`), "filed in no other category")
 	assert.Equal(t, []string{"2"}, searchUIDs(t, x, `UID 1:* X-GM-RAW "category:promotions"`))
 	_, st = x.cmd(t, `SELECT "[Gmail]/All Mail"`)
 	require.True(t, strings.HasPrefix(st, "OK"), st)

@@ -62,13 +62,9 @@ func TestGmailTabsPlacement(t *testing.T) {
 			}
 			assert.Equal(t, want, r.Placement)
 			assert.Equal(t, 2, srv.Logins(alice)-logins, "the probe's session and the lookup's")
-			// LOGIN, EXAMINE, the searches up to the tab (all four for
-			// Primary), LOGOUT.
-			searches := i
-			if name == "" {
-				searches = 4
-			}
-			assert.Equal(t, off.Commands+3+searches, r.Commands)
+			// LOGIN, EXAMINE, the searches up to the tab (Primary is
+			// asked for first), LOGOUT.
+			assert.Equal(t, off.Commands+3+i+1, r.Commands)
 			assert.NotContains(t, stepNames(r), "imap.tabs", "not a timed step")
 			inbox, err := srv.Mailbox(alice)
 			require.NoError(t, err)
@@ -131,21 +127,25 @@ func TestGmailTabsNotLookedUp(t *testing.T) {
 }
 
 // A lookup that fails (the server refuses its login: the account's session
-// cap) or cannot start (every max_sessions slot taken) leaves the placement
-// inbox and the probe OK, and is logged at warn once per account.
+// cap; no category names the probe) or cannot start (every max_sessions
+// slot taken) leaves the placement inbox and the probe OK, and is logged at
+// warn once per account.
 func TestGmailTabsLookupFails(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
+		tab         string
 		serverCap   int
 		maxSessions int
 		want        string
 	}{
-		{"login refused", 1, 0, "Too many simultaneous connections"},
-		{"no free session", 0, 1, "max_sessions"},
+		{"login refused", PlacementUpdates, 1, 0, "Too many simultaneous connections"},
+		{"no free session", PlacementUpdates, 0, 1, "max_sessions"},
+		// Gmail's search has not categorised the probe: not Primary.
+		{"uncategorised", "unindexed", 0, 0, "has not categorised"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, tab := gmailWithTabs(t, mailtest.Options{MaxSessions: tc.serverCap})
-			tab.Store(PlacementUpdates)
+			tab.Store(tc.tab)
 			core, logs := observer.New(zap.DebugLevel)
 			tg := gmailTarget(srv, true)
 			tg.Receiver.MaxSessions = tc.maxSessions
