@@ -34,7 +34,7 @@ func message(subject string) []byte {
 	return []byte("From: x@example.test\r\nTo: " + mailtest.Alice + "\r\nSubject: " + subject + "\r\n\r\nbody\r\n")
 }
 
-func gmail(t *testing.T, opts mailtest.Options) *mailtest.Server {
+func gmail(t testing.TB, opts mailtest.Options) *mailtest.Server {
 	opts.Personality = mailtest.PersonalityGmail
 	opts.Category = tabBySubject
 	return mailtest.StartT(t, opts)
@@ -241,3 +241,27 @@ func TestArgument(t *testing.T) {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// BenchmarkLookup is one lookup against the in-process Gmail stand-in on
+// loopback, for a message in Primary (one search) and in Forums (five):
+// the session's own cost, without a real server's round trips.
+func BenchmarkLookup(b *testing.B) {
+	srv := gmail(b, mailtest.Options{})
+	require.NoError(b, srv.Append(mailtest.Alice, message("primary"), nil))
+	require.NoError(b, srv.Append(mailtest.Alice, message("forums"), nil))
+	for _, c := range []struct {
+		name string
+		uid  uint32
+	}{{"primary", 1}, {"forums", 2}} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Lookup(ctx, plainOpts(srv), c.uid); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
