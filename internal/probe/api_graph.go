@@ -3,6 +3,8 @@ package probe
 import (
 	"context"
 
+	"go.uber.org/zap"
+
 	"github.com/emailqos/emailqosreceiver/internal/graph"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/restcall"
@@ -30,8 +32,18 @@ type graphMailbox struct {
 // are read first (late probes, orphans of the runs in between) and the
 // links carry on from there; otherwise the initial round of the delta sync
 // skips what is already in the folder.
-func openGraph(ctx context.Context, t *Target, r *Account, rec *steps.Recorder) (mailbox, error) {
-	g := &graphMailbox{apiMailbox: newAPIMailbox(r, t, steps.GraphList, rec), c: r.API.Graph, user: r.apiUser(), links: map[string]string{}}
+func openGraph(ctx context.Context, t *Target, r *Account, rec *steps.Recorder, logger *zap.Logger) (mailbox, error) {
+	g := &graphMailbox{apiMailbox: newAPIMailbox(r, t, steps.GraphList, rec, logger), c: r.API.Graph, user: r.apiUser(), links: map[string]string{}}
+	g.fetchNotice = func(ctx context.Context, id string) ([]byte, error) {
+		return g.c.MIME(ctx, g.user, id, imapwatch.MaxNoticeBytes)
+	}
+	g.removeNotice = func(ctx context.Context, id string, move bool, folder string) error {
+		if move {
+			_, err := g.c.Move(ctx, g.user, id, folder)
+			return err
+		}
+		return g.c.PermanentDelete(ctx, g.user, id)
+	}
 	r.api.mu.Lock()
 	saved := make(map[string]string, len(r.api.graphLinks))
 	for f, l := range r.api.graphLinks {
@@ -84,8 +96,9 @@ func (g *graphMailbox) delta(ctx context.Context, folder, link string) ([]apiMes
 			continue
 		}
 		hs := m.Headers
-		out = append(out, apiMessage{id: m.ID, folder: folder, placement: placement,
-			header: headerBlock(len(hs), func(i int) (string, string) { return hs[i].Name, hs[i].Value })})
+		field := func(i int) (string, string) { return hs[i].Name, hs[i].Value }
+		out = append(out, apiMessage{id: m.ID, folder: folder, placement: placement, header: headerBlock(len(hs), field),
+			report: isReport(len(hs), field), received: m.ReceivedDateTime})
 	}
 	return out, next, nil
 }

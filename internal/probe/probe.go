@@ -21,6 +21,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
+	"github.com/emailqos/emailqosreceiver/internal/restcall"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -305,6 +306,8 @@ func (a *Account) credentials(tr *transcript.Transcript) saslx.Credentials {
 
 func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, start time.Time, tr *transcript.Transcript) Result {
 	res := Result{Target: t, Start: start}
+	// The API calls of both sides are recorded in the transcript too.
+	ctx = restcall.WithTranscript(ctx, tr)
 
 	if t.Timeout > 0 {
 		var cancel context.CancelFunc
