@@ -56,9 +56,13 @@ type Options struct {
 	// Notice, when set, is asked at each delivery of a sent message for a
 	// delivery status notification about it: a non-nil notice is filed in
 	// the sender's INBOX (where Gmail's mailer-daemon bounces land) before
-	// the delivery; deliver false drops the message (a bounce), true
-	// delivers it too (a delay notice followed by the delivery).
+	// the delivery; deliver false drops the message (a bounce, or a
+	// test that delivers it later itself), true delivers it (after a delay
+	// notice: the delivery).
 	Notice func(rcpt string, raw []byte) (notice []byte, deliver bool)
+	// OnRequest, when set, sees every request before it is answered (tests
+	// count the reads of a message's content with it).
+	OnRequest func(r *http.Request)
 }
 
 // Stored is a message as kept by the fake.
@@ -250,6 +254,9 @@ func notFound(w http.ResponseWriter) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if s.opts.OnRequest != nil {
+		s.opts.OnRequest(r)
+	}
 	s.requests.Add(1)
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" || (s.opts.Token != "" && tok != s.opts.Token) {
@@ -393,11 +400,12 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, b *mailbox) {
 		}
 		for _, rc := range rcpts {
 			if s.opts.Notice != nil {
-				if n, deliver := s.opts.Notice(rc, raw); n != nil {
+				n, deliver := s.opts.Notice(rc, raw)
+				if n != nil {
 					_ = s.Deliver(b.addr, n)
-					if !deliver {
-						continue
-					}
+				}
+				if !deliver {
+					continue
 				}
 			}
 			if strings.EqualFold(rc, b.addr) {

@@ -51,9 +51,12 @@ type Options struct {
 	// for a delivery status notification about it: a non-nil notice is
 	// filed in the sender's mailbox (as a non-delivery report of Exchange
 	// Online lands in the sender's Inbox) before the delivery; deliver
-	// false drops the message (a bounce), true delivers it too (a delay
-	// notice followed by the delivery).
+	// false drops the message (a bounce, or a test that delivers it later
+	// itself), true delivers it (after a delay notice: the delivery).
 	Notice func(rcpt string, raw []byte) (notice []byte, deliver bool)
+	// OnRequest, when set, sees every request before it is answered (tests
+	// count the reads of a message's content with it).
+	OnRequest func(r *http.Request)
 }
 
 // Stored is a message as kept by the fake.
@@ -231,6 +234,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if s.opts.OnRequest != nil {
+		s.opts.OnRequest(r)
+	}
 	n := s.requests.Add(1)
 	// Graph names each answer for its support (request-id, a GUID).
 	w.Header().Set("request-id", fmt.Sprintf("00000000-0000-4000-8000-%012d", n))
@@ -344,11 +350,12 @@ func (s *Server) sendMail(w http.ResponseWriter, r *http.Request, user string) {
 		}
 		for _, rc := range rcpts {
 			if s.opts.Notice != nil {
-				if n, deliver := s.opts.Notice(rc, raw); n != nil {
+				n, deliver := s.opts.Notice(rc, raw)
+				if n != nil {
 					_ = s.Deliver(user, n)
-					if !deliver {
-						continue
-					}
+				}
+				if !deliver {
+					continue
 				}
 			}
 			if s.Deliver(rc, raw) != nil && s.opts.Route != nil {

@@ -109,6 +109,10 @@ func (g *graphMailbox) delta(ctx context.Context, folder, link string) ([]apiMes
 // housekeeping at the latest, not by this wait.
 func (g *graphMailbox) pollFolders(ctx context.Context) ([]apiMessage, error) {
 	var out []apiMessage
+	// The links move on only when every folder was read: a poll cut short
+	// (the wait ended during the second folder) is read again whole by the
+	// next one, not lost with the first folder's messages.
+	links := make(map[string]string, len(graphFolders))
 	for _, f := range graphFolders {
 		msgs, next, err := g.delta(ctx, f, g.links[f])
 		if restcall.IsKind(err, restcall.KindResync) {
@@ -120,8 +124,11 @@ func (g *graphMailbox) pollFolders(ctx context.Context) ([]apiMessage, error) {
 		if err != nil {
 			return nil, err
 		}
-		g.links[f] = next
+		links[f] = next
 		out = append(out, msgs...)
+	}
+	for f, l := range links {
+		g.links[f] = l
 	}
 	return out, nil
 }

@@ -82,6 +82,17 @@ func (m *apiMailbox) rememberReports(msgs []apiMessage) {
 	}
 }
 
+// tooLarge notes that a report is over the cap: it is not read again.
+func (m *apiMailbox) tooLarge(id string) {
+	m.acct.api.mu.Lock()
+	defer m.acct.api.mu.Unlock()
+	for i := range m.acct.api.reports {
+		if m.acct.api.reports[i].id == id {
+			m.acct.api.reports[i].size = imapwatch.MaxNoticeBytes + 1
+		}
+	}
+}
+
 // forgetReport drops a removed or vanished report from the account.
 func (m *apiMailbox) forgetReport(id string) {
 	m.acct.api.mu.Lock()
@@ -101,6 +112,9 @@ func (m *apiMailbox) readNotice(ctx context.Context, msg apiMessage) (b []byte, 
 		b, err = m.fetchNotice(ctx, msg.id)
 		return err
 	})
+	if restcall.IsKind(err, restcall.KindTooLarge) {
+		m.tooLarge(msg.id)
+	}
 	if err != nil {
 		gone = restcall.IsKind(err, restcall.KindNotFound) || restcall.IsKind(err, restcall.KindTooLarge) ||
 			restcall.IsKind(err, restcall.KindProtocol) || restcall.IsKind(err, restcall.KindBadRequest)
@@ -154,11 +168,21 @@ func (m *apiMailbox) WaitNotices(ctx context.Context, floor time.Time, token str
 	return m.wait(ctx, floor, token, accept, judge)
 }
 
-// FindNotices reads the reports the account remembers (apiReport) that
+// FindNotices polls once, then reads the reports the account remembers
+// (apiReport) that
 // were received since since, or before before when that is set (both
 // widened by apiNoticeSkew), at most limit of them, oldest first, and
 // returns those judge keeps. Housekeeping: not timed as a step.
 func (m *apiMailbox) FindNotices(ctx context.Context, since, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error) {
+	// One poll first, so that what arrived since the wait's last poll is
+	// seen now (as an IMAP search would), not at the next session.
+	m.untimed = true
+	msgs, err := m.poll(ctx)
+	m.untimed = false
+	if err != nil {
+		return nil, err
+	}
+	m.note(msgs)
 	m.acct.api.mu.Lock()
 	reports := slices.Clone(m.acct.api.reports)
 	m.acct.api.mu.Unlock()
@@ -180,6 +204,9 @@ func (m *apiMailbox) FindNotices(ctx context.Context, since, before time.Time, l
 		if restcall.IsKind(err, restcall.KindNotFound) {
 			m.forgetReport(r.id)
 			continue
+		}
+		if restcall.IsKind(err, restcall.KindTooLarge) {
+			m.tooLarge(r.id)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
