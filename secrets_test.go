@@ -313,6 +313,22 @@ func TestNoSecretsAnywhere(t *testing.T) {
 			assert.Contains(t, lines, "smtp C: AUTH PLAIN [redacted]", lines)
 			assert.Contains(t, lines, "bytes of message data]", lines)
 		}
+		// The API targets' transcripts record their exchanges (so the scan
+		// above has read them): requests, statuses, the refused token's 401.
+		if entry.Message == "probe transcript" {
+			lines := strings.Join(contextStrings(entry), "\n")
+			for target, want := range map[string][]string{
+				"graph":    {"graph C: POST /v1.0/users/" + dave + "/sendMail [", "graph S: 202 ", "/messages/delta?$deltatoken=["},
+				"graphrej": {"graph S: 401 "},
+				"gws":      {"gmailapi C: POST /gmail/v1/users/" + erin + "/messages/send [", "gmailapi S: 200 "},
+			} {
+				if entry.ContextMap()["target"] == target {
+					for _, w := range want {
+						assert.Contains(t, lines, w, "transcript of %s", target)
+					}
+				}
+			}
+		}
 	}
 	assert.Equal(t, len(want), transcripts, "one transcript per target")
 	assert.Equal(t, 10, failed)
