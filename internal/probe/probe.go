@@ -210,7 +210,7 @@ type Result struct {
 	// the verified notices seen during this probe's wait, in order (a
 	// failure notice last: it ends the probe as bounced).
 	// NoticesWatched says whether the sender's mailbox was watched for
-	// notices (DSN on and an IMAP mailbox for the sender).
+	// notices (DSN on and a mailbox for the sender: IMAP, POP3 or an API).
 	NoticesWatched bool
 	DelayNotices   int
 	LateBounces    int
