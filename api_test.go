@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -418,4 +420,39 @@ func TestTransportValidation(t *testing.T) {
 	err := cfg.Validate()
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "accounts::a::transport: graph for one side and SMTP/IMAP/POP3"), err.Error())
+}
+
+// A probe sent over Graph and refused on the way comes back as Exchange
+// Online's non-delivery report in the sender's Inbox, read over Graph: the
+// receiver reports it bounced (code 4) with the report's status as the
+// reply, and the delay and late-bounce counts are emitted for the target.
+func TestGraphBounceThroughTheReceiver(t *testing.T) {
+	t.Parallel()
+	e := newTokenEndpoint(t, time.Hour)
+	tmpl, err := os.ReadFile(filepath.Join("internal", "dsn", "testdata", "exchange-failed.eml.tmpl"))
+	require.NoError(t, err)
+	ndr := func(raw []byte) []byte {
+		header, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+		s := strings.ReplaceAll(strings.ReplaceAll(string(tmpl), "\r\n", "\n"), "\n", "\r\n")
+		for _, r := range [][2]string{{"{{HEADERS}}", header + "\r\n"}, {"{{MESSAGE}}", string(raw)}, {"{{TOKEN}}", ""}, {"{{ENVID}}", ""}} {
+			s = strings.ReplaceAll(s, r[0], r[1])
+		}
+		return []byte(s)
+	}
+	gr := graphtest.New(graphtest.Options{Users: []string{graphUser}, Notice: func(_ string, raw []byte) ([]byte, bool) {
+		return ndr(raw), false
+	}})
+	defer gr.Close()
+	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.srv.URL)})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
+	o := scrapeAPI(t, cfg, "o365")
+	assert.Equal(t, int64(4), o.code)
+	assert.Equal(t, steps.TypeBounced, o.typ)
+	assert.Empty(t, gr.Messages(graphUser, "inbox"), "the report was removed")
+	b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(o.scraped)
+	require.NoError(t, err)
+	for _, want := range []string{"emailqos.delivery.delay_notices", "emailqos.probes.bounced_late", "emailqos.smtp.reply_code", `"5.1.10"`} {
+		assert.Contains(t, string(b), want)
+	}
+	o.assertClean(t, e)
 }
