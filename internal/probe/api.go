@@ -214,6 +214,9 @@ type apiMailbox struct {
 	logger       *zap.Logger
 	// untimed: the calls are housekeeping, not the probe's steps.
 	untimed bool
+	// position returns a function that puts the mailbox's delta or history
+	// position back where it is now.
+	position func() (restore func())
 }
 
 func (m *apiMailbox) note(msgs []apiMessage) {

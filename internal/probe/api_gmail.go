@@ -30,6 +30,10 @@ func openGmail(ctx context.Context, t *Target, r *Account, rec *steps.Recorder, 
 	g.fetchNotice = func(ctx context.Context, id string) ([]byte, error) {
 		return g.c.Raw(ctx, g.user, id, imapwatch.MaxNoticeBytes)
 	}
+	g.position = func() func() {
+		start := g.start
+		return func() { g.start = start }
+	}
 	// Gmail has labels, not folders: a move is to the trash, as for probes.
 	g.removeNotice = func(ctx context.Context, id string, move bool, _ string) error {
 		if move {

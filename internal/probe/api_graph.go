@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"maps"
 
 	"go.uber.org/zap"
 
@@ -36,6 +37,10 @@ func openGraph(ctx context.Context, t *Target, r *Account, rec *steps.Recorder, 
 	g := &graphMailbox{apiMailbox: newAPIMailbox(r, t, steps.GraphList, rec, logger), c: r.API.Graph, user: r.apiUser(), links: map[string]string{}}
 	g.fetchNotice = func(ctx context.Context, id string) ([]byte, error) {
 		return g.c.MIME(ctx, g.user, id, imapwatch.MaxNoticeBytes)
+	}
+	g.position = func() func() {
+		links := maps.Clone(g.links)
+		return func() { g.links = links }
 	}
 	g.removeNotice = func(ctx context.Context, id string, move bool, folder string) error {
 		if move {

@@ -175,10 +175,14 @@ func (m *apiMailbox) WaitNotices(ctx context.Context, floor time.Time, token str
 // returns those judge keeps. Housekeeping: not timed as a step.
 func (m *apiMailbox) FindNotices(ctx context.Context, since, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error) {
 	// One poll first, so that what arrived since the wait's last poll is
-	// seen now (as an IMAP search would), not at the next session.
+	// seen now (as an IMAP search would), not at the next session. The
+	// mailbox's position is put back after it: the next session still
+	// reads those messages (a late probe among them is its housekeeping's).
+	restore := m.position()
 	m.untimed = true
 	msgs, err := m.poll(ctx)
 	m.untimed = false
+	restore()
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/emailqos/emailqosreceiver/internal/gmailapitest"
@@ -315,5 +316,39 @@ func TestAPILateBounce(t *testing.T) {
 				assert.Zero(t, res.LateBounces, "counted once")
 			})
 		}
+	}
+}
+
+// The notice housekeeping's extra poll does not move the mailbox's saved
+// position: a message it lists (a late probe, say) is still in the next
+// session's backlog, where the probes' housekeeping looks.
+func TestAPINoticePollKeepsPosition(t *testing.T) {
+	var hook noticeHook
+	for name, fx := range apiNoticeFixtures(t, []string{apiFrom}, &hook) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			a := fx.account(apiFrom)
+			tg := apiTarget(a)
+			open := func() (mailbox, *apiMailbox) {
+				box, err := openAccountMailbox(ctx, tg, a, zap.NewNop(), &steps.Recorder{}, nil)
+				require.NoError(t, err)
+				switch b := box.(type) {
+				case *graphMailbox:
+					return b, b.apiMailbox
+				case *gmailMailbox:
+					return b, b.apiMailbox
+				}
+				t.Fatalf("unexpected mailbox %T", box)
+				return nil, nil
+			}
+			box, first := open()
+			require.NoError(t, fx.deliver(apiFrom, notProbe))
+			_, err := first.FindNotices(ctx, time.Now().Add(-time.Hour), time.Time{}, 10, func([]byte) (bool, bool) { return false, false })
+			require.NoError(t, err)
+			require.Len(t, first.order, 1, "the extra poll listed it")
+			require.NoError(t, box.Close(ctx))
+			_, second := open()
+			assert.Len(t, second.order, 1, "and the next session still does")
+		})
 	}
 }
