@@ -135,7 +135,9 @@ type noticeQueue struct {
 // It returns the kept ones and whether judge asked to stop.
 func (m *apiMailbox) judgeQueued(ctx context.Context, q *noticeQueue, judge imapwatch.NoticeFunc) ([]noticeRef, bool, error) {
 	var refs []noticeRef
-	for n := 0; n < maxAPINoticeFetches && len(q.msgs) > 0; n++ {
+	// Those queued before this poll only: a failed read goes to the end,
+	// for a later poll.
+	for n := min(maxAPINoticeFetches, len(q.msgs)); n > 0; n-- {
 		msg := q.msgs[0]
 		q.msgs = q.msgs[1:]
 		b, gone, err := m.readNotice(ctx, msg)
@@ -169,10 +171,9 @@ func (m *apiMailbox) WaitNotices(ctx context.Context, floor time.Time, token str
 }
 
 // FindNotices polls once, then reads the reports the account remembers
-// (apiReport) that
-// were received since since, or before before when that is set (both
-// widened by apiNoticeSkew), at most limit of them, oldest first, and
-// returns those judge keeps. Housekeeping: not timed as a step.
+// (apiReport) that were received since since, or before before when that
+// is set (both widened by apiNoticeSkew), at most limit of them, oldest
+// first, and returns those judge keeps. Housekeeping: not timed as a step.
 func (m *apiMailbox) FindNotices(ctx context.Context, since, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error) {
 	// One poll first, so that what arrived since the wait's last poll is
 	// seen now (as an IMAP search would), not at the next session. The

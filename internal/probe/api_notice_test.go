@@ -252,16 +252,21 @@ func TestAPIOversizeNotice(t *testing.T) {
 			assert.True(t, res.Delivered)
 			assert.Empty(t, res.Notices)
 			assert.Equal(t, [][]byte{big}, fx.messages(apiFrom))
+			reads := fx.reads.Load()
+			if name == "gmail" {
+				assert.Zero(t, reads, "not read (its sizeEstimate is over the cap)")
+			} else {
+				// Once, or twice when the end of the wait cut the first read
+				// short (the probe arrives with it): then the housekeeping
+				// reads it.
+				assert.True(t, reads == 1 || reads == 2, "read up to the cap, and dropped: %d reads", reads)
+			}
 
 			// Later runs do not read it again.
 			hook = nil
 			require.NoError(t, Run(context.Background(), tg, nil).Err)
 			assert.Equal(t, [][]byte{big}, fx.messages(apiFrom))
-			if name == "gmail" {
-				assert.Zero(t, fx.reads.Load(), "not read (its sizeEstimate is over the cap)")
-			} else {
-				assert.Equal(t, int64(1), fx.reads.Load(), "read once, and dropped at the cap")
-			}
+			assert.Equal(t, reads, fx.reads.Load(), "not read again")
 		})
 	}
 }
