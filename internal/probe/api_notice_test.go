@@ -357,3 +357,36 @@ func TestAPINoticePollKeepsPosition(t *testing.T) {
 		})
 	}
 }
+
+// With cleanup mode move, the probe's notice is moved, not deleted: to
+// cleanup.folder over Graph, to the trash over Gmail.
+func TestAPIBounceMovedWithCleanupMove(t *testing.T) {
+	gr := graphtest.New(graphtest.Options{Users: []string{apiFrom}, Notice: func(_ string, raw []byte) ([]byte, bool) {
+		return notice(t, "exchange-failed", raw), false
+	}})
+	defer gr.Close()
+	gm := gmailapitest.New(gmailapitest.Options{Users: []string{apiFrom}, Notice: func(_ string, raw []byte) ([]byte, bool) {
+		return notice(t, "gmail-failed", raw), false
+	}})
+	defer gm.Close()
+	for name, a := range map[string]*Account{"graph": graphAccount(t, gr, apiFrom), "gmail": gmailAccount(t, gm, apiFrom)} {
+		t.Run(name, func(t *testing.T) {
+			tg := apiTarget(a)
+			tg.DSN = true
+			tg.Cleanup, tg.CleanupFolder = CleanupMove, "deleteditems"
+			res := Run(context.Background(), tg, nil)
+			require.Equal(t, steps.TypeBounced, res.ErrorType, res.Err)
+			if name == "graph" {
+				assert.Empty(t, gr.Messages(apiFrom, "inbox"))
+				moved := gr.Messages(apiFrom, "deleteditems")
+				require.Len(t, moved, 1)
+				assert.Contains(t, string(moved[0].Raw), "multipart/report")
+			} else {
+				assert.Empty(t, gm.Messages(apiFrom, "INBOX"))
+				trashed := gm.Messages(apiFrom, "TRASH")
+				require.Len(t, trashed, 1)
+				assert.Contains(t, string(trashed[0].Raw), "multipart/report")
+			}
+		})
+	}
+}
