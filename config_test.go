@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -829,4 +830,37 @@ func TestTLSConfigMarshals(t *testing.T) {
 	require.NoError(t, conf.Unmarshal(back))
 	assert.Equal(t, "testdata/config.yaml", back.Accounts["gmail"].SMTP.TLS.CAFile)
 	assert.Equal(t, "imap.gmail.example", back.Accounts["gmail"].IMAP.TLS.ServerName)
+}
+
+// The error as the collector prints it: otelcol validates its own Config,
+// whose receivers map holds each receiver's configuration under its id, so
+// paths start at receivers::<id>. The walk puts that path in front of the
+// first line of each Validate's error only: every line must still say
+// which field it is about, and each problem must be reported once.
+func TestCollectorValidationNamesEveryField(t *testing.T) {
+	cfg, err := loadConfig(t, "invalid_fields.yaml")
+	require.Error(t, err)
+	err = confmap.Validate(&struct {
+		Receivers map[component.ID]component.Config `mapstructure:"receivers"`
+	}{map[component.ID]component.Config{component.MustNewID("emailqos"): cfg}})
+	require.Error(t, err)
+	msg := err.Error()
+	for _, want := range []string{
+		`receivers::emailqos::accounts::demo::smtp: security: "TLS" is ambiguous: LogicMonitor's TLS means STARTTLS here (starttls); implicit TLS is tls (or ssl); values are lower case; endpoint: "127.0.0.1:99999" has an invalid port "99999"`,
+		`receivers::emailqos::accounts::demo::imap: junk_folders::0: empty folder name; junk_folders::1: "INBOX" is the mailbox the probes are read from`,
+		`receivers::emailqos::accounts::demo::imap::tls: invalid TLS min_version: unsupported TLS version: "0.9"`,
+		`receivers::emailqos::accounts::demo: max_sessions: -1: must be between 1 and 1000`,
+		`receivers::emailqos::accounts::other: address: missing`,
+		`roundtrip::1::account: unknown account "nosuch" for target broken (configured: demo, other)`,
+		`receivers::emailqos::transit: directions::0: "demo-other" must be sender:receiver`,
+		`receivers::emailqos::transcript: lines: 0 is not between 1 and 10000`,
+	} {
+		assert.Equal(t, 1, strings.Count(msg, want), "once: %q in\n%s", want, msg)
+	}
+	assert.Equal(t, 1, strings.Count(msg, "min_version"), msg)
+	for _, line := range strings.Split(msg, "\n") {
+		if !strings.HasPrefix(line, "receivers::emailqos") {
+			assert.Regexp(t, configKey, line, "a line of the error without its field's path")
+		}
+	}
 }
