@@ -10,13 +10,16 @@ package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 // references, target names and counts, the mesh, and the rules that tie an
 // account to the receiver-wide settings.
 //
-// The walk prefixes only the first line of an error, so a sub-config
-// reports all its problems on one line (problems), each naming its field
-// relative to the sub-config; Config's errors name their full path. Two
-// types work around the walk (confmap v1.65.0 validation.go): TLSConfig,
-// whose errors configtls.ClientConfig would report twice, and IMAPConfig,
-// which repeats EndpointConfig's fields rather than embedding it. Maps are
-// walked in random order, so the accounts' errors come in any order.
+// The walk (confmap v1.65.0 validation.go; xconfmap v0.159.0 has none)
+// prefixes only the first line of an error, so a sub-config reports all its
+// problems on one line (problems), each naming its field relative to the
+// sub-config; Config's errors name their full path from the receiver. It
+// also walks an exported embedded struct, under its lower-cased type name,
+// after calling the Validate the outer type got from it by promotion: two
+// types avoid that double call, TLSConfig (configtls.ClientConfig's errors
+// came twice) and IMAPConfig, which repeats EndpointConfig's fields rather
+// than embedding it. Maps are walked in random order, so the accounts'
+// errors come in any order, their keys as written.
 
 import (
 	"cmp"
