@@ -445,7 +445,7 @@ func TestGraphBounceThroughTheReceiver(t *testing.T) {
 		return ndr(raw), false
 	}})
 	defer gr.Close()
-	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.srv.URL)})
+	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.URL)})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
 	o := scrapeAPI(t, cfg, "o365")
 	assert.Equal(t, int64(4), o.code)
