@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -59,7 +62,7 @@ type apiOutcome struct {
 // scrapeAPI runs one collection of cfg's only target, named target.
 func scrapeAPI(t *testing.T, cfg *Config, target string) apiOutcome {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 	core, logs := observer.New(zap.DebugLevel)
 	settings := receivertest.NewNopSettings(metadata.Type)
 	settings.Logger = zap.New(core)
@@ -92,8 +95,8 @@ func scrapeAPI(t *testing.T, cfg *Config, target string) apiOutcome {
 func (o apiOutcome) assertClean(t *testing.T, e *tokenEndpoint) {
 	t.Helper()
 	secrets := append(echoForms(oauthClientSecret), oauthTokenMark)
-	secrets = append(secrets, e.tokens()...)
-	require.NotEmpty(t, e.tokens(), "tokens were issued, so the check means something")
+	secrets = append(secrets, e.Tokens()...)
+	require.NotEmpty(t, e.Tokens(), "tokens were issued, so the check means something")
 	b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(o.scraped)
 	require.NoError(t, err)
 	texts := []string{string(b)}
@@ -120,7 +123,7 @@ func TestGraphRoundtrip(t *testing.T) {
 	e := newTokenEndpoint(t, time.Hour)
 	gr := graphtest.New(graphtest.Options{Users: []string{graphUser}, DeliveryDelay: 100 * time.Millisecond, VisibilityLag: 100 * time.Millisecond})
 	defer gr.Close()
-	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.srv.URL)})
+	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.URL)})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
 	o := scrapeAPI(t, cfg, "o365")
 	assert.Equal(t, int64(0), o.code, o.typ)
@@ -137,7 +140,7 @@ func TestGmailAPIRoundtrip(t *testing.T) {
 	e := newTokenEndpoint(t, time.Hour)
 	gm := gmailapitest.New(gmailapitest.Options{Users: []string{gmailUser}, DeliveryDelay: 100 * time.Millisecond, VisibilityLag: 100 * time.Millisecond})
 	defer gm.Close()
-	cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.srv.URL)})
+	cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.URL)})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "gws"}}
 	o := scrapeAPI(t, cfg, "gws")
 	assert.Equal(t, int64(0), o.code, o.typ)
@@ -156,8 +159,8 @@ func TestGmailAPISpamPlacement(t *testing.T) {
 	e := newTokenEndpoint(t, time.Hour)
 	gm := gmailapitest.New(gmailapitest.Options{Users: []string{gmailUser, "other@gws.test"}, Spam: func(string, []byte) bool { return true }})
 	defer gm.Close()
-	cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.srv.URL),
-		"gws2": apiAccount("gmail_api", "other@gws.test", gm.URL(), e.srv.URL)})
+	cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.URL),
+		"gws2": apiAccount("gmail_api", "other@gws.test", gm.URL(), e.URL)})
 	cfg.Transit.Directions = []string{"gws2:gws"}
 	o := scrapeAPI(t, cfg, "gws2:gws")
 	assert.Equal(t, int64(0), o.code, o.typ)
@@ -175,8 +178,8 @@ func TestGmailAPITabPlacement(t *testing.T) {
 			gm := gmailapitest.New(gmailapitest.Options{Users: []string{gmailUser, "other@gws.test"},
 				Category: func(string, []byte) string { return tab }})
 			defer gm.Close()
-			cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.srv.URL),
-				"gws2": apiAccount("gmail_api", "other@gws.test", gm.URL(), e.srv.URL)})
+			cfg := apiConfig(map[string]AccountConfig{"gws": apiAccount("gmail_api", gmailUser, gm.URL(), e.URL),
+				"gws2": apiAccount("gmail_api", "other@gws.test", gm.URL(), e.URL)})
 			cfg.Transit.Directions = []string{"gws2:gws"}
 			o := scrapeAPI(t, cfg, "gws2:gws")
 			assert.Equal(t, int64(0), o.code, o.typ)
@@ -201,8 +204,8 @@ func TestGraphJunkPlacement(t *testing.T) {
 	e := newTokenEndpoint(t, time.Hour)
 	gr := graphtest.New(graphtest.Options{Users: []string{graphUser, graphUser2}, Junk: func(string, []byte) bool { return true }})
 	defer gr.Close()
-	cfg := apiConfig(map[string]AccountConfig{"a": apiAccount("graph", graphUser2, gr.URL(), e.srv.URL),
-		"b": apiAccount("graph", graphUser, gr.URL(), e.srv.URL)})
+	cfg := apiConfig(map[string]AccountConfig{"a": apiAccount("graph", graphUser2, gr.URL(), e.URL),
+		"b": apiAccount("graph", graphUser, gr.URL(), e.URL)})
 	cfg.Transit.Directions = []string{"a:b"}
 	o := scrapeAPI(t, cfg, "a:b")
 	assert.Equal(t, int64(0), o.code, o.typ)
@@ -235,7 +238,7 @@ func TestMixedTransits(t *testing.T) {
 		Route: func(rcpt string, raw []byte) bool { return srv.Append(rcpt, raw, nil) == nil }})
 	defer gr.Close()
 	accounts := map[string]AccountConfig{
-		"o365":    apiAccount("graph", graphUser, gr.URL(), e.srv.URL),
+		"o365":    apiAccount("graph", graphUser, gr.URL(), e.URL),
 		"dovecot": mailAccount(srv, alice, "alice-pw"),
 	}
 	for _, dir := range []string{"dovecot:o365", "o365:dovecot"} {
@@ -361,7 +364,7 @@ func TestAPIFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newTokenEndpoint(t, time.Hour)
-			s := tc.make(t, e.srv.URL)
+			s := tc.make(t, e.URL)
 			start := time.Now()
 			o := scrapeAPI(t, s.cfg, s.target)
 			assert.Equal(t, tc.code, o.code)
@@ -382,15 +385,15 @@ func TestTransportValidation(t *testing.T) {
 		edit func(a *AccountConfig)
 		want string
 	}{
-		"unknown send":          {func(a *AccountConfig) { a.Transport.Send = "ews" }, "accounts::a::transport::send: \"ews\" is not one of smtp, graph, gmail_api"},
-		"unknown read":          {func(a *AccountConfig) { a.Transport.Read = "jmap" }, "accounts::a::transport::read: \"jmap\" is not one of imap, pop3, graph, gmail_api"},
-		"http base_url":         {func(a *AccountConfig) { a.Transport.BaseURL = "http://graph.example" }, "accounts::a::transport::base_url: must use https"},
-		"no oauth":              {func(a *AccountConfig) { a.OAuth = nil; a.Password = "pw" }, "accounts::a::oauth: required with transport graph"},
-		"google for graph":      {func(a *AccountConfig) { a.OAuth.Provider = "google_refresh_token" }, "accounts::a::oauth::provider: \"google_refresh_token\" cannot sign in to Microsoft Graph"},
-		"graph and gmail":       {func(a *AccountConfig) { a.Transport.Read = "gmail_api" }, "accounts::a::transport: send graph and read gmail_api"},
-		"retrieval contradicts": {func(a *AccountConfig) { a.Retrieval = "pop3" }, "accounts::a::transport::read: \"graph\" contradicts retrieval \"pop3\""},
+		"unknown send":          {func(a *AccountConfig) { a.Transport.Send = "ews" }, "accounts::a::transport: send: \"ews\" is not one of smtp, graph, gmail_api"},
+		"unknown read":          {func(a *AccountConfig) { a.Transport.Read = "jmap" }, "accounts::a::transport: read: \"jmap\" is not one of imap, pop3, graph, gmail_api"},
+		"http base_url":         {func(a *AccountConfig) { a.Transport.BaseURL = "http://graph.example" }, "accounts::a::transport: base_url: must use https"},
+		"no oauth":              {func(a *AccountConfig) { a.OAuth = nil; a.Password = "pw" }, "accounts::a: oauth: required with transport graph"},
+		"google for graph":      {func(a *AccountConfig) { a.OAuth.Provider = "google_refresh_token" }, "accounts::a: oauth::provider: \"google_refresh_token\" cannot sign in to Microsoft Graph"},
+		"graph and gmail":       {func(a *AccountConfig) { a.Transport.Read = "gmail_api" }, "accounts::a: transport: send graph and read gmail_api"},
+		"retrieval contradicts": {func(a *AccountConfig) { a.Retrieval = "pop3" }, "accounts::a: transport::read: \"graph\" contradicts retrieval \"pop3\""},
 		"idle over an API":      {func(a *AccountConfig) { a.Detection = "idle" }, "accounts::a::detection: idle is not available over graph"},
-		"base_url without API":  {func(a *AccountConfig) { a.Transport = TransportConfig{BaseURL: "https://x.example"} }, "accounts::a::transport::base_url: only used with graph or gmail_api"},
+		"base_url without API":  {func(a *AccountConfig) { a.Transport = TransportConfig{BaseURL: "https://x.example"} }, "transport::base_url: only used with graph or gmail_api"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -398,16 +401,17 @@ func TestTransportValidation(t *testing.T) {
 			tc.edit(&a)
 			cfg := apiConfig(map[string]AccountConfig{"a": a})
 			cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-			err := cfg.Validate()
+			err := confmap.Validate(cfg)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(lineWith(err.Error(), tc.want), "accounts::a"), err.Error())
 			assert.NotContains(t, err.Error(), oauthClientSecret)
 		})
 	}
 	// And a valid one passes, with no SMTP or IMAP endpoint.
 	cfg := apiConfig(map[string]AccountConfig{"a": base()})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-	assert.NoError(t, cfg.Validate())
+	assert.NoError(t, confmap.Validate(cfg))
 	// A Microsoft account cannot mix Graph with SMTP/IMAP: two resources.
 	m := base()
 	m.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "contoso.onmicrosoft.com", ClientID: "app", ClientSecret: "s"}
@@ -415,7 +419,42 @@ func TestTransportValidation(t *testing.T) {
 	m.IMAP.Endpoint = "outlook.office365.com:993"
 	cfg = apiConfig(map[string]AccountConfig{"a": m})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-	err := cfg.Validate()
+	err := confmap.Validate(cfg)
 	require.Error(t, err)
-	assert.True(t, strings.Contains(err.Error(), "accounts::a::transport: graph for one side and SMTP/IMAP/POP3"), err.Error())
+	assert.True(t, strings.Contains(err.Error(), "accounts::a: transport: graph for one side and SMTP/IMAP/POP3"), err.Error())
+}
+
+// A probe sent over Graph and refused on the way comes back as Exchange
+// Online's non-delivery report in the sender's Inbox, read over Graph: the
+// receiver reports it bounced (code 4) with the report's status as the
+// reply, and the delay and late-bounce counts are emitted for the target.
+func TestGraphBounceThroughTheReceiver(t *testing.T) {
+	t.Parallel()
+	e := newTokenEndpoint(t, time.Hour)
+	tmpl, err := os.ReadFile(filepath.Join("internal", "dsn", "testdata", "exchange-failed.eml.tmpl"))
+	require.NoError(t, err)
+	ndr := func(raw []byte) []byte {
+		header, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+		s := strings.ReplaceAll(strings.ReplaceAll(string(tmpl), "\r\n", "\n"), "\n", "\r\n")
+		for _, r := range [][2]string{{"{{HEADERS}}", header + "\r\n"}, {"{{MESSAGE}}", string(raw)}, {"{{TOKEN}}", ""}, {"{{ENVID}}", ""}} {
+			s = strings.ReplaceAll(s, r[0], r[1])
+		}
+		return []byte(s)
+	}
+	gr := graphtest.New(graphtest.Options{Users: []string{graphUser}, Notice: func(_ string, raw []byte) ([]byte, bool) {
+		return ndr(raw), false
+	}})
+	defer gr.Close()
+	cfg := apiConfig(map[string]AccountConfig{"o365": apiAccount("graph", graphUser, gr.URL(), e.URL)})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
+	o := scrapeAPI(t, cfg, "o365")
+	assert.Equal(t, int64(4), o.code)
+	assert.Equal(t, steps.TypeBounced, o.typ)
+	assert.Empty(t, gr.Messages(graphUser, "inbox"), "the report was removed")
+	b, err := (&pmetric.JSONMarshaler{}).MarshalMetrics(o.scraped)
+	require.NoError(t, err)
+	for _, want := range []string{"emailqos.delivery.delay_notices", "emailqos.probes.bounced_late", "emailqos.smtp.reply_code", `"5.1.10"`} {
+		assert.Contains(t, string(b), want)
+	}
+	o.assertClean(t, e)
 }

@@ -116,6 +116,31 @@ type CheckResult struct {
 	// Transcript is the probe's redacted protocol conversation, for the
 	// targets the configuration's transcript section selects.
 	Transcript []string
+	// Send and Read name what the target sends and reads with ("SMTP",
+	// "Graph", "Gmail API"; "IMAP", "POP3", "Graph", "Gmail API"), so that
+	// a code's meaning names the sender's and the reader's transports.
+	Send, Read string
+}
+
+// transportName is the display name of an account's sending (send) or
+// reading transport.
+func transportName(a *probe.Account, send bool) string {
+	v := a.Retrieval
+	if send {
+		v = a.Send
+	}
+	switch v {
+	case probe.SendGraph:
+		return "Graph"
+	case probe.SendGmailAPI:
+		return "Gmail API"
+	case probe.RetrievalPOP3:
+		return "POP3"
+	}
+	if send {
+		return "SMTP"
+	}
+	return "IMAP"
 }
 
 // TargetNames lists the targets a validated configuration probes, in the
@@ -199,6 +224,8 @@ func Check(ctx context.Context, cfg *Config, names []string, logger *zap.Logger)
 			Code:            r.Code,
 			ErrorType:       r.ErrorType,
 			Err:             r.Err,
+			Send:            transportName(r.Target.Sender, true),
+			Read:            transportName(r.Target.Receiver, false),
 		}
 		for _, tm := range r.Timings {
 			cr.Steps = append(cr.Steps, CheckStep{Step: tm.Step, Duration: tm.Duration})

@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/scraper/scraperhelper"
 
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
@@ -194,13 +195,36 @@ type EndpointConfig struct {
 	// Security is none, starttls or tls (alias ssl). When empty it follows
 	// from the port: 465/993/995 mean tls, anything else starttls. Sending
 	// credentials without encryption needs an explicit `none`.
-	Security string                 `mapstructure:"security"`
-	TLS      configtls.ClientConfig `mapstructure:"tls"`
+	Security string    `mapstructure:"security"`
+	TLS      TLSConfig `mapstructure:"tls"`
+}
+
+// TLSConfig is configtls's client block, embedded under an unexported name
+// so that the collector's validation walk calls its Validate once: walking
+// configtls.ClientConfig itself calls Config.Validate twice, once promoted
+// on the block ("tls") and once on its exported squashed Config
+// ("tls::config"), so every TLS error was printed twice (confmap v1.65.0
+// validation.go). Its fields are promoted: tls.CAFile, tls.LoadTLSConfig...
+type TLSConfig struct {
+	tlsClientConfig `mapstructure:",squash"`
+}
+
+type tlsClientConfig = configtls.ClientConfig
+
+// Marshal writes the block's fields: confmap's encoder skips the
+// unexported embedded field, which would print an empty tls block.
+func (t TLSConfig) Marshal(conf *confmap.Conf) error {
+	return conf.Marshal(t.tlsClientConfig)
 }
 
 // IMAPConfig is the IMAP endpoint and the mailbox the probes are read from.
+// It repeats EndpointConfig's fields rather than embedding it: the
+// validation walk would call the embedded EndpointConfig's Validate a
+// second time, under a path segment ("endpointconfig") no YAML has.
 type IMAPConfig struct {
-	EndpointConfig `mapstructure:",squash"`
+	Endpoint string    `mapstructure:"endpoint"`
+	Security string    `mapstructure:"security"`
+	TLS      TLSConfig `mapstructure:"tls"`
 	// Mailbox the probes are delivered to; default INBOX.
 	Mailbox string `mapstructure:"mailbox"`
 	// JunkFolders are the folders a provider files spam into, watched
@@ -214,6 +238,11 @@ type IMAPConfig struct {
 	// a second, short session (one more login per probe) when the server
 	// has Gmail's IMAP extensions. Default false: see README, Placement.
 	GmailTabs bool `mapstructure:"gmail_tabs"`
+}
+
+// endpoint is the IMAP endpoint as an EndpointConfig.
+func (c IMAPConfig) endpoint() EndpointConfig {
+	return EndpointConfig{Endpoint: c.Endpoint, Security: c.Security, TLS: c.TLS}
 }
 
 // maxJunkFolders bounds imap::junk_folders: each costs a STATUS per poll.

@@ -85,59 +85,62 @@ func (a AccountConfig) usesProtocols() bool {
 	return !isAPI(a.sendVia()) || !isAPI(a.readVia())
 }
 
-// validateTransport checks the transport block against the rest of the
-// account. Errors name the field.
-func (a AccountConfig) validateTransport(path string) []error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s::%s: %s", path, field, fmt.Sprintf(format, args...)))
-	}
-	t := a.Transport
+// Validate checks the transport block's values; how they fit the rest of
+// the account is AccountConfig's (checkTransport).
+func (t TransportConfig) Validate() error {
+	var p problems
 	switch t.Send {
 	case "", transportSMTP, transportGraph, transportGmailAPI:
 	default:
-		add("transport::send", "%s is not one of smtp, graph, gmail_api", quoted(t.Send))
+		p.add("send", "%s is not one of smtp, graph, gmail_api", quoted(t.Send))
 	}
 	switch t.Read {
 	case "", retrievalIMAP, retrievalPOP3, transportGraph, transportGmailAPI:
-		if t.Read != "" && a.Retrieval != "" && a.Retrieval != t.Read {
-			add("transport::read", "%s contradicts retrieval %s: set one of them", quoted(t.Read), quoted(a.Retrieval))
-		}
 	default:
-		add("transport::read", "%s is not one of imap, pop3, graph, gmail_api", quoted(t.Read))
+		p.add("read", "%s is not one of imap, pop3, graph, gmail_api", quoted(t.Read))
+	}
+	if t.BaseURL != "" {
+		if err := oauth.CheckURL(t.BaseURL); err != nil {
+			p.add("base_url", "%v", err)
+		}
+	}
+	return p.err()
+}
+
+// checkTransport checks the transport block against the rest of the
+// account.
+func (a AccountConfig) checkTransport(p *problems) {
+	t := a.Transport
+	if t.Read != "" && a.Retrieval != "" && a.Retrieval != t.Read {
+		p.add("transport::read", "%s contradicts retrieval %s: set one of them", quoted(t.Read), quoted(a.Retrieval))
 	}
 	api := a.api()
 	if isAPI(a.sendVia()) && isAPI(a.readVia()) && a.sendVia() != a.readVia() {
-		add("transport", "send %s and read %s: one account is one provider's mailbox; use two accounts", a.sendVia(), a.readVia())
+		p.add("transport", "send %s and read %s: one account is one provider's mailbox; use two accounts", a.sendVia(), a.readVia())
 	}
-	if t.BaseURL != "" {
-		if api == "" {
-			add("transport::base_url", "only used with graph or gmail_api")
-		} else if err := oauth.CheckURL(t.BaseURL); err != nil {
-			add("transport::base_url", "%v", err)
-		}
+	if t.BaseURL != "" && api == "" {
+		p.add("transport::base_url", "only used with graph or gmail_api")
 	}
 	if api == "" {
-		return errs
+		return
 	}
 	if a.OAuth == nil {
-		add("oauth", "required with transport %s: the API takes app-only OAuth2 tokens, not a password", api)
-		return errs
+		p.add("oauth", "required with transport %s: the API takes app-only OAuth2 tokens, not a password", api)
+		return
 	}
-	p := a.OAuth.Provider
+	prov := a.OAuth.Provider
 	switch {
-	case api == transportGraph && p != oauth.ProviderMicrosoft && p != oauth.ProviderClientCredentials:
-		add("oauth::provider", "%s cannot sign in to Microsoft Graph (use microsoft)", quoted(p))
-	case api == transportGmailAPI && p != oauth.ProviderGoogleServiceAccount && p != oauth.ProviderGoogleRefreshToken && p != oauth.ProviderClientCredentials:
-		add("oauth::provider", "%s cannot sign in to the Gmail API (use google_service_account)", quoted(p))
+	case api == transportGraph && prov != oauth.ProviderMicrosoft && prov != oauth.ProviderClientCredentials:
+		p.add("oauth::provider", "%s cannot sign in to Microsoft Graph (use microsoft)", quoted(prov))
+	case api == transportGmailAPI && prov != oauth.ProviderGoogleServiceAccount && prov != oauth.ProviderGoogleRefreshToken && prov != oauth.ProviderClientCredentials:
+		p.add("oauth::provider", "%s cannot sign in to the Gmail API (use google_service_account)", quoted(prov))
 	}
 	// A Microsoft token is issued for one resource: Graph's cannot log in
 	// to Exchange's SMTP or IMAP, nor the other way round (Microsoft
 	// identity platform, ".default scope").
-	if api == transportGraph && p == oauth.ProviderMicrosoft && a.usesProtocols() {
-		add("transport", "graph for one side and SMTP/IMAP/POP3 for the other need tokens for two resources: use graph for both, or two accounts")
+	if api == transportGraph && prov == oauth.ProviderMicrosoft && a.usesProtocols() {
+		p.add("transport", "graph for one side and SMTP/IMAP/POP3 for the other need tokens for two resources: use graph for both, or two accounts")
 	}
-	return errs
 }
 
 // apiScopes are the default scopes of the account's token when it uses an

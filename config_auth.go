@@ -1,7 +1,7 @@
 package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"strings"
 
@@ -60,12 +60,15 @@ func (o *OAuthConfig) engineConfig() oauth.Config {
 	}
 }
 
-func (o *OAuthConfig) validate(path string) []error {
-	var errs []error
+// Validate checks the oauth block: the engine's rules for the provider,
+// the key files and the mechanism.
+func (o OAuthConfig) Validate() error {
+	var p problems
 	if err := o.engineConfig().Validate(); err != nil {
-		// oauth names fields in snake case and never quotes a secret.
+		// oauth names fields in snake case and never quotes a secret; its
+		// joined errors become one line each here.
 		for _, line := range strings.Split(err.Error(), "\n") {
-			errs = append(errs, fmt.Errorf("%s::%s", path, line))
+			p = append(p, errors.New(line))
 		}
 	}
 	// The files are read when the receiver starts; a missing one is named
@@ -78,15 +81,15 @@ func (o *OAuthConfig) validate(path string) []error {
 			continue
 		}
 		if fi, err := os.Stat(f.path); err != nil {
-			errs = append(errs, fmt.Errorf("%s::%s: %w", path, f.name, err))
+			p.add(f.name, "%v", err)
 		} else if fi.IsDir() {
-			errs = append(errs, fmt.Errorf("%s::%s: %q is a directory", path, f.name, f.path))
+			p.add(f.name, "%q is a directory", f.path)
 		}
 	}
 	switch strings.ToUpper(o.Mechanism) {
 	case "", "XOAUTH2", "OAUTHBEARER":
 	default:
-		errs = append(errs, fmt.Errorf("%s::mechanism: %q is not one of xoauth2, oauthbearer", path, o.Mechanism))
+		p.add("mechanism", "%q is not one of xoauth2, oauthbearer", o.Mechanism)
 	}
-	return errs
+	return p.err()
 }

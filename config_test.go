@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
@@ -176,13 +177,13 @@ func validConfig() *Config {
 			Address:  "a@gmail.example",
 			Password: "pw",
 			SMTP:     EndpointConfig{Endpoint: "smtp.gmail.example:465", Security: "tls"},
-			IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "imap.gmail.example:993", Security: "tls"}},
+			IMAP:     IMAPConfig{Endpoint: "imap.gmail.example:993", Security: "tls"},
 		},
 		"o365": {
 			Address:  "b@o365.example",
 			Password: "pw",
 			SMTP:     EndpointConfig{Endpoint: "smtp.o365.example:587", Security: "starttls"},
-			IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "imap.o365.example:993"}},
+			IMAP:     IMAPConfig{Endpoint: "imap.o365.example:993"},
 		},
 	}
 	cfg.Roundtrip = []RoundtripConfig{{Account: "gmail"}}
@@ -197,42 +198,42 @@ func TestValidateRejects(t *testing.T) {
 	}{
 		{"unknown account in roundtrip", func(c *Config) {
 			c.Roundtrip = append(c.Roundtrip, RoundtripConfig{Name: "broken", Account: "nosuch"})
-		}, []string{"roundtrip[1] (broken)::account", `unknown account "nosuch"`, "gmail, o365"}},
-		{"roundtrip without account", func(c *Config) { c.Roundtrip = []RoundtripConfig{{}} }, []string{"roundtrip[0]::account: missing"}},
+		}, []string{"roundtrip::1::account: unknown account \"nosuch\" for target broken (configured: gmail, o365)", "gmail, o365"}},
+		{"roundtrip without account", func(c *Config) { c.Roundtrip = []RoundtripConfig{{}} }, []string{"roundtrip::0: account: missing"}},
 		{"no targets", func(c *Config) { c.Roundtrip = nil }, []string{"roundtrip: no targets"}},
 		{"duplicate target name", func(c *Config) {
 			c.Roundtrip = []RoundtripConfig{{Account: "gmail"}, {Account: "o365", Name: "gmail"}}
-		}, []string{"roundtrip[1] (gmail)", "already used"}},
-		{"missing address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "" }) }, []string{"accounts::gmail::address: missing"}},
-		{"bad address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "not-an-address" }) }, []string{"accounts::gmail::address", "not an email address"}},
-		{"missing password", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Password = "" }) }, []string{"accounts::o365::password: missing"}},
-		{"missing smtp endpoint", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "" }) }, []string{"accounts::gmail::smtp::endpoint: missing"}},
+		}, []string{`roundtrip::1: target name "roundtrip/gmail" is already used by roundtrip::0`}},
+		{"missing address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "" }) }, []string{"accounts::gmail: address: missing"}},
+		{"bad address", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Address = "not-an-address" }) }, []string{"accounts::gmail: address", "not an email address"}},
+		{"missing password", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Password = "" }) }, []string{"accounts::o365: password: missing"}},
+		{"missing smtp endpoint", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "" }) }, []string{"accounts::gmail: smtp::endpoint: missing"}},
 		{"bad imap port", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example:99999" })
-		}, []string{"accounts::gmail::imap::endpoint", "invalid port"}},
-		{"endpoint with brackets only", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "[]" }) }, []string{"accounts::gmail::smtp::endpoint", "invalid host"}},
-		{"endpoint with empty port", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp.example:" }) }, []string{"accounts::gmail::smtp::endpoint", "empty port"}},
-		{"endpoint with a newline", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example\n" }) }, []string{"accounts::gmail::imap::endpoint", "invalid host"}},
+		}, []string{"accounts::gmail::imap: endpoint", "invalid port"}},
+		{"endpoint with brackets only", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "[]" }) }, []string{"accounts::gmail::smtp: endpoint", "invalid host"}},
+		{"endpoint with empty port", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp.example:" }) }, []string{"accounts::gmail::smtp: endpoint", "empty port"}},
+		{"endpoint with a newline", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Endpoint = "imap.example\n" }) }, []string{"accounts::gmail::imap: endpoint", "invalid host"}},
 		{"absurd delivery timeout", func(c *Config) { c.DeliveryTimeout = 2562047 * time.Hour }, []string{"delivery_timeout", "longer than the maximum"}},
 		{"negative start spread", func(c *Config) { c.StartSpread = -time.Second }, []string{"start_spread: must not be negative"}},
 		{"start spread beyond half the interval", func(c *Config) {
 			c.CollectionInterval, c.StartSpread = time.Minute, 31*time.Second
 		}, []string{"start_spread: 31s is more than half of collection_interval 1m0s"}},
-		{"endpoint with scheme", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp://x" }) }, []string{"accounts::gmail::smtp::endpoint", "not host:port"}},
-		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp::security", `"maybe" is not one of`}},
-		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap::security", "ambiguous", "starttls"}},
-		{"seed spelling SSL upper case", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "SSL" }) }, []string{"accounts::gmail::smtp::security", "lower case"}},
+		{"endpoint with scheme", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Endpoint = "smtp://x" }) }, []string{"accounts::gmail::smtp: endpoint", "not host:port"}},
+		{"bad security", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "maybe" }) }, []string{"accounts::gmail::smtp: security", `"maybe" is not one of`}},
+		{"seed spelling TLS is ambiguous", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Security = "TLS" }) }, []string{"accounts::gmail::imap: security", "ambiguous", "starttls"}},
+		{"seed spelling SSL upper case", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "SSL" }) }, []string{"accounts::gmail::smtp: security", "lower case"}},
 		{"junk folder is the mailbox", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"Spam", "inbox"} })
-		}, []string{"accounts::gmail::imap::junk_folders[1]", "mailbox the probes are read from"}},
+		}, []string{"accounts::gmail::imap: junk_folders::1", "mailbox the probes are read from"}},
 		{"junk folder empty or twice", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{" ", "Junk", "Junk"} })
-		}, []string{"imap::junk_folders[0]: empty folder name", `imap::junk_folders[2]: "Junk" listed twice`}},
+		}, []string{"imap: junk_folders::0: empty folder name", `; junk_folders::2: "Junk" listed twice`}},
 		{"too many junk folders", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} })
-		}, []string{"imap::junk_folders: 9 folders, at most 8"}},
+		}, []string{"imap: junk_folders: 9 folders, at most 8"}},
 		{"blank spelled out", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.Security = "blank" }) }, []string{"write none"}},
-		{"tls insecure instead of none", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.Insecure = true }) }, []string{"accounts::gmail::smtp::tls::insecure", "security: none"}},
+		{"tls insecure instead of none", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.Insecure = true }) }, []string{"accounts::gmail::smtp: tls::insecure", "security: none"}},
 		{"delivery timeout shorter than poll interval", func(c *Config) {
 			c.DeliveryTimeout, c.PollInterval = 5*time.Second, 10*time.Second
 		}, []string{"delivery_timeout", "shorter than poll_interval"}},
@@ -243,46 +244,46 @@ func TestValidateRejects(t *testing.T) {
 		{"zero poll interval", func(c *Config) { c.PollInterval = 0 }, []string{"poll_interval: must be positive"}},
 		{"zero delivery timeout", func(c *Config) { c.DeliveryTimeout = 0 }, []string{"delivery_timeout: must be positive"}},
 		{"bad detection", func(c *Config) { c.Detection = "psychic" }, []string{"detection", `"psychic"`}},
-		{"bad account detection", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Detection = "IDLE" }) }, []string{"accounts::o365::detection"}},
-		{"negative max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = -1 }) }, []string{"accounts::o365::max_sessions: -1: must be between 1 and 1000"}},
-		{"huge max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = 5000 }) }, []string{"accounts::o365::max_sessions"}},
-		{"bad cleanup mode", func(c *Config) { c.Cleanup.Mode = "shred" }, []string{"cleanup::mode"}},
-		{"move without folder", func(c *Config) { c.Cleanup.Mode = "move" }, []string{"cleanup::folder: required"}},
+		{"bad account detection", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.Detection = "IDLE" }) }, []string{"accounts::o365: detection"}},
+		{"negative max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = -1 }) }, []string{"accounts::o365: max_sessions: -1: must be between 1 and 1000"}},
+		{"huge max_sessions", func(c *Config) { setAcct(c, "o365", func(a *AccountConfig) { a.MaxSessions = 5000 }) }, []string{"accounts::o365: max_sessions"}},
+		{"bad cleanup mode", func(c *Config) { c.Cleanup.Mode = "shred" }, []string{"cleanup: mode"}},
+		{"move without folder", func(c *Config) { c.Cleanup.Mode = "move" }, []string{"cleanup: folder: required"}},
 		{"orphan age not above delivery timeout", func(c *Config) { c.Cleanup.OrphanAge = c.DeliveryTimeout }, []string{"cleanup::orphan_age", "longer than delivery_timeout"}},
 		{"orphan age within a whole probe", func(c *Config) {
 			c.Cleanup.OrphanAge, c.Timeout = 3*time.Minute, 4*time.Minute
 		}, []string{"cleanup::orphan_age", "longer than a whole probe", "4m0s"}},
-		{"zero sweep interval", func(c *Config) { c.Cleanup.SweepInterval = 0 }, []string{"cleanup::sweep_interval: must be positive"}},
-		{"bad transit form", func(c *Config) { c.Transit.Directions = []string{"gmail-o365"} }, []string{"transit::directions[0] (gmail-o365)", "sender:receiver"}},
-		{"transit unknown account", func(c *Config) { c.Transit.Directions = []string{"gmail:yahoo"} }, []string{"transit::directions[0] (gmail:yahoo)", `unknown account "yahoo"`}},
+		{"zero sweep interval", func(c *Config) { c.Cleanup.SweepInterval = 0 }, []string{"cleanup: sweep_interval: must be positive"}},
+		{"bad transit form", func(c *Config) { c.Transit.Directions = []string{"gmail-o365"} }, []string{`transit: directions::0: "gmail-o365" must be sender:receiver`}},
+		{"transit unknown account", func(c *Config) { c.Transit.Directions = []string{"gmail:yahoo"} }, []string{`transit::directions::0: "gmail:yahoo": unknown account "yahoo"`}},
 		{"transit to itself", func(c *Config) { c.Transit.Directions = []string{"gmail:gmail"} }, []string{"use a roundtrip target"}},
-		{"mesh of one", func(c *Config) { c.Transit.Mesh = []string{"gmail"} }, []string{"transit::mesh: needs at least two"}},
-		{"mesh unknown account", func(c *Config) { c.Transit.Mesh = []string{"gmail", "nosuch"} }, []string{"transit::mesh[1]", `unknown account "nosuch"`}},
+		{"mesh of one", func(c *Config) { c.Transit.Mesh = []string{"gmail"} }, []string{"transit: mesh: needs at least two"}},
+		{"mesh unknown account", func(c *Config) { c.Transit.Mesh = []string{"gmail", "nosuch"} }, []string{`transit::mesh::1: unknown account "nosuch"`}},
 		{"collection interval", func(c *Config) { c.CollectionInterval = 0 }, []string{"collection_interval"}},
 		{"oauth without client id", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) {
 				a.Password = ""
 				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientSecret: "s"}
 			})
-		}, []string{"accounts::o365::oauth::client_id"}},
+		}, []string{"accounts::o365::oauth: client_id"}},
 		{"oauth and password", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) {
 				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c", ClientSecret: "s"}
 			})
-		}, []string{"accounts::o365::password: set either password or oauth"}},
+		}, []string{"accounts::o365: password: set either password or oauth"}},
 		{"oauth bad mechanism", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) {
 				a.Password = ""
 				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c", ClientSecret: "s", Mechanism: "plain"}
 			})
-		}, []string{"accounts::o365::oauth::mechanism"}},
+		}, []string{"accounts::o365::oauth: mechanism"}},
 		{"oauth unknown provider", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) { a.Password = ""; a.OAuth = &OAuthConfig{Provider: "yahoo"} })
-		}, []string{"accounts::o365::oauth::provider"}},
-		{"bad retrieval", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "mapi" }) }, []string{"accounts::gmail::retrieval"}},
+		}, []string{"accounts::o365::oauth: provider"}},
+		{"bad retrieval", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "mapi" }) }, []string{"accounts::gmail: retrieval"}},
 		{"pop3 retrieval without endpoint", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.Retrieval = "pop3"; a.IMAP = IMAPConfig{} })
-		}, []string{"accounts::gmail::pop3::endpoint: missing"}},
+		}, []string{"accounts::gmail: pop3::endpoint: missing"}},
 		{"pop3 with cleanup move", func(c *Config) {
 			c.Cleanup = CleanupConfig{Mode: "move", Folder: "Probes", OrphanAge: c.Cleanup.OrphanAge, SweepInterval: c.Cleanup.SweepInterval}
 			setAcct(c, "gmail", func(a *AccountConfig) {
@@ -296,7 +297,7 @@ func TestValidateRejects(t *testing.T) {
 		}, []string{"accounts::gmail::detection: idle is not available over pop3"}},
 		{"pop3 endpoint unused", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example:995"} })
-		}, []string{"accounts::gmail::pop3: configured but retrieval is imap"}},
+		}, []string{"accounts::gmail: pop3: configured but retrieval is imap"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,6 +309,7 @@ func TestValidateRejects(t *testing.T) {
 			for _, w := range tt.want {
 				assert.Contains(t, err.Error(), w)
 			}
+			assertEveryLineHasPath(t, err)
 		})
 	}
 }
@@ -407,12 +409,12 @@ func TestTranscriptConfigRejects(t *testing.T) {
 		modify func(*TranscriptConfig)
 		want   string
 	}{
-		{"unknown target", func(tc *TranscriptConfig) { tc.Targets = []string{"gmail", "x"} }, `transcript::targets[1]: unknown target "x"`},
-		{"transit direction not configured", func(tc *TranscriptConfig) { tc.Targets = []string{"o365:gmail"} }, `transcript::targets[0]: unknown target "o365:gmail"`},
-		{"account key of no target", func(tc *TranscriptConfig) { tc.Targets = []string{"o365"} }, `transcript::targets[0]: unknown target "o365"`},
-		{"zero lines", func(tc *TranscriptConfig) { tc.Lines = 0 }, "transcript::lines: 0 is not between 1 and 10000"},
-		{"negative lines", func(tc *TranscriptConfig) { tc.Lines = -1 }, "transcript::lines: -1 is not between 1 and 10000"},
-		{"too many lines", func(tc *TranscriptConfig) { tc.Lines = 10001 }, "transcript::lines: 10001 is not between 1 and 10000"},
+		{"unknown target", func(tc *TranscriptConfig) { tc.Targets = []string{"gmail", "x"} }, `transcript::targets::1: unknown target "x"`},
+		{"transit direction not configured", func(tc *TranscriptConfig) { tc.Targets = []string{"o365:gmail"} }, `transcript::targets::0: unknown target "o365:gmail"`},
+		{"account key of no target", func(tc *TranscriptConfig) { tc.Targets = []string{"o365"} }, `transcript::targets::0: unknown target "o365"`},
+		{"zero lines", func(tc *TranscriptConfig) { tc.Lines = 0 }, "transcript: lines: 0 is not between 1 and 10000"},
+		{"negative lines", func(tc *TranscriptConfig) { tc.Lines = -1 }, "transcript: lines: -1 is not between 1 and 10000"},
+		{"too many lines", func(tc *TranscriptConfig) { tc.Lines = 10001 }, "transcript: lines: 10001 is not between 1 and 10000"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := validConfig()
@@ -439,51 +441,51 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 		modify func(*Config)
 		want   []string // every substring must appear in the error
 	}{
-		{"NUL in the address", addr("a\x00b@gmail.example"), []string{"accounts::gmail::address", "control character U+0000"}},
-		{"CR LF in the address", addr("a@gmail.example\r\nRCPT TO:<x@y.test>"), []string{"accounts::gmail::address", "control character U+000D"}},
-		{"ESC in the address", addr("a\x1b[2J@gmail.example"), []string{"accounts::gmail::address", "U+001B"}},
-		{"invalid UTF-8 in the address", addr("a\xff@gmail.example"), []string{"accounts::gmail::address", "not valid UTF-8"}},
-		{"quoted local part with a space", addr(`"a b"@gmail.example`), []string{"accounts::gmail::address", "not a plain address"}},
-		{"quoted local part", addr(`"ab"@gmail.example`), []string{"accounts::gmail::address", "not a plain address"}},
-		{"display name", addr("Alice <a@gmail.example>"), []string{"accounts::gmail::address", "not a plain address"}},
-		{"comment", addr("a@gmail.example (c)"), []string{"accounts::gmail::address", "not a plain address"}},
-		{"bare comment", addr("a(c)@gmail.example"), []string{"accounts::gmail::address", "not a plain address"}},
-		{"domain is a dot", addr("alice@."), []string{"accounts::gmail::address", "not a domain name"}},
-		{"domain with a trailing dot", addr("alice@x."), []string{"accounts::gmail::address", "not a domain name"}},
-		{"domain with an empty label", addr("alice@x..test"), []string{"accounts::gmail::address", "not a domain name"}},
-		{"domain label starting with a hyphen", addr("alice@-x.test"), []string{"accounts::gmail::address", "not a domain name"}},
-		{"domain label of 64 octets", addr("alice@" + long(64) + ".test"), []string{"accounts::gmail::address", "not a domain name"}},
-		{"domain with an underscore", addr("alice@x_y.test"), []string{"accounts::gmail::address", "not a domain name"}},
-		{"IPv6 literal", addr("alice@[IPv6:::1]"), []string{"accounts::gmail::address", "IPv4 literal"}},
-		{"bad IPv4 literal", addr("alice@[300.1.1.1]"), []string{"accounts::gmail::address", "IPv4 literal"}},
-		{"two at signs", addr("a@b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
-		{"local part with two dots", addr("a..b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
-		{"local part starting with a dot", addr(".a@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
-		{"local part with a colon", addr("a:b@gmail.example"), []string{"accounts::gmail::address", "not a dot-string"}},
-		{"no local part", addr("@gmail.example"), []string{"accounts::gmail::address", "local part has 0 octets"}},
-		{"no domain", addr("alice@"), []string{"accounts::gmail::address", "domain has 0 octets"}},
-		{"local part of 65 octets", addr(long(65) + "@gmail.example"), []string{"accounts::gmail::address", "local part has 65 octets, it must have 1 to 64"}},
-		{"domain of 256 octets", addr("a@" + strings.Repeat(long(63)+".", 4)[:256]), []string{"accounts::gmail::address", "domain has 256 octets"}},
-		{"path of 257 octets", addr(long(64) + "@" + strings.Repeat(long(62)+".", 3) + long(1)), []string{"accounts::gmail::address", "path <address> has 257 octets, at most 256"}},
-		{"100 KB address", addr(long(100<<10) + "@gmail.example"), []string{"accounts::gmail::address", "local part has 102400 octets"}},
+		{"NUL in the address", addr("a\x00b@gmail.example"), []string{"accounts::gmail: address", "control character U+0000"}},
+		{"CR LF in the address", addr("a@gmail.example\r\nRCPT TO:<x@y.test>"), []string{"accounts::gmail: address", "control character U+000D"}},
+		{"ESC in the address", addr("a\x1b[2J@gmail.example"), []string{"accounts::gmail: address", "U+001B"}},
+		{"invalid UTF-8 in the address", addr("a\xff@gmail.example"), []string{"accounts::gmail: address", "not valid UTF-8"}},
+		{"quoted local part with a space", addr(`"a b"@gmail.example`), []string{"accounts::gmail: address", "not a plain address"}},
+		{"quoted local part", addr(`"ab"@gmail.example`), []string{"accounts::gmail: address", "not a plain address"}},
+		{"display name", addr("Alice <a@gmail.example>"), []string{"accounts::gmail: address", "not a plain address"}},
+		{"comment", addr("a@gmail.example (c)"), []string{"accounts::gmail: address", "not a plain address"}},
+		{"bare comment", addr("a(c)@gmail.example"), []string{"accounts::gmail: address", "not a plain address"}},
+		{"domain is a dot", addr("alice@."), []string{"accounts::gmail: address", "not a domain name"}},
+		{"domain with a trailing dot", addr("alice@x."), []string{"accounts::gmail: address", "not a domain name"}},
+		{"domain with an empty label", addr("alice@x..test"), []string{"accounts::gmail: address", "not a domain name"}},
+		{"domain label starting with a hyphen", addr("alice@-x.test"), []string{"accounts::gmail: address", "not a domain name"}},
+		{"domain label of 64 octets", addr("alice@" + long(64) + ".test"), []string{"accounts::gmail: address", "not a domain name"}},
+		{"domain with an underscore", addr("alice@x_y.test"), []string{"accounts::gmail: address", "not a domain name"}},
+		{"IPv6 literal", addr("alice@[IPv6:::1]"), []string{"accounts::gmail: address", "IPv4 literal"}},
+		{"bad IPv4 literal", addr("alice@[300.1.1.1]"), []string{"accounts::gmail: address", "IPv4 literal"}},
+		{"two at signs", addr("a@b@gmail.example"), []string{"accounts::gmail: address", "not a dot-string"}},
+		{"local part with two dots", addr("a..b@gmail.example"), []string{"accounts::gmail: address", "not a dot-string"}},
+		{"local part starting with a dot", addr(".a@gmail.example"), []string{"accounts::gmail: address", "not a dot-string"}},
+		{"local part with a colon", addr("a:b@gmail.example"), []string{"accounts::gmail: address", "not a dot-string"}},
+		{"no local part", addr("@gmail.example"), []string{"accounts::gmail: address", "local part has 0 octets"}},
+		{"no domain", addr("alice@"), []string{"accounts::gmail: address", "domain has 0 octets"}},
+		{"local part of 65 octets", addr(long(65) + "@gmail.example"), []string{"accounts::gmail: address", "local part has 65 octets, it must have 1 to 64"}},
+		{"domain of 256 octets", addr("a@" + strings.Repeat(long(63)+".", 4)[:256]), []string{"accounts::gmail: address", "domain has 256 octets"}},
+		{"path of 257 octets", addr(long(64) + "@" + strings.Repeat(long(62)+".", 3) + long(1)), []string{"accounts::gmail: address", "path <address> has 257 octets, at most 256"}},
+		{"100 KB address", addr(long(100<<10) + "@gmail.example"), []string{"accounts::gmail: address", "local part has 102400 octets"}},
 		{"NUL in the username", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Username = "a\x00b" }) },
-			[]string{"accounts::gmail::username", "U+0000"}},
+			[]string{"accounts::gmail: username", "U+0000"}},
 		{"bidi override in the username", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Username = "a\u202eb" }) },
-			[]string{"accounts::gmail::username", "U+202E"}},
+			[]string{"accounts::gmail: username", "U+202E"}},
 		{"NUL in the password", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.Password = "pw\x00x" }) },
-			[]string{"accounts::gmail::password: contains a NUL, CR or LF"}},
+			[]string{"accounts::gmail: password: contains a NUL, CR or LF"}},
 		{"NUL in an account key", func(c *Config) { c.Accounts["bad\x00key"] = c.Accounts["o365"] },
 			[]string{`accounts::"bad\x00key": account key:`, "U+0000"}},
 		{"ESC in a target name", func(c *Config) { c.Roundtrip[0].Name = "gm\x1b]0;ok\x07" },
-			[]string{`roundtrip[0] ("gm\x1b]0;ok\a")::name`, "U+001B"}},
+			[]string{`roundtrip::0: name: "gm\x1b]0;ok\a"`, "U+001B"}},
 		{"bidi override in a direction", func(c *Config) { c.Transit.Directions = []string{"gmail:o365\u202e"} },
-			[]string{`transit::directions[0] ("gmail:o365\u202e")`, "unknown account"}},
+			[]string{`transit::directions::0: "gmail:o365\u202e": unknown account`, "unknown account"}},
 		{"NUL in the mailbox", func(c *Config) { setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.Mailbox = "IN\x00BOX" }) },
-			[]string{"accounts::gmail::imap::mailbox", "U+0000"}},
+			[]string{"accounts::gmail::imap: mailbox", "U+0000"}},
 		{"LF in a junk folder", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.JunkFolders = &[]string{"Junk\nx"} })
-		}, []string{"accounts::gmail::imap::junk_folders[0]", "U+000A"}},
-		{"NUL in cleanup.folder", move("Pro\x00bes"), []string{"cleanup::folder", "U+0000"}},
+		}, []string{"accounts::gmail::imap: junk_folders::0", "U+000A"}},
+		{"NUL in cleanup.folder", move("Pro\x00bes"), []string{"cleanup: folder", "U+0000"}},
 		{"cleanup.folder is INBOX in another case", move("inbox"), []string{`cleanup::folder: "inbox" is the mailbox probes are read from (accounts::gmail, accounts::o365)`}},
 		{"cleanup.folder is a configured mailbox", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) { a.IMAP.Mailbox = "Probes" })
@@ -495,34 +497,34 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 		{"negative initial_delay", func(c *Config) { c.InitialDelay = -time.Second }, []string{"initial_delay: must not be negative"}},
 		{"missing ca_file", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.SMTP.TLS.CAFile = filepath.Join(t.TempDir(), "nosuch.pem") })
-		}, []string{"accounts::gmail::smtp::tls::ca_file", "no such file"}},
+		}, []string{"accounts::gmail::smtp: tls::ca_file", "no such file"}},
 		{"cert_file is a directory", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) { a.IMAP.TLS.CertFile, a.IMAP.TLS.KeyFile = t.TempDir(), "testdata/config.yaml" })
-		}, []string{"accounts::gmail::imap::tls::cert_file", "is a directory"}},
+		}, []string{"accounts::gmail::imap: tls::cert_file", "is a directory"}},
 		{"missing key_file over pop3", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) {
 				a.Retrieval, a.IMAP = "pop3", IMAPConfig{}
 				a.POP3 = EndpointConfig{Endpoint: "pop.gmail.example:995"}
 				a.POP3.TLS.CertFile, a.POP3.TLS.KeyFile = "testdata/config.yaml", "testdata/nosuch.key"
 			})
-		}, []string{"accounts::gmail::pop3::tls::key_file", "no such file"}},
+		}, []string{"accounts::gmail::pop3: tls::key_file", "no such file"}},
 		{"missing oauth private key", func(c *Config) {
 			setAcct(c, "o365", func(a *AccountConfig) {
 				a.Password = ""
 				a.OAuth = &OAuthConfig{Provider: "microsoft", TenantID: "t", ClientID: "c",
 					CertificateFile: "testdata/config.yaml", PrivateKeyFile: "testdata/nosuch.key"}
 			})
-		}, []string{"accounts::o365::oauth::private_key_file", "no such file"}},
+		}, []string{"accounts::o365::oauth: private_key_file", "no such file"}},
 		{"missing service account key", func(c *Config) {
 			setAcct(c, "gmail", func(a *AccountConfig) {
 				a.Password = ""
 				a.OAuth = &OAuthConfig{Provider: "google_service_account", ServiceAccountKeyFile: "testdata/nosuch.json", Subject: "a@gmail.example"}
 			})
-		}, []string{"accounts::gmail::oauth::service_account_key_file", "no such file"}},
+		}, []string{"accounts::gmail::oauth: service_account_key_file", "no such file"}},
 		{"account key with a colon in a mesh", func(c *Config) {
 			c.Accounts["o365:eu"] = c.Accounts["o365"]
 			c.Transit.Mesh = []string{"gmail", "o365:eu"}
-		}, []string{`transit::mesh[1]: account key "o365:eu" contains ':'`}},
+		}, []string{`transit: mesh::1: account key "o365:eu" contains ':'`}},
 		{"mesh above the limit", func(c *Config) {
 			c.Accounts, c.Transit.Mesh = meshAccounts(c, 101)
 			c.Roundtrip[0].Account = "acct0000"
@@ -531,7 +533,7 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 		{"1,000-account mesh", func(c *Config) { c.Accounts, c.Transit.Mesh = meshAccounts(c, 1000); c.Roundtrip = nil },
 			[]string{"transit::mesh: 999000 targets in all (a mesh of 1000 accounts is 999000 directions)"}},
 		{"unknown account among many", func(c *Config) { c.Accounts, _ = meshAccounts(c, 1000) },
-			[]string{`unknown account "gmail" (configured: acct0000, acct0001,`, "acct0019 and 980 more)"}},
+			[]string{`unknown account "gmail" for target gmail (configured: acct0000, acct0001,`, "acct0019 and 980 more)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,6 +545,7 @@ func TestValidateRejectsUnsafeInput(t *testing.T) {
 			for _, w := range tt.want {
 				assert.Contains(t, err.Error(), w)
 			}
+			assertEveryLineHasPath(t, err)
 			assert.NotContains(t, err.Error(), "pw\x00x", "no password in errors")
 			assert.Less(t, len(err.Error()), 2048, "a huge value is cut in the message")
 		})
@@ -625,22 +628,40 @@ func TestTargetCount(t *testing.T) {
 	assert.Equal(t, 4, cfg.targetCount())
 }
 
-// configtls's checks are reported by the collector's walk of the
-// configuration; the receiver's own Validate no longer repeats them. A file
-// that does not exist is the receiver's check, and reported once.
-func TestTLSErrorsNotRepeated(t *testing.T) {
+// configtls's checks are reported once, by the collector's walk of the tls
+// block: walked as configtls.ClientConfig they came twice ("tls" and
+// "tls::config"), and the receiver's own Validate methods leave them alone.
+// A file that does not exist is the receiver's check, and reported once.
+func TestTLSErrorsReportedOnce(t *testing.T) {
 	cfg := validConfig()
 	setAcct(cfg, "gmail", func(a *AccountConfig) {
 		a.SMTP.TLS.MinVersion = "0.9"
 		a.IMAP.TLS.CAFile = filepath.Join(t.TempDir(), "nosuch.pem")
+		a.IMAP.TLS.CAPem = "not a pem"
 	})
-	own := cfg.Validate()
-	require.Error(t, own)
-	assert.NotContains(t, own.Error(), "min_version", "left to configtls")
-	all := confmap.Validate(cfg)
-	require.Error(t, all)
-	assert.Contains(t, all.Error(), `accounts::gmail::smtp::tls: invalid TLS min_version: unsupported TLS version: "0.9"`)
-	assert.Equal(t, 1, strings.Count(all.Error(), "nosuch.pem"), all.Error())
+	setAcct(cfg, "o365", func(a *AccountConfig) { a.SMTP.TLS.CertFile = "testdata/config.yaml" })
+	err := confmap.Validate(cfg)
+	require.Error(t, err)
+	msg := err.Error()
+	for want, count := range map[string]int{
+		`accounts::gmail::smtp::tls: invalid TLS min_version: unsupported TLS version: "0.9"`:          1,
+		"accounts::gmail::imap::tls: provide either a CA file or the PEM-encoded string, but not both": 1,
+		"accounts::o365::smtp::tls: TLS configuration must include both certificate and key":           1,
+		"nosuch.pem":          1,
+		"min_version":         1,
+		"PEM-encoded":         1,
+		"certificate and key": 1,
+		"tls::config":         0,
+	} {
+		assert.Equal(t, count, strings.Count(msg, want), "%q in:\n%s", want, msg)
+	}
+	a := cfg.Accounts["gmail"]
+	for _, v := range []confmap.Validator{cfg, a, a.SMTP, a.IMAP} {
+		if err := v.Validate(); err != nil {
+			assert.NotContains(t, err.Error(), "min_version", "left to configtls")
+			assert.NotContains(t, err.Error(), "PEM-encoded", "left to configtls")
+		}
+	}
 }
 
 // Every shipped example and the testdata configuration still validate.
@@ -688,7 +709,7 @@ func TestLargeTargetCountWarns(t *testing.T) {
 			cfg := validConfig()
 			cfg.Accounts, cfg.Transit.Mesh = meshAccounts(cfg, tc.accounts)
 			cfg.Roundtrip = nil
-			require.NoError(t, cfg.Validate())
+			require.NoError(t, confmap.Validate(cfg))
 			core, logs := observer.New(zapcore.WarnLevel)
 			settings := receivertest.NewNopSettings(metadata.Type)
 			settings.Logger = zap.New(core)
@@ -753,4 +774,93 @@ func TestMaxSessionsConfig(t *testing.T) {
 	}
 	assert.Equal(t, defaultMaxSessions, load(nil).MaxSessions, "unset: the default")
 	assert.Equal(t, 4, load(map[string]any{"max_sessions": 4}).MaxSessions)
+}
+
+// imapAt is an IMAP block with endpoint e's fields.
+func imapAt(e EndpointConfig) IMAPConfig {
+	return IMAPConfig{Endpoint: e.Endpoint, Security: e.Security, TLS: e.TLS}
+}
+
+// setEndpoint replaces the block's endpoint fields with e's.
+func (c *IMAPConfig) setEndpoint(e EndpointConfig) {
+	c.Endpoint, c.Security, c.TLS = e.Endpoint, e.Security, e.TLS
+}
+
+// configKey is a line of a validation error: the path of a field of the
+// receiver's configuration, then the problem. controllerconfig is where the
+// collector's walk puts scraperhelper's own check of collection_interval
+// (the squashed ControllerConfig); its message quotes the field.
+var configKey = regexp.MustCompile(`^(accounts|roundtrip|transit|cleanup|transcript|shard|controllerconfig|collection_interval|delivery_timeout|poll_interval|timeout|start_spread|precise_interval|initial_delay|detection)(::\S+?)*: `)
+
+// assertEveryLineHasPath checks that every line of err says which field it
+// is about: the collector prefixes only the first line of a sub-config's
+// error with the path.
+func assertEveryLineHasPath(t *testing.T, err error) {
+	t.Helper()
+	for _, line := range strings.Split(err.Error(), "\n") {
+		assert.Regexp(t, configKey, line, "a line of the error without its field's path")
+	}
+}
+
+// lineWith is the line of s that contains sub.
+func lineWith(s, sub string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
+}
+
+// The tls block survives a round trip through confmap (as `otelcol
+// print-config` marshals it): TLSConfig embeds configtls's block under an
+// unexported name, which confmap's encoder would skip.
+func TestTLSConfigMarshals(t *testing.T) {
+	cfg := validConfig()
+	setAcct(cfg, "gmail", func(a *AccountConfig) {
+		a.SMTP.TLS.CAFile = "testdata/config.yaml"
+		a.IMAP.TLS.ServerName = "imap.gmail.example"
+		a.IMAP.TLS.CAPem = "pem"
+	})
+	conf := confmap.New()
+	require.NoError(t, conf.Marshal(cfg))
+	assert.Equal(t, "testdata/config.yaml", conf.Get("accounts::gmail::smtp::tls::ca_file"))
+	assert.Equal(t, "[REDACTED]", conf.Get("accounts::gmail::imap::tls::ca_pem"))
+	back := createDefaultConfig().(*Config)
+	require.NoError(t, conf.Unmarshal(back))
+	assert.Equal(t, "testdata/config.yaml", back.Accounts["gmail"].SMTP.TLS.CAFile)
+	assert.Equal(t, "imap.gmail.example", back.Accounts["gmail"].IMAP.TLS.ServerName)
+}
+
+// The error as the collector prints it: otelcol validates its own Config,
+// whose receivers map holds each receiver's configuration under its id, so
+// paths start at receivers::<id>. The walk puts that path in front of the
+// first line of each Validate's error only: every line must still say
+// which field it is about, and each problem must be reported once.
+func TestCollectorValidationNamesEveryField(t *testing.T) {
+	cfg, err := loadConfig(t, "invalid_fields.yaml")
+	require.Error(t, err)
+	err = confmap.Validate(&struct {
+		Receivers map[component.ID]component.Config `mapstructure:"receivers"`
+	}{map[component.ID]component.Config{component.MustNewID("emailqos"): cfg}})
+	require.Error(t, err)
+	msg := err.Error()
+	for _, want := range []string{
+		`receivers::emailqos::accounts::demo::smtp: security: "TLS" is ambiguous: LogicMonitor's TLS means STARTTLS here (starttls); implicit TLS is tls (or ssl); values are lower case; endpoint: "127.0.0.1:99999" has an invalid port "99999"`,
+		`receivers::emailqos::accounts::demo::imap: junk_folders::0: empty folder name; junk_folders::1: "INBOX" is the mailbox the probes are read from`,
+		`receivers::emailqos::accounts::demo::imap::tls: invalid TLS min_version: unsupported TLS version: "0.9"`,
+		`receivers::emailqos::accounts::demo: max_sessions: -1: must be between 1 and 1000`,
+		`receivers::emailqos::accounts::other: address: missing`,
+		`roundtrip::1::account: unknown account "nosuch" for target broken (configured: demo, other)`,
+		`receivers::emailqos::transit: directions::0: "demo-other" must be sender:receiver`,
+		`receivers::emailqos::transcript: lines: 0 is not between 1 and 10000`,
+	} {
+		assert.Equal(t, 1, strings.Count(msg, want), "once: %q in\n%s", want, msg)
+	}
+	assert.Equal(t, 1, strings.Count(msg, "min_version"), msg)
+	for _, line := range strings.Split(msg, "\n") {
+		if !strings.HasPrefix(line, "receivers::emailqos") {
+			assert.Regexp(t, configKey, line, "a line of the error without its field's path")
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -29,7 +30,7 @@ func TestFactoryDefaults(t *testing.T) {
 	assert.Equal(t, "delete", cfg.Cleanup.Mode)
 	assert.Equal(t, 24*time.Hour, cfg.Cleanup.OrphanAge)
 	assert.Equal(t, time.Hour, cfg.Cleanup.SweepInterval)
-	assert.Error(t, cfg.Validate(), "the default config has no targets")
+	assert.Error(t, confmap.Validate(cfg), "the default config has no targets")
 }
 
 func TestFactoryRejectsForeignConfig(t *testing.T) {

@@ -113,7 +113,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		e := EndpointConfig{Endpoint: addr, Security: security}
 		if security != "none" {
 			pem := append(fx.mail.CACertPEM(), fx.trusted.PEM...)
-			e.TLS = configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(pem)}}
+			e.TLS = TLSConfig{configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(pem)}}}
 		}
 		return e
 	}
@@ -122,7 +122,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		faulty.Retrieval = retrievalPOP3
 		faulty.POP3 = ep(fx.mbox.Addr())
 	} else {
-		faulty.IMAP = IMAPConfig{EndpointConfig: ep(fx.mbox.Addr())}
+		faulty.IMAP = imapAt(ep(fx.mbox.Addr()))
 	}
 	// The healthy target has a mail system of its own, so that server-side
 	// faults of the faulty one cannot reach it; it runs in the same

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap"
 
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
@@ -54,7 +55,7 @@ func TestTwoCollectorsShareAMailbox(t *testing.T) {
 	// only the token and the send time tell them apart.
 	cfg.Cleanup.OrphanAge = time.Minute
 	cfg.Cleanup.SweepInterval = time.Millisecond
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	now := time.Now()
 	// Sent by the other site well past any probe's wait, not yet an orphan:

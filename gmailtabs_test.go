@@ -83,16 +83,16 @@ func TestGmailTabsConfig(t *testing.T) {
 		POP3: EndpointConfig{Endpoint: "127.0.0.1:110", Security: "none"},
 		IMAP: IMAPConfig{GmailTabs: true},
 	}
-	errs := pop.validate("accounts::a")
-	require.NotEmpty(t, errs)
-	assert.Contains(t, errs[len(errs)-1].Error(), "accounts::a::imap::gmail_tabs: pop3 sees the maildrop only")
+	bad := testConfig(map[string]AccountConfig{"a": pop})
+	bad.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	err = confmap.Validate(bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "accounts::a: imap::gmail_tabs: pop3 sees the maildrop only")
 
 	api := AccountConfig{Address: alice, Transport: TransportConfig{Read: "gmail_api"}, IMAP: IMAPConfig{GmailTabs: true}}
-	var texts []string
-	for _, e := range api.validate("accounts::a") {
-		texts = append(texts, e.Error())
-	}
-	assert.Contains(t, texts, "accounts::a::imap::gmail_tabs: not used over gmail_api, which reports the tab itself (its CATEGORY_* label)")
+	err = api.Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "imap::gmail_tabs: not used over gmail_api, which reports the tab itself (its CATEGORY_* label)")
 }
 
 // The secrets rule for the tab lookup, through the receiver with a debug

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -42,7 +43,7 @@ func dataPoints(t *testing.T, rm pmetric.ResourceMetrics, name, key string) map[
 // scrapeLogged runs one collection with a logger whose entries are kept.
 func scrapeLogged(t *testing.T, cfg *Config) (pmetric.Metrics, *observer.ObservedLogs) {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 	core, logs := observer.New(zap.DebugLevel)
 	settings := receivertest.NewNopSettings(metadata.Type)
 	settings.Logger = zap.New(core)
@@ -59,11 +60,11 @@ func TestTLSMetrics(t *testing.T) {
 	srv := startMail(t, mailtest.Options{TLS: true})
 	tlsEP := func(addr, security string) EndpointConfig {
 		return EndpointConfig{Endpoint: addr, Security: security,
-			TLS: configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(srv.CACertPEM())}}}
+			TLS: TLSConfig{configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(srv.CACertPEM())}}}}
 	}
 	a := mailAccount(srv, alice, "alice-pw")
 	a.SMTP = tlsEP(srv.SMTPSAddr(), "tls")
-	a.IMAP.EndpointConfig = tlsEP(srv.IMAPAddr(), "starttls")
+	a.IMAP.setEndpoint(tlsEP(srv.IMAPAddr(), "starttls"))
 	b := mailAccount(srv, bob, "bob-pw") // plain
 	cfg := testConfig(map[string]AccountConfig{"a": a, "b": b})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}, {Account: "b"}}

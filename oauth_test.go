@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -27,6 +27,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/faultnet"
 	"github.com/emailqos/emailqosreceiver/internal/mailtest"
 	"github.com/emailqos/emailqosreceiver/internal/metadata"
+	"github.com/emailqos/emailqosreceiver/internal/oauthtest"
 )
 
 const (
@@ -37,47 +38,40 @@ const (
 	oauthTokenMark = "Kf3pW9"
 )
 
-// tokenEndpoint is a client_credentials token endpoint on loopback that
-// issues counter-numbered tokens ("tok-1-…", "tok-2-…") valid for lifetime,
-// and, as BearerCheck of the mail server, accepts a token only if it issued
-// it and it has not expired yet.
+// tokenEndpoint is a client_credentials token endpoint on loopback
+// (oauthtest) that issues counter-numbered tokens ("tok-1-…", "tok-2-…")
+// valid for lifetime, refuses any other client or grant while writing the
+// secrets it was sent back in every form, and, as BearerCheck of the mail
+// server, accepts a token only if it issued it to alice and it has not
+// expired yet.
 type tokenEndpoint struct {
-	srv   *httptest.Server
-	calls atomic.Int64
+	*oauthtest.Endpoint
 
-	mu       sync.Mutex
-	secret   string        // the client secret the endpoint accepts
-	lifetime time.Duration // whole seconds: expires_in
-	fail     string        // RFC 6749 error code answered with 400 instead of a token
-	issued   []string
-	expiry   map[string]time.Time
-	shown    []string // tokens presented to the mail server, in order
+	mu     sync.Mutex
+	secret string // the client secret the endpoint accepts
+	fail   string // RFC 6749 error code answered with 400 instead of a token
 }
 
 func newTokenEndpoint(t *testing.T, lifetime time.Duration) *tokenEndpoint {
 	t.Helper()
-	e := &tokenEndpoint{secret: oauthClientSecret, lifetime: lifetime, expiry: map[string]time.Time{}}
-	e.srv = httptest.NewServer(e)
-	t.Cleanup(e.srv.Close)
+	e := &tokenEndpoint{Endpoint: oauthtest.New(t), secret: oauthClientSecret}
+	e.SetExpiresIn(lifetime)
+	e.SetTokenFormat("tok-%d-" + oauthTokenMark)
+	e.SetRespond(e.respond)
 	return e
 }
 
-func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.calls.Add(1)
-	reply := func(status int, body any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(body)
-	}
-	if r.Method != http.MethodPost || r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+func (e *tokenEndpoint) respond(w http.ResponseWriter, r *http.Request, form url.Values) {
+	reply := func(status int, body any) { oauthtest.WriteJSON(w, status, body) }
+	if r.Method != http.MethodPost || form.Get("grant_type") != "client_credentials" {
 		// A refresh grant gets its refresh token and client secret back.
 		reply(http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type",
-			"error_description": echoText(r.PostForm.Get("refresh_token")) + " " + echoText(r.PostForm.Get("client_secret"))})
+			"error_description": echoText(form.Get("refresh_token")) + " " + echoText(form.Get("client_secret"))})
 		return
 	}
 	id, secret, basic := r.BasicAuth()
 	if !basic {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+		id, secret = form.Get("client_id"), form.Get("client_secret")
 	}
 
 	e.mu.Lock()
@@ -97,14 +91,7 @@ func (e *tokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"error_description": "request by " + id + " refused (secret " + secret + ") " + echoText(secret),
 		})
 	default:
-		tok := fmt.Sprintf("tok-%d-%s", len(e.issued)+1, oauthTokenMark)
-		e.issued = append(e.issued, tok)
-		e.expiry[tok] = time.Now().Add(e.lifetime)
-		reply(http.StatusOK, map[string]any{
-			"access_token": tok,
-			"token_type":   "Bearer",
-			"expires_in":   int(e.lifetime / time.Second),
-		})
+		e.Issue(w)
 	}
 }
 
@@ -126,43 +113,13 @@ func echoText(secret string) string { return strings.Join(echoForms(secret), " "
 
 // check is the mail server's BearerCheck.
 func (e *tokenEndpoint) check(user, token string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.shown = append(e.shown, token)
-	exp, ok := e.expiry[token]
-	return ok && user == alice && time.Now().Before(exp)
+	return e.Check(token) && user == alice
 }
 
 func (e *tokenEndpoint) set(f func(e *tokenEndpoint)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f(e)
-}
-
-func (e *tokenEndpoint) presented() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.shown...)
-}
-
-func (e *tokenEndpoint) tokens() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.issued...)
-}
-
-// waitExpired sleeps until every token issued so far has expired, for the
-// endpoint and, with a margin for the response's transit, for the source.
-func (e *tokenEndpoint) waitExpired() {
-	e.mu.Lock()
-	var last time.Time
-	for _, exp := range e.expiry {
-		if exp.After(last) {
-			last = exp
-		}
-	}
-	e.mu.Unlock()
-	time.Sleep(time.Until(last) + 200*time.Millisecond)
 }
 
 // oauthScraper is a started scraper whose logs are recorded.
@@ -190,7 +147,7 @@ func oauthSetup(t *testing.T, e *tokenEndpoint, tokenURL string, timeout time.Du
 	cfg.Timeout = timeout
 	cfg.DeliveryTimeout = timeout - time.Second
 	cfg.Roundtrip = []RoundtripConfig{{Account: "o365"}}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	core, logs := observer.New(zap.DebugLevel)
 	settings := receivertest.NewNopSettings(metadata.Type)
@@ -255,7 +212,7 @@ func (s *oauthScraper) scrapeOnce(t *testing.T) oauthResult {
 func (s *oauthScraper) assertNoSecrets(t *testing.T, e *tokenEndpoint) {
 	t.Helper()
 	secrets := append(echoForms(oauthClientSecret), oauthTokenMark)
-	secrets = append(secrets, e.tokens()...)
+	secrets = append(secrets, e.Tokens()...)
 	for _, entry := range s.logs.All() {
 		text := entry.Message + " " + fmt.Sprint(entry.ContextMap())
 		for _, secret := range secrets {
@@ -277,7 +234,7 @@ func (s *oauthScraper) assertNoSecrets(t *testing.T, e *tokenEndpoint) {
 func TestOAuthRoundtrip(t *testing.T) {
 	t.Parallel()
 	e := newTokenEndpoint(t, time.Hour)
-	s, srv := oauthSetup(t, e, e.srv.URL, 4*time.Second)
+	s, srv := oauthSetup(t, e, e.URL, 4*time.Second)
 
 	for i := range 2 {
 		res := s.scrapeOnce(t)
@@ -288,9 +245,9 @@ func TestOAuthRoundtrip(t *testing.T) {
 		assert.InDelta(t, 3600, res.expiry, 60)
 		assert.Empty(t, res.tokenErrType)
 	}
-	assert.Equal(t, int64(1), e.calls.Load(), "one token serves IMAP, SMTP and the token metric, across scrapes")
+	assert.Equal(t, 1, e.Hits(), "one token serves IMAP, SMTP and the token metric, across scrapes")
 	assert.Equal(t, 2, srv.Deliveries())
-	shown := e.presented()
+	shown := e.Presented()
 	assert.Len(t, shown, 4, "each probe signs in to IMAP and SMTP with the token")
 	for _, tok := range shown {
 		assert.Equal(t, "tok-1-"+oauthTokenMark, tok)
@@ -303,32 +260,32 @@ func TestOAuthRefreshAndRevocation(t *testing.T) {
 	// expires_in 1: the source refreshes 10% of the lifetime early, and the
 	// mail server refuses a token once its second is up.
 	e := newTokenEndpoint(t, time.Second)
-	s, _ := oauthSetup(t, e, e.srv.URL, 4*time.Second)
+	s, _ := oauthSetup(t, e, e.URL, 4*time.Second)
 
 	res := s.scrapeOnce(t)
 	require.Zero(t, res.code, "%+v", res)
 	assert.Equal(t, int64(1), res.valid)
-	first := e.presented()
+	first := e.Presented()
 	require.NotEmpty(t, first)
 
-	e.waitExpired()
+	e.WaitExpired()
 	res = s.scrapeOnce(t)
 	assert.Zero(t, res.code, "an expired token is replaced: %+v", res)
 	assert.Equal(t, int64(1), res.success)
 	assert.Equal(t, int64(1), res.valid)
 	assert.Greater(t, res.expiry, 0.0)
 	assert.LessOrEqual(t, res.expiry, 1.0)
-	second := e.presented()[len(first):]
+	second := e.Presented()[len(first):]
 	require.GreaterOrEqual(t, len(second), 2, "IMAP and SMTP signed in again")
 	for _, tok := range second {
 		assert.NotContains(t, first, tok, "the second scrape uses a new token")
 	}
-	assert.GreaterOrEqual(t, len(e.tokens()), 2)
+	assert.GreaterOrEqual(t, len(e.Tokens()), 2)
 
 	// The client secret is revoked (the endpoint now wants another one).
 	e.set(func(e *tokenEndpoint) { e.secret = "rotated-secret-value" })
-	e.waitExpired()
-	shownBefore := len(e.presented())
+	e.WaitExpired()
+	shownBefore := len(e.Presented())
 	res = s.scrapeOnce(t)
 	assert.Equal(t, int64(3), res.code, "the reader signs in first: %+v", res)
 	assert.Equal(t, "token_rejected", res.errType)
@@ -336,7 +293,7 @@ func TestOAuthRefreshAndRevocation(t *testing.T) {
 	assert.Zero(t, res.valid)
 	assert.Zero(t, res.expiry)
 	assert.Equal(t, "token_rejected", res.tokenErrType)
-	assert.Len(t, e.presented(), shownBefore, "an expired token is never presented")
+	assert.Len(t, e.Presented(), shownBefore, "an expired token is never presented")
 	s.assertNoSecrets(t, e)
 }
 
@@ -363,7 +320,7 @@ func TestOAuthTokenFailures(t *testing.T) {
 			t.Parallel()
 			e := newTokenEndpoint(t, time.Hour)
 			e.set(func(e *tokenEndpoint) { e.fail = tc.fail })
-			url := e.srv.URL
+			url := e.URL
 			if tc.tokenURL != nil {
 				url = tc.tokenURL(t)
 			}
@@ -378,10 +335,10 @@ func TestOAuthTokenFailures(t *testing.T) {
 			assert.Zero(t, res.valid)
 			assert.Zero(t, res.expiry)
 			assert.Equal(t, tc.wantType, res.tokenErrType)
-			assert.Empty(t, e.presented(), "nothing reached the mail server")
+			assert.Empty(t, e.Presented(), "nothing reached the mail server")
 			assert.Zero(t, srv.Deliveries())
 			if tc.tokenURL == nil {
-				assert.Positive(t, e.calls.Load())
+				assert.Positive(t, e.Hits())
 			}
 			s.assertNoSecrets(t, e)
 		})
@@ -467,7 +424,7 @@ func TestOAuthTokenEndpointHostile(t *testing.T) {
 			assert.Equal(t, "token_unavailable", res.errType)
 			assert.Zero(t, res.valid)
 			assert.Equal(t, "token_unavailable", res.tokenErrType)
-			assert.Empty(t, e.presented(), "nothing reached the mail server")
+			assert.Empty(t, e.Presented(), "nothing reached the mail server")
 			assert.Zero(t, srv.Deliveries())
 			var logged bool
 			for _, entry := range s.logs.All() {

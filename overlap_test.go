@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -126,7 +127,7 @@ func TestCollectionsNeverOverlap(t *testing.T) {
 	cfg.CollectionInterval = interval
 	cfg.InitialDelay = 0
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}, {Account: "b"}}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	core, logs := observer.New(zapcore.WarnLevel)
 	// A probe that fails shows why: this test has failed under load with
@@ -287,12 +288,12 @@ func TestOverlapWarning(t *testing.T) {
 			cfg := testConfig(map[string]AccountConfig{"a": {
 				Address: alice, Password: "pw",
 				SMTP: EndpointConfig{Endpoint: "127.0.0.1:1", Security: "none"},
-				IMAP: IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "127.0.0.1:1", Security: "none"}},
+				IMAP: IMAPConfig{Endpoint: "127.0.0.1:1", Security: "none"},
 			}})
 			cfg.CollectionInterval = tc.interval
 			cfg.Timeout = tc.timeout
 			cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-			require.NoError(t, cfg.Validate())
+			require.NoError(t, confmap.Validate(cfg))
 			core, logs := observer.New(zapcore.WarnLevel)
 			settings := receivertest.NewNopSettings(metadata.Type)
 			settings.Logger = zap.New(core)

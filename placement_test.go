@@ -129,7 +129,9 @@ func TestJunkFoldersRejectedForPOP3(t *testing.T) {
 		POP3: EndpointConfig{Endpoint: "127.0.0.1:110", Security: "none"},
 		IMAP: IMAPConfig{JunkFolders: &[]string{"Junk"}},
 	}
-	errs := a.validate("accounts::a")
-	require.NotEmpty(t, errs)
-	assert.Contains(t, errs[len(errs)-1].Error(), "accounts::a::imap::junk_folders: pop3 sees the maildrop only")
+	cfg := testConfig(map[string]AccountConfig{"a": a})
+	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
+	err := confmap.Validate(cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "accounts::a: imap::junk_folders: pop3 sees the maildrop only")
 }

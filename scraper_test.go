@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -38,7 +39,7 @@ func mailAccount(srv *mailtest.Server, addr, password string) AccountConfig {
 		Address:  addr,
 		Password: configopaqueString(password),
 		SMTP:     EndpointConfig{Endpoint: srv.SMTPAddr(), Security: "none"},
-		IMAP:     IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: srv.IMAPAddr(), Security: "none"}},
+		IMAP:     IMAPConfig{Endpoint: srv.IMAPAddr(), Security: "none"},
 	}
 }
 
@@ -52,7 +53,7 @@ func testConfig(accounts map[string]AccountConfig) *Config {
 
 func newTestScraper(t *testing.T, cfg *Config) (*emailqosScraper, context.CancelFunc) {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 	lifetime, cancel := context.WithCancel(context.Background())
 	s := newScraper(cfg, receivertest.NewNopSettings(metadata.Type), lifetime)
 	require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
@@ -99,9 +100,9 @@ func TestScrapeGolden(t *testing.T) {
 		TLS:           true,
 	})
 	c := mailAccount(srv, carol, "carol-pw")
-	ca := configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(srv.CACertPEM())}}
+	ca := TLSConfig{configtls.ClientConfig{Config: configtls.Config{CAPem: configopaque.String(srv.CACertPEM())}}}
 	c.SMTP = EndpointConfig{Endpoint: srv.SMTPSAddr(), Security: "tls", TLS: ca}
-	c.IMAP.EndpointConfig = EndpointConfig{Endpoint: srv.IMAPAddr(), Security: "starttls", TLS: ca}
+	c.IMAP.setEndpoint(EndpointConfig{Endpoint: srv.IMAPAddr(), Security: "starttls", TLS: ca})
 	cfg := testConfig(map[string]AccountConfig{
 		"a": mailAccount(srv, alice, "alice-pw"),
 		"b": mailAccount(srv, bob, "bob-pw"),
@@ -218,7 +219,7 @@ func TestShutdownMidProbe(t *testing.T) {
 	cfg.InitialDelay = 0
 	cfg.CollectionInterval = time.Hour
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	sink := new(consumertest.MetricsSink)
 	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)

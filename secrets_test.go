@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
@@ -152,8 +152,8 @@ func TestNoSecretsAnywhere(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = black.Close() })
 
-	tlsWith := func(srv *mailtest.Server) configtls.ClientConfig {
-		var c configtls.ClientConfig
+	tlsWith := func(srv *mailtest.Server) TLSConfig {
+		var c TLSConfig
 		c.CAPem = configopaqueString(string(srv.CACertPEM()))
 		return c
 	}
@@ -165,26 +165,26 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		return e
 	}
 	acct := func(addr, pw string, smtp, imap EndpointConfig) AccountConfig {
-		return AccountConfig{Address: addr, Password: configopaqueString(pw), SMTP: smtp, IMAP: IMAPConfig{EndpointConfig: imap}}
+		return AccountConfig{Address: addr, Password: configopaqueString(pw), SMTP: smtp, IMAP: imapAt(imap)}
 	}
 	closed := faultnet.ClosedPort(t)
 
 	o365 := AccountConfig{Address: alice, SMTP: ep(ok.SMTPAddr(), "starttls", ok),
-		IMAP: IMAPConfig{EndpointConfig: ep(ok.IMAPSAddr(), "tls", ok)},
+		IMAP: imapAt(ep(ok.IMAPSAddr(), "tls", ok)),
 		OAuth: &OAuthConfig{Provider: "client_credentials", ClientID: oauthClientID,
-			ClientSecret: configopaqueString(oauthClientSecret), TokenURL: e.srv.URL, Scopes: []string{"mail.probe"}}}
+			ClientSecret: configopaqueString(oauthClientSecret), TokenURL: e.URL, Scopes: []string{"mail.probe"}}}
 	gmail := AccountConfig{Address: alice, SMTP: ep(ok.SMTPAddr(), "starttls", ok),
-		IMAP: IMAPConfig{EndpointConfig: ep(ok.IMAPAddr(), "starttls", ok)},
+		IMAP: imapAt(ep(ok.IMAPAddr(), "starttls", ok)),
 		// The endpoint only knows client_credentials: the refresh token
 		// is refused.
 		OAuth: &OAuthConfig{Provider: "google_refresh_token", ClientID: oauthClientID,
-			ClientSecret: configopaqueString(googleSecret), RefreshToken: configopaqueString(refreshToken), TokenURL: e.srv.URL}}
+			ClientSecret: configopaqueString(googleSecret), RefreshToken: configopaqueString(refreshToken), TokenURL: e.URL}}
 
 	// A client secret the endpoint refuses: it answers invalid_client and
 	// writes the secret back in every encoding (echoForms).
 	o365rej := o365
 	o365rej.OAuth = &OAuthConfig{Provider: "client_credentials", ClientID: oauthClientID,
-		ClientSecret: configopaqueString(revokedSecret), TokenURL: e.srv.URL, Scopes: []string{"mail.probe"}}
+		ClientSecret: configopaqueString(revokedSecret), TokenURL: e.URL, Scopes: []string{"mail.probe"}}
 
 	// The API transports (Graph, Gmail API) with the same tokens: one that
 	// succeeds each, one whose token Graph refuses (401), one whose client
@@ -227,7 +227,7 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		{Account: "smtprej"}, {Account: "tlsfail"}, {Account: "wrongca"}, {Account: "down"}, {Account: "lost"}}...)
 	cfg.Transit.Directions = []string{"dave:erin", "erin:dave"}
 	cfg.Transcript = TranscriptConfig{Targets: []string{"*"}, Lines: 30}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	core, logs := observer.New(zap.DebugLevel)
 	settings := receivertest.NewNopSettings(metadata.Type)
@@ -278,10 +278,10 @@ func TestNoSecretsAnywhere(t *testing.T) {
 		"revoked secret":      {oauthClientID, revokedSecret},
 		"token mark":          {alice, oauthTokenMark},
 	}
-	for _, tok := range e.tokens() {
+	for _, tok := range e.Tokens() {
 		secrets["access token "+tok] = [2]string{alice, tok}
 	}
-	require.NotEmpty(t, e.tokens(), "the endpoint handed out access tokens")
+	require.NotEmpty(t, e.Tokens(), "the endpoint handed out access tokens")
 	scan := newSecretScanner(secrets)
 	// What the token endpoint writes back of the OAuth secrets: also
 	// lower- and upper-cased, hex, and in parts.
@@ -312,6 +312,22 @@ func TestNoSecretsAnywhere(t *testing.T) {
 			assert.Contains(t, lines, "[redacted]", lines)
 			assert.Contains(t, lines, "smtp C: AUTH PLAIN [redacted]", lines)
 			assert.Contains(t, lines, "bytes of message data]", lines)
+		}
+		// The API targets' transcripts record their exchanges (so the scan
+		// above has read them): requests, statuses, the refused token's 401.
+		if entry.Message == "probe transcript" {
+			lines := strings.Join(contextStrings(entry), "\n")
+			for target, want := range map[string][]string{
+				"graph":    {"graph C: POST /v1.0/users/" + dave + "/sendMail [", "graph S: 202 ", "/messages/delta?$deltatoken=["},
+				"graphrej": {"graph S: 401 "},
+				"gws":      {"gmailapi C: POST /gmail/v1/users/" + erin + "/messages/send [", "gmailapi S: 200 "},
+			} {
+				if entry.ContextMap()["target"] == target {
+					for _, w := range want {
+						assert.Contains(t, lines, w, "transcript of %s", target)
+					}
+				}
+			}
 		}
 	}
 	assert.Equal(t, len(want), transcripts, "one transcript per target")

@@ -41,15 +41,16 @@ func (sc *ShardConfig) Unmarshal(conf *confmap.Conf) error {
 	return nil
 }
 
-func (sc ShardConfig) validate() []error {
+// Validate checks the count and this replica's index.
+func (sc ShardConfig) Validate() error {
 	if sc.Count < 1 {
-		return []error{fmt.Errorf("shard::count: %d must be at least 1", sc.Count)}
+		return fmt.Errorf("count: %d must be at least 1", sc.Count)
 	}
 	if sc.noIndex {
-		return []error{fmt.Errorf("shard::index: missing or empty: with shard::count %d each replica needs its own index (e.g. ${env:SHARD_INDEX}, the pod's ordinal; is the variable set?)", sc.Count)}
+		return fmt.Errorf("index: missing or empty: with shard::count %d each replica needs its own index (e.g. ${env:SHARD_INDEX}, the pod's ordinal; is the variable set?)", sc.Count)
 	}
 	if sc.Index < 0 || sc.Index >= sc.Count {
-		return []error{fmt.Errorf("shard::index: %d is outside [0, %d) for shard::count %d", sc.Index, sc.Count, sc.Count)}
+		return fmt.Errorf("index: %d is outside [0, %d) for shard::count %d", sc.Index, sc.Count, sc.Count)
 	}
 	return nil
 }

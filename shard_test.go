@@ -31,18 +31,18 @@ func TestShardValidation(t *testing.T) {
 		{ShardConfig{Count: 1, Index: 0}, ""},
 		{ShardConfig{Count: 3, Index: 0}, ""},
 		{ShardConfig{Count: 3, Index: 2}, ""},
-		{ShardConfig{Count: 0, Index: 0}, "shard::count: 0 must be at least 1"},
-		{ShardConfig{Count: -2, Index: 0}, "shard::count: -2 must be at least 1"},
-		{ShardConfig{Count: 3, Index: 3}, "shard::index: 3 is outside [0, 3)"},
-		{ShardConfig{Count: 3, Index: -1}, "shard::index: -1 is outside [0, 3)"},
-		{ShardConfig{Count: 1, Index: 1}, "shard::index: 1 is outside [0, 1)"},
+		{ShardConfig{Count: 0, Index: 0}, "shard: count: 0 must be at least 1"},
+		{ShardConfig{Count: -2, Index: 0}, "shard: count: -2 must be at least 1"},
+		{ShardConfig{Count: 3, Index: 3}, "shard: index: 3 is outside [0, 3)"},
+		{ShardConfig{Count: 3, Index: -1}, "shard: index: -1 is outside [0, 3)"},
+		{ShardConfig{Count: 1, Index: 1}, "shard: index: 1 is outside [0, 1)"},
 	} {
 		t.Run(fmt.Sprintf("%d/%d", tc.shard.Index, tc.shard.Count), func(t *testing.T) {
 			cfg := testConfig(map[string]AccountConfig{"a": {Address: alice, Password: "pw",
-				SMTP: EndpointConfig{Endpoint: "127.0.0.1:25"}, IMAP: IMAPConfig{EndpointConfig: EndpointConfig{Endpoint: "127.0.0.1:143"}}}})
+				SMTP: EndpointConfig{Endpoint: "127.0.0.1:25"}, IMAP: IMAPConfig{Endpoint: "127.0.0.1:143"}}})
 			cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 			cfg.Shard = tc.shard
-			err := cfg.Validate()
+			err := confmap.Validate(cfg)
 			if tc.want == "" {
 				assert.NoError(t, err)
 				return
@@ -109,7 +109,7 @@ func TestShardTargetLists(t *testing.T) {
 	owner := map[string]int{}
 	for i := range 3 {
 		c := withShard(cfg, i, 3)
-		require.NoError(t, c.Validate())
+		require.NoError(t, confmap.Validate(c))
 		ts, err := buildTargets(context.Background(), c, nil)
 		require.NoError(t, err)
 		assert.NotEmpty(t, ts, "shard %d has no target of 30", i)
@@ -144,7 +144,7 @@ func TestShardedReceiversProbeEachTargetOnce(t *testing.T) {
 	var sinks [3]*consumertest.MetricsSink
 	for i := range 3 {
 		c := withShard(cfg, i, 3)
-		require.NoError(t, c.Validate())
+		require.NoError(t, confmap.Validate(c))
 		sinks[i] = new(consumertest.MetricsSink)
 		rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), c, sinks[i])
 		require.NoError(t, err)
@@ -220,8 +220,8 @@ func TestShardFromConfmap(t *testing.T) {
 		{"no shard", nil, ShardConfig{Count: 1}, ""},
 		{"count 1 without index", map[string]any{"count": 1}, ShardConfig{Count: 1}, ""},
 		{"empty index", map[string]any{"count": 3, "index": ""}, ShardConfig{}, "'index' expected type 'int'"},
-		{"null index", map[string]any{"count": 3, "index": nil}, ShardConfig{}, "shard::index: missing or empty"},
-		{"no index", map[string]any{"count": 3}, ShardConfig{}, "shard::index: missing or empty"},
+		{"null index", map[string]any{"count": 3, "index": nil}, ShardConfig{}, "index: missing or empty"},
+		{"no index", map[string]any{"count": 3}, ShardConfig{}, "index: missing or empty"},
 		{"not a number", map[string]any{"count": 3, "index": "two"}, ShardConfig{}, "index"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,10 +232,7 @@ func TestShardFromConfmap(t *testing.T) {
 			}
 			err := confmap.NewFromStringMap(raw).Unmarshal(cfg)
 			if err == nil {
-				errs := cfg.Shard.validate()
-				if len(errs) > 0 {
-					err = errs[0]
-				}
+				err = confmap.Validate(&cfg.Shard)
 			}
 			if tc.err != "" {
 				require.Error(t, err)
@@ -279,12 +276,12 @@ receivers:
 	t.Setenv("EMAILQOS_TEST_SHARD_INDEX", "")
 	_, err = load()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "shard::index: missing or empty")
+	assert.Contains(t, err.Error(), "shard: index: missing or empty")
 
 	require.NoError(t, os.Unsetenv("EMAILQOS_TEST_SHARD_INDEX"))
 	_, err = load()
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "shard::index: missing or empty")
+	assert.Contains(t, err.Error(), "shard: index: missing or empty")
 }
 
 // A replica whose shard has no target starts, says so, and probes nothing.
@@ -293,7 +290,7 @@ func TestShardWithoutTargets(t *testing.T) {
 	cfg := testConfig(map[string]AccountConfig{"a": mailAccount(srv, alice, "alice-pw")})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 	cfg = withShard(cfg, (shardOf("a", 3)+1)%3, 3)
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	core, logs := observer.New(zapcore.InfoLevel)
 	settings := receivertest.NewNopSettings(metadata.Type)

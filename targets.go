@@ -150,7 +150,7 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		}
 	default:
 		retrieval = retrievalIMAP
-		if imapEP, err = buildEndpoint(ctx, a.IMAP.EndpointConfig, imapPorts); err != nil {
+		if imapEP, err = buildEndpoint(ctx, a.IMAP.endpoint(), imapPorts); err != nil {
 			return nil, fmt.Errorf("accounts::%s::imap::tls: %w", key, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -136,7 +137,7 @@ func TestMetricsAndTracesShareOneReceiver(t *testing.T) {
 	cfg.InitialDelay = 0
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 	cfg.Transit.Directions = []string{"a:b"}
-	require.NoError(t, cfg.Validate())
+	require.NoError(t, confmap.Validate(cfg))
 
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)

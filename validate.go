@@ -1,12 +1,25 @@
 package emailqosreceiver // import "github.com/emailqos/emailqosreceiver"
 
-// Validation of the configuration. The paths of the fields are written here
-// rather than composed by confmap from sub-configs' Validate methods:
-// confmap prefixes a sub-config's error once, so the second and later
-// lines of a joined error would lose their path, it writes a list index as
-// "roundtrip::0" instead of naming the target, and it walks maps in random
-// order; several checks also need the whole configuration (retrieval
-// decides which endpoint must be set).
+// Validation of the configuration. Each sub-config checks its own fields in
+// its own Validate method, and the collector's walk (confmap.Validate, which
+// otelcol runs on every component's configuration) composes the path: it
+// calls Validate on every struct, slice, map and non-nil pointer it reaches
+// through exported fields and prefixes the error with the path of the value
+// ("accounts::gmail::smtp: ", a list entry as "roundtrip::0"). Config's own
+// Validate keeps only what needs the whole configuration: account
+// references, target names and counts, the mesh, and the rules that tie an
+// account to the receiver-wide settings.
+//
+// The walk (confmap v1.65.0 validation.go; xconfmap v0.159.0 has none)
+// prefixes only the first line of an error, so a sub-config reports all its
+// problems on one line (problems), each naming its field relative to the
+// sub-config; Config's errors name their full path from the receiver. It
+// also walks an exported embedded struct, under its lower-cased type name,
+// after calling the Validate the outer type got from it by promotion: two
+// types avoid that double call, TLSConfig (configtls.ClientConfig's errors
+// came twice) and IMAPConfig, which repeats EndpointConfig's fields rather
+// than embedding it. Maps are walked in random order, so the accounts'
+// errors come in any order, their keys as written.
 
 import (
 	"cmp"
@@ -22,32 +35,38 @@ import (
 	"unicode/utf8"
 )
 
-func (cfg *Config) validateTranscript() []error {
-	var errs []error
-	if cfg.Transcript.Lines <= 0 || cfg.Transcript.Lines > maxTranscriptLines {
-		errs = append(errs, fmt.Errorf("transcript::lines: %d is not between 1 and %d", cfg.Transcript.Lines, maxTranscriptLines))
-	}
-	var names map[string]bool
-	for i, t := range cfg.Transcript.Targets {
-		if t == transcriptAll {
-			continue
-		}
-		if names == nil {
-			// Built only when needed, and never for a refused huge mesh.
-			if cfg.targetCount() > maxTargets {
-				break
-			}
-			names = cfg.targetNames()
-		}
-		if !names[t] {
-			errs = append(errs, fmt.Errorf("transcript::targets[%d]: unknown target %q", i, t))
-		}
-	}
-	return errs
+// problems are one sub-config's problems, each naming its field relative to
+// the sub-config. They make one line, so that the path the collector puts in
+// front of it applies to every problem.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 }
 
-// Validate checks the whole configuration and reports every problem with the
-// path of the field it concerns.
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return oneLine(p)
+}
+
+// oneLine is errors joined with "; " instead of errors.Join's newlines.
+type oneLine []error
+
+func (e oneLine) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e }
+
+// Validate checks what needs the whole configuration; the collector's walk
+// calls the sub-configs' own Validate methods. Every error names the path of
+// the field it concerns.
 func (cfg *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) {
@@ -98,38 +117,24 @@ func (cfg *Config) Validate() error {
 	if err := validateDetection(cfg.Detection, false); err != nil {
 		add("detection", "%v", err)
 	}
-	switch cfg.Cleanup.Mode {
-	case cleanupDelete, cleanupKeep:
-		if cfg.Cleanup.Folder != "" {
-			add("cleanup::folder", "only used with mode move")
-		}
-	case cleanupMove:
-		if strings.TrimSpace(cfg.Cleanup.Folder) == "" {
-			add("cleanup::folder", "required with mode move")
-		} else if err := checkName(cfg.Cleanup.Folder); err != nil {
-			add("cleanup::folder", "%v", err)
-		} else {
-			var readers []string
-			for _, key := range sortedKeys(cfg.Accounts) {
-				if a := cfg.Accounts[key]; a.readVia() == retrievalIMAP && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
-					readers = append(readers, "accounts::"+quoteKey(key))
-				}
-			}
-			if len(readers) > 0 {
-				add("cleanup::folder", "%q is the mailbox probes are read from (%s): a moved probe would stay where it is", cfg.Cleanup.Folder, strings.Join(readers, ", "))
+	// The folder's own checks are CleanupConfig's; whether it is a mailbox
+	// probes are read from needs the accounts.
+	if cfg.Cleanup.Mode == cleanupMove && strings.TrimSpace(cfg.Cleanup.Folder) != "" && checkName(cfg.Cleanup.Folder) == nil {
+		var readers []string
+		for _, key := range sortedKeys(cfg.Accounts) {
+			if a := cfg.Accounts[key]; a.readVia() == retrievalIMAP && sameMailbox(cfg.Cleanup.Folder, a.mailbox()) {
+				readers = append(readers, "accounts::"+quoteKey(key))
 			}
 		}
-	default:
-		add("cleanup::mode", "%q is not one of delete, move, keep", cfg.Cleanup.Mode)
+		if len(readers) > 0 {
+			add("cleanup::folder", "%q is the mailbox probes are read from (%s): a moved probe would stay where it is", cfg.Cleanup.Folder, strings.Join(readers, ", "))
+		}
 	}
 	// An orphan must be a probe no run can still be waiting for.
 	if cfg.Cleanup.OrphanAge <= cfg.DeliveryTimeout {
 		add("cleanup::orphan_age", "%s must be longer than delivery_timeout %s", cfg.Cleanup.OrphanAge, cfg.DeliveryTimeout)
 	} else if timeout := cfg.probeTimeout(); cfg.Cleanup.OrphanAge <= timeout {
 		add("cleanup::orphan_age", "%s must be longer than a whole probe (timeout, or delivery_timeout + %s: %s)", cfg.Cleanup.OrphanAge, setupBudget, timeout)
-	}
-	if cfg.Cleanup.SweepInterval <= 0 {
-		add("cleanup::sweep_interval", "must be positive")
 	}
 
 	for _, key := range sortedKeys(cfg.Accounts) {
@@ -138,27 +143,17 @@ func (cfg *Config) Validate() error {
 		if err := checkName(key); err != nil {
 			add(path, "account key: %v", err)
 		}
-		errs = append(errs, acct.validate(path)...)
-		if isAPI(acct.readVia()) {
-			// The APIs are polled, like POP3.
-			if d := acct.Detection; d == detectionIdle || d == detectionPrecise || d == "" && (cfg.Detection == detectionIdle || cfg.Detection == detectionPrecise) {
-				add(path+"::detection", "%s is not available over %s, which is polled (use auto or poll)", cmp.Or(d, cfg.Detection), acct.readVia())
+		// An account's detection falls back to the receiver's.
+		detection := cmp.Or(acct.Detection, cfg.Detection)
+		if via := acct.readVia(); isAPI(via) || via == retrievalPOP3 {
+			// The APIs and POP3 are polled: no push.
+			if detection == detectionIdle || detection == detectionPrecise {
+				add(path+"::detection", "%s is not available over %s, which is polled (use auto or poll)", detection, via)
 			}
 		}
-		if acct.readVia() != retrievalPOP3 {
-			continue
-		}
-		// POP3 has one maildrop and no push: probes can only be deleted
-		// or kept, and arrivals are only ever seen by polling.
-		if cfg.Cleanup.Mode == cleanupMove {
+		// POP3 has one maildrop: probes can only be deleted or kept.
+		if acct.readVia() == retrievalPOP3 && cfg.Cleanup.Mode == cleanupMove {
 			add(path+"::retrieval", "pop3 has no folders to move probes to (cleanup::mode is move)")
-		}
-		detection := acct.Detection
-		if detection == "" {
-			detection = cfg.Detection
-		}
-		if detection == detectionIdle || detection == detectionPrecise {
-			add(path+"::detection", "%s is not available over pop3, which is polled (use auto or poll)", detection)
 		}
 	}
 
@@ -174,57 +169,31 @@ func (cfg *Config) Validate() error {
 		names[name] = path
 	}
 	for i, rt := range cfg.Roundtrip {
-		path := fmt.Sprintf("roundtrip[%d]", i)
-		name := rt.targetName()
-		if name != "" {
-			path = fmt.Sprintf("roundtrip[%d] (%s)", i, quoteKey(name))
+		path := fmt.Sprintf("roundtrip::%d", i)
+		if rt.Account != "" && !cfg.hasAccount(rt.Account) {
+			add(path+"::account", "unknown account %q for target %s (configured: %s)", rt.Account, quoteKey(rt.targetName()), cfg.accountList())
 		}
-		switch {
-		case rt.Account == "":
-			add(path+"::account", "missing: name the account to probe")
-		case !cfg.hasAccount(rt.Account):
-			add(path+"::account", "unknown account %q (configured: %s)", rt.Account, cfg.accountList())
-		}
-		if err := checkName(rt.Name); err != nil {
-			add(path+"::name", "%v", err)
-		}
-		if name != "" {
+		if name := rt.targetName(); name != "" {
 			claim(path, "roundtrip/"+name)
 		}
 	}
 	for i, dir := range cfg.Transit.Directions {
-		path := fmt.Sprintf("transit::directions[%d] (%s)", i, quoteKey(dir))
-		sender, receiver, ok := strings.Cut(dir, ":")
-		if !ok || sender == "" || receiver == "" || strings.Contains(receiver, ":") {
-			add(path, "must be sender:receiver, e.g. gmail:o365")
-			continue
-		}
-		if sender == receiver {
-			add(path, "sender and receiver are the same account: use a roundtrip target")
+		path := fmt.Sprintf("transit::directions::%d", i)
+		sender, receiver, ok := splitDirection(dir)
+		if !ok {
+			continue // TransitConfig's
 		}
 		for _, k := range []string{sender, receiver} {
 			if !cfg.hasAccount(k) {
-				add(path, "unknown account %q (configured: %s)", k, cfg.accountList())
+				add(path, "%s: unknown account %q (configured: %s)", quoted(dir), k, cfg.accountList())
 			}
 		}
 		claim(path, "transit/"+dir)
 	}
-	seen := map[string]bool{}
 	for i, k := range cfg.Transit.Mesh {
-		path := fmt.Sprintf("transit::mesh[%d]", i)
 		if !cfg.hasAccount(k) {
-			add(path, "unknown account %q (configured: %s)", k, cfg.accountList())
+			add(fmt.Sprintf("transit::mesh::%d", i), "unknown account %q (configured: %s)", k, cfg.accountList())
 		}
-		if seen[k] {
-			add(path, "account %q listed twice", k)
-		}
-		if strings.Contains(k, ":") {
-			add(path, "account key %q contains ':', which separates sender and receiver in a direction's name", k)
-		}
-		seen[k] = true
-	}
-	if len(cfg.Transit.Mesh) == 1 {
-		add("transit::mesh", "needs at least two accounts")
 	}
 	if n := cfg.targetCount(); n > maxTargets {
 		if len(cfg.Transit.Mesh) > 0 {
@@ -233,142 +202,255 @@ func (cfg *Config) Validate() error {
 			add("roundtrip", "%d targets in all: at most %d are allowed; split them over several receivers", n, maxTargets)
 		}
 	}
-	errs = append(errs, cfg.validateTranscript()...)
-	errs = append(errs, cfg.Shard.validate()...)
+	errs = append(errs, cfg.validateTranscriptTargets()...)
 	return errors.Join(errs...)
 }
 
-func (a AccountConfig) validate(path string) []error {
+// validateTranscriptTargets checks that transcript::targets name
+// configured targets.
+func (cfg *Config) validateTranscriptTargets() []error {
 	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s::%s: %s", path, field, fmt.Sprintf(format, args...)))
-	}
-	switch {
-	case strings.TrimSpace(a.Address) == "":
-		add("address", "missing")
-	default:
-		if err := checkAddress(a.Address); err != nil {
-			add("address", "%v", err)
+	var names map[string]bool
+	for i, t := range cfg.Transcript.Targets {
+		if t == transcriptAll {
+			continue
 		}
-	}
-	for i, d := range a.Domains {
-		if d == "" || strings.ContainsAny(d, " \t\r\n@/:") {
-			add(fmt.Sprintf("domains[%d]", i), "%q is not a domain name", d)
-		}
-	}
-	for i, id := range a.AuthServIDs {
-		if strings.ContainsAny(id, " \t\r\n;") {
-			add(fmt.Sprintf("authserv_ids[%d]", i), "%q is not an authserv-id", id)
-		}
-	}
-	if err := checkName(a.Username); err != nil {
-		add("username", "%v", err)
-	}
-	// Never quoted: the password must not appear in an error.
-	if strings.ContainsAny(string(a.Password), "\x00\r\n") {
-		add("password", "contains a NUL, CR or LF, which cannot be sent in an SMTP, IMAP or POP3 login")
-	}
-	switch {
-	case a.OAuth != nil:
-		if a.Password != "" {
-			add("password", "set either password or oauth, not both")
-		}
-		errs = append(errs, a.OAuth.validate(path+"::oauth")...)
-	case a.Password == "":
-		add("password", "missing (use ${env:VAR} or ${file:path} to keep it out of the file, or configure oauth)")
-	}
-	if err := validateDetection(a.Detection, true); err != nil {
-		add("detection", "%v", err)
-	}
-	if a.MaxSessions < 0 || a.MaxSessions > maxMaxSessions {
-		add("max_sessions", "%d: must be between 1 and %d (unset: %d)", a.MaxSessions, maxMaxSessions, defaultMaxSessions)
-	}
-	if !isAPI(a.sendVia()) {
-		errs = append(errs, a.SMTP.validate(path+"::smtp")...)
-	}
-	errs = append(errs, a.validateTransport(path)...)
-	switch a.readVia() {
-	case transportGraph, transportGmailAPI:
-		// Read over the API: no IMAP or POP3 endpoint to check.
-	case "", retrievalIMAP:
-		errs = append(errs, a.IMAP.validate(path+"::imap")...)
-		if a.POP3.Endpoint != "" {
-			add("pop3", "configured but retrieval is imap: set retrieval: pop3 to use it")
-		}
-	case retrievalPOP3:
-		errs = append(errs, a.POP3.validate(path+"::pop3")...)
-		if a.IMAP.Endpoint != "" {
-			add("imap", "configured but retrieval is pop3")
-		}
-	default:
-		add("retrieval", "%q is not one of imap, pop3", a.Retrieval)
-	}
-	if err := checkName(a.IMAP.Mailbox); err != nil {
-		add("imap::mailbox", "%v", err)
-	}
-	if a.IMAP.GmailTabs {
-		switch a.readVia() {
-		case retrievalPOP3:
-			add("imap::gmail_tabs", "pop3 sees the maildrop only: placement is inbox or missing there")
-		case transportGraph:
-			add("imap::gmail_tabs", "Gmail's tabs are read over IMAP or the Gmail API, not over graph")
-		case transportGmailAPI:
-			add("imap::gmail_tabs", "not used over gmail_api, which reports the tab itself (its CATEGORY_* label)")
-		}
-	}
-	if jf := a.IMAP.JunkFolders; jf != nil {
-		switch a.readVia() {
-		case retrievalPOP3:
-			add("imap::junk_folders", "pop3 sees the maildrop only: placement is inbox or missing there")
-		case transportGraph, transportGmailAPI:
-			add("imap::junk_folders", "not used over %s, which watches its junk folder (spam label) itself", a.readVia())
-		}
-		if len(*jf) > maxJunkFolders {
-			add("imap::junk_folders", "%d folders, at most %d", len(*jf), maxJunkFolders)
-		}
-		mailbox := a.IMAP.Mailbox
-		if mailbox == "" {
-			mailbox = defaultMbox
-		}
-		seen := map[string]bool{}
-		for i, f := range *jf {
-			switch {
-			case strings.TrimSpace(f) == "":
-				add(fmt.Sprintf("imap::junk_folders[%d]", i), "empty folder name")
-			case checkName(f) != nil:
-				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%v", checkName(f))
-			case f == mailbox || strings.EqualFold(f, defaultMbox) && strings.EqualFold(mailbox, defaultMbox):
-				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%q is the mailbox the probes are read from", f)
-			case seen[f]:
-				add(fmt.Sprintf("imap::junk_folders[%d]", i), "%q listed twice", f)
+		if names == nil {
+			// Built only when needed, and never for a refused huge mesh.
+			if cfg.targetCount() > maxTargets {
+				break
 			}
-			seen[f] = true
+			names = cfg.targetNames()
+		}
+		if !names[t] {
+			errs = append(errs, fmt.Errorf("transcript::targets::%d: unknown target %q", i, t))
 		}
 	}
 	return errs
 }
 
-func (e EndpointConfig) validate(path string) []error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s::%s: %s", path, field, fmt.Sprintf(format, args...)))
+// Validate checks the number of lines kept.
+func (tc TranscriptConfig) Validate() error {
+	if tc.Lines <= 0 || tc.Lines > maxTranscriptLines {
+		return fmt.Errorf("lines: %d is not between 1 and %d", tc.Lines, maxTranscriptLines)
 	}
+	return nil
+}
+
+// Validate checks the mode and its folder, and the sweep interval.
+func (c CleanupConfig) Validate() error {
+	var p problems
+	switch c.Mode {
+	case cleanupDelete, cleanupKeep:
+		if c.Folder != "" {
+			p.add("folder", "only used with mode move")
+		}
+	case cleanupMove:
+		if strings.TrimSpace(c.Folder) == "" {
+			p.add("folder", "required with mode move")
+		} else if err := checkName(c.Folder); err != nil {
+			p.add("folder", "%v", err)
+		}
+	default:
+		p.add("mode", "%q is not one of delete, move, keep", c.Mode)
+	}
+	if c.SweepInterval <= 0 {
+		p.add("sweep_interval", "must be positive")
+	}
+	return p.err()
+}
+
+// Validate checks a round-trip target's own fields; whether its account
+// exists is Config's.
+func (rt RoundtripConfig) Validate() error {
+	var p problems
+	if rt.Account == "" {
+		p.add("account", "missing: name the account to probe")
+	}
+	if err := checkName(rt.Name); err != nil {
+		p.add("name", "%v", err)
+	}
+	return p.err()
+}
+
+// splitDirection splits a direction into its sender and receiver.
+func splitDirection(dir string) (sender, receiver string, ok bool) {
+	sender, receiver, ok = strings.Cut(dir, ":")
+	return sender, receiver, ok && sender != "" && receiver != "" && !strings.Contains(receiver, ":")
+}
+
+// Validate checks the form of the directions and of the mesh; whether
+// their accounts exist is Config's.
+func (tc TransitConfig) Validate() error {
+	var p problems
+	for i, dir := range tc.Directions {
+		field := fmt.Sprintf("directions::%d", i)
+		sender, receiver, ok := splitDirection(dir)
+		switch {
+		case !ok:
+			p.add(field, "%s must be sender:receiver, e.g. gmail:o365", quoted(dir))
+		case sender == receiver:
+			p.add(field, "%s: sender and receiver are the same account: use a roundtrip target", quoted(dir))
+		}
+	}
+	seen := map[string]bool{}
+	for i, k := range tc.Mesh {
+		field := fmt.Sprintf("mesh::%d", i)
+		if seen[k] {
+			p.add(field, "account %q listed twice", k)
+		}
+		if strings.Contains(k, ":") {
+			p.add(field, "account key %q contains ':', which separates sender and receiver in a direction's name", k)
+		}
+		seen[k] = true
+	}
+	if len(tc.Mesh) == 1 {
+		p.add("mesh", "needs at least two accounts")
+	}
+	return p.err()
+}
+
+// Validate checks the account's own fields and how its blocks fit together
+// (which endpoints its transports need); the endpoints', the oauth block's
+// and the transport block's values are checked by their own Validate.
+func (a AccountConfig) Validate() error {
+	var p problems
+	switch {
+	case strings.TrimSpace(a.Address) == "":
+		p.add("address", "missing")
+	default:
+		if err := checkAddress(a.Address); err != nil {
+			p.add("address", "%v", err)
+		}
+	}
+	for i, d := range a.Domains {
+		if d == "" || strings.ContainsAny(d, " \t\r\n@/:") {
+			p.add(fmt.Sprintf("domains::%d", i), "%q is not a domain name", d)
+		}
+	}
+	for i, id := range a.AuthServIDs {
+		if strings.ContainsAny(id, " \t\r\n;") {
+			p.add(fmt.Sprintf("authserv_ids::%d", i), "%q is not an authserv-id", id)
+		}
+	}
+	if err := checkName(a.Username); err != nil {
+		p.add("username", "%v", err)
+	}
+	// Never quoted: the password must not appear in an error.
+	if strings.ContainsAny(string(a.Password), "\x00\r\n") {
+		p.add("password", "contains a NUL, CR or LF, which cannot be sent in an SMTP, IMAP or POP3 login")
+	}
+	switch {
+	case a.OAuth != nil:
+		if a.Password != "" {
+			p.add("password", "set either password or oauth, not both")
+		}
+	case a.Password == "":
+		p.add("password", "missing (use ${env:VAR} or ${file:path} to keep it out of the file, or configure oauth)")
+	}
+	if err := validateDetection(a.Detection, true); err != nil {
+		p.add("detection", "%v", err)
+	}
+	if a.MaxSessions < 0 || a.MaxSessions > maxMaxSessions {
+		p.add("max_sessions", "%d: must be between 1 and %d (unset: %d)", a.MaxSessions, maxMaxSessions, defaultMaxSessions)
+	}
+	if !isAPI(a.sendVia()) && strings.TrimSpace(a.SMTP.Endpoint) == "" {
+		p.add("smtp::endpoint", "missing (host:port)")
+	}
+	a.checkTransport(&p)
+	switch a.readVia() {
+	case transportGraph, transportGmailAPI:
+		// Read over the API: no IMAP or POP3 endpoint needed.
+	case "", retrievalIMAP:
+		if strings.TrimSpace(a.IMAP.Endpoint) == "" {
+			p.add("imap::endpoint", "missing (host:port)")
+		}
+		if a.POP3.Endpoint != "" {
+			p.add("pop3", "configured but retrieval is imap: set retrieval: pop3 to use it")
+		}
+	case retrievalPOP3:
+		if strings.TrimSpace(a.POP3.Endpoint) == "" {
+			p.add("pop3::endpoint", "missing (host:port)")
+		}
+		if a.IMAP.Endpoint != "" {
+			p.add("imap", "configured but retrieval is pop3")
+		}
+	default:
+		p.add("retrieval", "%q is not one of imap, pop3", a.Retrieval)
+	}
+	if a.IMAP.JunkFolders != nil {
+		switch a.readVia() {
+		case retrievalPOP3:
+			p.add("imap::junk_folders", "pop3 sees the maildrop only: placement is inbox or missing there")
+		case transportGraph, transportGmailAPI:
+			p.add("imap::junk_folders", "not used over %s, which watches its junk folder (spam label) itself", a.readVia())
+		}
+	}
+	if a.IMAP.GmailTabs {
+		switch a.readVia() {
+		case retrievalPOP3:
+			p.add("imap::gmail_tabs", "pop3 sees the maildrop only: placement is inbox or missing there")
+		case transportGraph:
+			p.add("imap::gmail_tabs", "Gmail's tabs are read over IMAP or the Gmail API, not over graph")
+		case transportGmailAPI:
+			p.add("imap::gmail_tabs", "not used over gmail_api, which reports the tab itself (its CATEGORY_* label)")
+		}
+	}
+	return p.err()
+}
+
+// Validate checks the IMAP endpoint, the mailbox and the junk folders.
+func (c IMAPConfig) Validate() error {
+	p := c.endpoint().problems()
+	if err := checkName(c.Mailbox); err != nil {
+		p.add("mailbox", "%v", err)
+	}
+	if jf := c.JunkFolders; jf != nil {
+		if len(*jf) > maxJunkFolders {
+			p.add("junk_folders", "%d folders, at most %d", len(*jf), maxJunkFolders)
+		}
+		mailbox := cmp.Or(c.Mailbox, defaultMbox)
+		seen := map[string]bool{}
+		for i, f := range *jf {
+			field := fmt.Sprintf("junk_folders::%d", i)
+			switch {
+			case strings.TrimSpace(f) == "":
+				p.add(field, "empty folder name")
+			case checkName(f) != nil:
+				p.add(field, "%v", checkName(f))
+			case sameMailbox(f, mailbox):
+				p.add(field, "%q is the mailbox the probes are read from", f)
+			case seen[f]:
+				p.add(field, "%q listed twice", f)
+			}
+			seen[f] = true
+		}
+	}
+	return p.err()
+}
+
+// Validate checks the values an endpoint block sets; whether the account
+// needs the endpoint is AccountConfig's, and configtls's own checks run
+// when the collector walks the tls block.
+func (e EndpointConfig) Validate() error {
+	return e.problems().err()
+}
+
+func (e EndpointConfig) problems() problems {
+	var p problems
 	if _, err := parseSecurity(e.Security); err != nil {
-		add("security", "%v", err)
+		p.add("security", "%v", err)
 	}
-	if strings.TrimSpace(e.Endpoint) == "" {
-		add("endpoint", "missing (host:port)")
-	} else if err := checkEndpoint(e.Endpoint); err != nil {
-		add("endpoint", "%v", err)
+	if strings.TrimSpace(e.Endpoint) != "" {
+		if err := checkEndpoint(e.Endpoint); err != nil {
+			p.add("endpoint", "%v", err)
+		}
 	}
 	if e.TLS.Insecure {
-		add("tls::insecure", "not used here: set security: none to connect without TLS")
+		p.add("tls::insecure", "not used here: set security: none to connect without TLS")
 	}
-	// configtls's own Validate is not called here: the collector's
-	// confmap.Validate walks into the tls block and calls it already (on the
-	// block and on its squashed Config), so calling it again printed every
-	// TLS error once more. What configtls checks only when the probe first
-	// dials, that the files exist, is checked here, at startup.
+	// What configtls checks only when the probe first dials, that the
+	// files exist, is checked here, at startup.
 	for _, f := range []struct{ name, path string }{
 		{"ca_file", e.TLS.CAFile}, {"cert_file", e.TLS.CertFile}, {"key_file", e.TLS.KeyFile},
 	} {
@@ -376,12 +458,12 @@ func (e EndpointConfig) validate(path string) []error {
 			continue
 		}
 		if fi, err := os.Stat(f.path); err != nil {
-			add("tls::"+f.name, "%v", err)
+			p.add("tls::"+f.name, "%v", err)
 		} else if fi.IsDir() {
-			add("tls::"+f.name, "%q is a directory", f.path)
+			p.add("tls::"+f.name, "%q is a directory", f.path)
 		}
 	}
-	return errs
+	return p
 }
 
 func checkEndpoint(ep string) error {

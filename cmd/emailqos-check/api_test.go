@@ -76,14 +76,39 @@ service:
 
 	code, out, errOut := runCheck(t, "--config", path, "--target", "o365", "--transcript")
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
-	for _, want := range []string{"graph.send", "graph.list", "graph.delete", "delivery.wait", "result: OK (code 0)"} {
+	for _, want := range []string{"graph.send", "graph.list", "graph.delete", "delivery.wait", "result: OK (code 0)",
+		"transcript (redacted):", "graph C: POST /v1.0/users/" + user + "/sendMail [", "graph S: 202 "} {
 		assert.Contains(t, out, want)
 	}
 	code, out, errOut = runCheck(t, "--config", path, "--target", "o365refused", "--timeout", "20s")
 	require.Equal(t, exitFailed, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
-	assert.Contains(t, out, "code 3")
-	assert.Contains(t, out, "error.type auth")
+	assert.Contains(t, out, "result: FAILED code 3 (Graph connection, sign-in or permission failure), error.type auth")
+	assert.NotContains(t, out, "IMAP")
 	for _, s := range []string{apiSecret, apiToken} {
 		assert.NotContains(t, out+errOut, s)
+	}
+}
+
+// A code's meaning names the transports the target uses, not always SMTP
+// and IMAP/POP3.
+func TestCodeMeaningNamesTheTransports(t *testing.T) {
+	for _, tc := range []struct {
+		code       int
+		send, read string
+		want       string
+	}{
+		{1, "SMTP", "IMAP", "SMTP connection failure"},
+		{2, "SMTP", "POP3", "SMTP send failure"},
+		{3, "SMTP", "POP3", "POP3 connection or login failure"},
+		{3, "SMTP", "IMAP", "IMAP connection or login failure"},
+		{2, "Graph", "IMAP", "Graph send failure"},
+		{2, "Gmail API", "Graph", "Gmail API send failure"},
+		{3, "SMTP", "Graph", "Graph connection, sign-in or permission failure"},
+		{3, "Graph", "Gmail API", "Gmail API connection, sign-in or permission failure"},
+		{4, "Graph", "Graph", "probe not found within delivery_timeout"},
+		{5, "Gmail API", "Gmail API", "cleanup failure"},
+		{-1, "SMTP", "IMAP", "missing parameters"},
+	} {
+		assert.Equal(t, tc.want, codeMeaning(tc.code, tc.send, tc.read), "%d %s %s", tc.code, tc.send, tc.read)
 	}
 }

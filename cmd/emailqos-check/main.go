@@ -35,16 +35,34 @@ const (
 	exitConfig = 2
 )
 
-// codeMeaning explains the error codes, as the README's table does.
-var codeMeaning = map[int]string{
-	-2: "invalid instance",
-	-1: "missing parameters",
-	0:  "OK",
-	1:  "SMTP connection failure",
-	2:  "SMTP send failure",
-	3:  "IMAP/POP3 connection or login failure",
-	4:  "probe not found within delivery_timeout",
-	5:  "cleanup failure",
+// codeMeaning explains an error code as the README's table does, naming
+// the transports the target uses: send is "SMTP", "Graph" or "Gmail API",
+// read "IMAP", "POP3", "Graph" or "Gmail API". Over an API, code 3 is a
+// sign-in or permission failure (or the API unreachable), not a login.
+func codeMeaning(code int, send, read string) string {
+	api := func(t string) bool { return t == "Graph" || t == "Gmail API" }
+	switch code {
+	case -2:
+		return "invalid instance"
+	case -1:
+		return "missing parameters"
+	case 0:
+		return "OK"
+	case 1:
+		return send + " connection failure"
+	case 2:
+		return send + " send failure"
+	case 3:
+		if api(read) {
+			return read + " connection, sign-in or permission failure"
+		}
+		return read + " connection or login failure"
+	case 4:
+		return "probe not found within delivery_timeout"
+	case 5:
+		return "cleanup failure"
+	}
+	return "unknown code"
 }
 
 type multiFlag []string
@@ -74,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		configPath = fs.String("config", "", "collector configuration file (required)")
 		receiverID = fs.String("receiver", "", "the emailqos receiver to use: emailqos or emailqos/name (default: the only one)")
 		timeout    = fs.Duration("timeout", 0, "bound of the whole check (default: the receiver's probe timeout)")
-		transcript = fs.Bool("transcript", false, "print every probed target's redacted SMTP/IMAP/POP3 transcript (default: only the targets the configuration's transcript section names)")
+		transcript = fs.Bool("transcript", false, "print every probed target's redacted SMTP/IMAP/POP3/API transcript (default: only the targets the configuration's transcript section names)")
 		verbose    = fs.Bool("verbose", false, "log the probe engine's messages to stderr at debug level")
 		targets    multiFlag
 	)
@@ -149,7 +167,7 @@ func printResult(w io.Writer, r emailqosreceiver.CheckResult) {
 	if r.Err == nil {
 		fmt.Fprintf(w, "  result: OK (code 0)\n")
 	} else {
-		fmt.Fprintf(w, "  result: FAILED code %d (%s), error.type %s\n  error: %s\n", r.Code, codeMeaning[r.Code], r.ErrorType, safetext.Escape(r.Err.Error()))
+		fmt.Fprintf(w, "  result: FAILED code %d (%s), error.type %s\n  error: %s\n", r.Code, codeMeaning(r.Code, r.Send, r.Read), r.ErrorType, safetext.Escape(r.Err.Error()))
 	}
 	if len(r.Transcript) > 0 {
 		fmt.Fprintf(w, "  transcript (redacted):\n")

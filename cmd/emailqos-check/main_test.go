@@ -161,7 +161,7 @@ func TestCheckConfigErrors(t *testing.T) {
 
 	code, _, errOut = runCheck(t, "--config", bad, "--receiver", "emailqos/second")
 	assert.Equal(t, exitConfig, code)
-	assert.Contains(t, errOut, `roundtrip[0] (nosuch)::account: unknown account "nosuch"`)
+	assert.Contains(t, errOut, `roundtrip::0::account: unknown account "nosuch" for target nosuch`)
 
 	code, _, errOut = runCheck(t, "--config", bad, "--receiver", "emailqos/third")
 	assert.Equal(t, exitConfig, code)

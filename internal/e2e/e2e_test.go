@@ -378,6 +378,9 @@ service:
 		t.Fatal("the collector did not exit on a config error")
 	}
 	out := c.output.String()
-	assert.Contains(t, out, `roundtrip[0] (broken)::account: unknown account "nosuch"`)
-	assert.Contains(t, out, "accounts::demo::smtp::security")
+	// The collector composes each sub-config's path (receivers::<id>::...);
+	// lines of the receiver's own error name their path from the receiver.
+	assert.Contains(t, out, `roundtrip::0::account: unknown account "nosuch" for target broken`)
+	assert.Contains(t, out, `receivers::emailqos::accounts::demo::smtp: security: "TLS" is ambiguous`)
+	assert.Equal(t, 1, strings.Count(out, "is ambiguous"), "reported once:\n%s", out)
 }

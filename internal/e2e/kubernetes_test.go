@@ -64,10 +64,10 @@ func TestKubernetesConfigValidates(t *testing.T) {
 	}
 	out, err := validate(*sts.Spec.Replicas)
 	assert.Error(t, err, "an ordinal outside the shard count is refused")
-	assert.Contains(t, out, "shard::index")
+	assert.Contains(t, out, "receivers::emailqos::shard: index: ")
 	// A pod without the ordinal label (before Kubernetes 1.28) is refused
 	// too, rather than taking shard 0's targets.
 	out, err = run()
 	assert.Error(t, err, "no SHARD_INDEX is refused")
-	assert.Contains(t, out, "shard::index: missing or empty")
+	assert.Contains(t, out, "receivers::emailqos::shard: index: missing or empty")
 }

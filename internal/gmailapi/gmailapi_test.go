@@ -294,3 +294,45 @@ func TestMixedGraphToGmail(t *testing.T) {
 	}
 	waitFor(ctx, t, c, "b@gw.test", base, "mix", "INBOX")
 }
+
+// Raw reads a message whole (format=raw, base64url) up to the limit; one
+// longer is too_large, an unknown id not_found; Get reports sizeEstimate.
+func TestRaw(t *testing.T) {
+	f, c := newPair(t, gmailapitest.Options{}, gmailapi.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	const user = "a@gw.test"
+	small := msg("x@other.test", user, "t1")
+	big := append(msg("x@other.test", user, "t2"), strings.Repeat("x", 2<<20)...)
+	for _, m := range [][]byte{small, big} {
+		if err := f.Deliver(user, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := f.Messages(user, "INBOX")
+	if len(stored) != 2 {
+		t.Fatalf("stored %d", len(stored))
+	}
+	got, err := c.Raw(ctx, user, stored[0].ID, 1<<20)
+	if err != nil || string(got) != string(small) {
+		t.Fatalf("Raw: %v, %d bytes", err, len(got))
+	}
+	if _, err := c.Raw(ctx, user, stored[1].ID, 1<<20); kindOf(err) != restcall.KindTooLarge {
+		t.Fatalf("over the limit: %v", err)
+	}
+	// Just over the limit once decoded, within the response budget.
+	if err := f.Deliver(user, append(msg("x@other.test", user, "t3"), strings.Repeat("y", 1<<20)...)); err != nil {
+		t.Fatal(err)
+	}
+	stored = f.Messages(user, "INBOX")
+	if _, err := c.Raw(ctx, user, stored[2].ID, 1<<20); kindOf(err) != restcall.KindTooLarge {
+		t.Fatalf("decoded over the limit: %v", err)
+	}
+	m, err := c.Get(ctx, user, stored[1].ID)
+	if err != nil || m.SizeEstimate != int64(len(big)) {
+		t.Fatalf("sizeEstimate %d, %v", m.SizeEstimate, err)
+	}
+	if _, err := c.Raw(ctx, user, "ffff", 1<<20); kindOf(err) != restcall.KindNotFound {
+		t.Fatalf("unknown id: %v", err)
+	}
+}

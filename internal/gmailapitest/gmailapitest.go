@@ -2,7 +2,7 @@
 // loopback, built from the public reference: users.getProfile,
 // users.messages.send (raw), users.history.list (messageAdded/labelAdded,
 // paging, 404 for a start id older than the kept history), users.messages.get
-// (format=metadata), users.messages.delete and users.messages.trash; bearer
+// (format=metadata, minimal and raw), users.messages.delete and users.messages.trash; bearer
 // checking and rate limiting (429, 403 rateLimitExceeded) on demand. A new
 // history record shows only after VisibilityLag (eventual consistency).
 package gmailapitest // import "github.com/emailqos/emailqosreceiver/internal/gmailapitest"
@@ -53,6 +53,16 @@ type Options struct {
 	// Route receives messages for addresses that are not Users; it reports
 	// whether it took them.
 	Route func(rcpt string, raw []byte) bool
+	// Notice, when set, is asked at each delivery of a sent message for a
+	// delivery status notification about it: a non-nil notice is filed in
+	// the sender's INBOX (where Gmail's mailer-daemon bounces land) before
+	// the delivery; deliver false drops the message (a bounce, or a
+	// test that delivers it later itself), true delivers it (after a delay
+	// notice: the delivery).
+	Notice func(rcpt string, raw []byte) (notice []byte, deliver bool)
+	// OnRequest, when set, sees every request before it is answered (tests
+	// count the reads of a message's content with it).
+	OnRequest func(r *http.Request)
 }
 
 // Stored is a message as kept by the fake.
@@ -244,6 +254,9 @@ func notFound(w http.ResponseWriter) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if s.opts.OnRequest != nil {
+		s.opts.OnRequest(r)
+	}
 	s.requests.Add(1)
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" || (s.opts.Token != "" && tok != s.opts.Token) {
@@ -386,6 +399,15 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, b *mailbox) {
 			return
 		}
 		for _, rc := range rcpts {
+			if s.opts.Notice != nil {
+				n, deliver := s.opts.Notice(rc, raw)
+				if n != nil {
+					_ = s.Deliver(b.addr, n)
+				}
+				if !deliver {
+					continue
+				}
+			}
 			if strings.EqualFold(rc, b.addr) {
 				// Sent to oneself: Gmail keeps one message and adds INBOX to
 				// the SENT copy (a labelAdded record, no new message).
@@ -491,8 +513,9 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, b *mailbox) {
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, b *mailbox, id string) {
 	q := r.URL.Query()
-	if f := q.Get("format"); f != "" && f != "metadata" && f != "minimal" {
-		writeErr(w, 400, "INVALID_ARGUMENT", "invalidArgument", "Only metadata and minimal are faked.")
+	f := q.Get("format")
+	if f != "" && f != "metadata" && f != "minimal" && f != "raw" {
+		writeErr(w, 400, "INVALID_ARGUMENT", "invalidArgument", "Only metadata, minimal and raw are faked.")
 		return
 	}
 	want := q["metadataHeaders"]
@@ -509,6 +532,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, b *mailbox, id stri
 		out = map[string]any{"id": m.id, "threadId": m.id, "labelIds": slices.Clone(m.labels),
 			"historyId": strconv.FormatUint(s.hid, 10), "internalDate": strconv.FormatInt(m.internal.UnixMilli(), 10),
 			"sizeEstimate": len(m.raw), "payload": map[string]any{"mimeType": "text/plain", "headers": hs}}
+		if f == "raw" {
+			// format=raw: the whole message as base64url in "raw", no payload.
+			delete(out, "payload")
+			out["raw"] = base64.URLEncoding.EncodeToString(m.raw)
+		}
 	}
 	s.mu.Unlock()
 	if m == nil {

@@ -250,6 +250,18 @@ func (c *Client) Get(ctx context.Context, user, id string) (Message, error) {
 	return m, err
 }
 
+// MIME reads the message's MIME content (message-get, "get MIME content":
+// GET .../messages/{id}/$value), at most limit bytes: a longer one is a
+// KindTooLarge error, read no further than limit + 1 bytes.
+func (c *Client) MIME(ctx context.Context, user, id string, limit int64) ([]byte, error) {
+	if err := restcall.Need("graph", "get $value", "user", user, "message id", id); err != nil {
+		return nil, err
+	}
+	_, b, err := c.rc.DoRaw(ctx, restcall.Request{Op: "get $value", Method: http.MethodGet,
+		URL: c.userURL(user, "messages", id, "$value"), Idempotent: true, MaxBody: limit})
+	return b, err
+}
+
 // PermanentDelete removes the message for good (message-permanentdelete:
 // 204). Retried on 504: deleting twice is harmless (the second is a 404).
 func (c *Client) PermanentDelete(ctx context.Context, user, id string) error {

@@ -329,3 +329,32 @@ func TestBaseURLRule(t *testing.T) {
 		t.Error("nil token source accepted")
 	}
 }
+
+// MIME reads a message's content as stored ($value) up to the limit; one
+// longer is too_large, an unknown id not_found.
+func TestMIME(t *testing.T) {
+	f, c := newPair(t, graphtest.Options{}, graph.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	small := msg("x@other.test", "a@m365.test", "t1")
+	big := append(msg("x@other.test", "a@m365.test", "t2"), strings.Repeat("x", 3<<20)...)
+	for _, m := range [][]byte{small, big} {
+		if err := f.Deliver("a@m365.test", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := f.Messages("a@m365.test", "inbox")
+	if len(stored) != 2 {
+		t.Fatalf("stored %d", len(stored))
+	}
+	got, err := c.MIME(ctx, "a@m365.test", stored[0].ID, 1<<20)
+	if err != nil || string(got) != string(small) {
+		t.Fatalf("MIME: %v, %d bytes", err, len(got))
+	}
+	if _, err := c.MIME(ctx, "a@m365.test", stored[1].ID, 1<<20); kindOf(err) != restcall.KindTooLarge {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if _, err := c.MIME(ctx, "a@m365.test", "AAMk-none", 1<<20); kindOf(err) != restcall.KindNotFound {
+		t.Fatalf("unknown id: %v", err)
+	}
+}

@@ -1,8 +1,9 @@
 // Package graphtest is an in-process fake of the Microsoft Graph mail API on
 // loopback, built from the v1.0 REST reference: sendMail with a MIME body
 // (202, delivered later), message delta queries with paging and deltaLinks,
-// message get, permanentDelete and move, bearer checking, and throttling
-// (429/503 with Retry-After) on demand. A new message shows in delta queries
+// message get (JSON, or the MIME content with $value), permanentDelete and
+// move, bearer checking, and throttling (429/503 with Retry-After) on
+// demand; every answer carries a request-id header, as Graph's do. A new message shows in delta queries
 // only after VisibilityLag, like Exchange Online's eventual consistency.
 package graphtest // import "github.com/emailqos/emailqosreceiver/internal/graphtest"
 
@@ -46,6 +47,16 @@ type Options struct {
 	// Route receives messages sent to addresses that are not Users (another
 	// fake, mailtest.Server.Append...); it reports whether it took them.
 	Route func(rcpt string, raw []byte) bool
+	// Notice, when set, is asked at each delivery of a sendMail message
+	// for a delivery status notification about it: a non-nil notice is
+	// filed in the sender's mailbox (as a non-delivery report of Exchange
+	// Online lands in the sender's Inbox) before the delivery; deliver
+	// false drops the message (a bounce, or a test that delivers it later
+	// itself), true delivers it (after a delay notice: the delivery).
+	Notice func(rcpt string, raw []byte) (notice []byte, deliver bool)
+	// OnRequest, when set, sees every request before it is answered (tests
+	// count the reads of a message's content with it).
+	OnRequest func(r *http.Request)
 }
 
 // Stored is a message as kept by the fake.
@@ -223,7 +234,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	s.requests.Add(1)
+	if s.opts.OnRequest != nil {
+		s.opts.OnRequest(r)
+	}
+	n := s.requests.Add(1)
+	// Graph names each answer for its support (request-id, a GUID).
+	w.Header().Set("request-id", fmt.Sprintf("00000000-0000-4000-8000-%012d", n))
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" || (s.opts.Token != "" && tok != s.opts.Token) {
 		// Like Graph: the token is never echoed.
@@ -275,6 +291,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.delta(w, r, user, rest[1])
 	case r.Method == http.MethodGet && len(rest) == 2 && rest[0] == "messages":
 		s.get(w, b, rest[1])
+	case r.Method == http.MethodGet && len(rest) == 3 && rest[0] == "messages" && rest[2] == "$value":
+		s.value(w, b, rest[1])
 	case r.Method == http.MethodPost && len(rest) == 3 && rest[0] == "messages" && rest[2] == "permanentDelete":
 		s.permanentDelete(w, b, rest[1])
 	case r.Method == http.MethodPost && len(rest) == 3 && rest[0] == "messages" && rest[2] == "move":
@@ -331,6 +349,15 @@ func (s *Server) sendMail(w http.ResponseWriter, r *http.Request, user string) {
 			return
 		}
 		for _, rc := range rcpts {
+			if s.opts.Notice != nil {
+				n, deliver := s.opts.Notice(rc, raw)
+				if n != nil {
+					_ = s.Deliver(user, n)
+				}
+				if !deliver {
+					continue
+				}
+			}
 			if s.Deliver(rc, raw) != nil && s.opts.Route != nil {
 				s.opts.Route(rc, raw)
 			}
@@ -474,6 +501,25 @@ func (s *Server) get(w http.ResponseWriter, b *mailbox, id string) {
 		return
 	}
 	writeJSON(w, 200, j)
+}
+
+// value serves the message's MIME content as stored (message-get, "get
+// MIME content of a message").
+func (s *Server) value(w http.ResponseWriter, b *mailbox, id string) {
+	s.mu.Lock()
+	var raw []byte
+	if m := b.msgs[id]; m != nil {
+		raw = m.raw
+	}
+	s.mu.Unlock()
+	if raw == nil {
+		writeErr(w, 404, "ErrorItemNotFound", "The specified object was not found in the store.")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+	w.WriteHeader(200)
+	_, _ = w.Write(raw)
 }
 
 func (s *Server) permanentDelete(w http.ResponseWriter, b *mailbox, id string) {

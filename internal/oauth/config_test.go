@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/emailqos/emailqosreceiver/internal/oauthtest"
 )
 
 func TestValidate(t *testing.T) {
@@ -144,13 +146,13 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 	certFile, keyFile, _ := writeCert(t, key, key)
 	echo := func(status int, code string) func(http.ResponseWriter, *http.Request, url.Values) {
 		return func(w http.ResponseWriter, _ *http.Request, form url.Values) {
-			writeJSON(w, status, map[string]string{"error": code, "error_description": "got " + form.Encode() + " raw " + strings.Join(flatten(form), " ")})
+			oauthtest.WriteJSON(w, status, map[string]string{"error": code, "error_description": "got " + form.Encode() + " raw " + strings.Join(flatten(form), " ")})
 		}
 	}
 	var assertions []string
 	for _, status := range []int{400, 500} {
 		e := newTokenEndpoint(t)
-		e.setRespond(echo(status, "invalid_client"))
+		e.SetRespond(echo(status, "invalid_client"))
 		dead := closedPortURL(t)
 		configs := []Config{
 			microsoftSecretConfig(e),
@@ -174,15 +176,13 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 				}
 			}
 		}
-		e.mu.Lock()
-		for _, f := range e.forms {
+		for _, f := range e.Forms() {
 			for _, k := range []string{"client_assertion", "assertion"} {
 				if v := f.Get(k); v != "" {
 					assertions = append(assertions, v)
 				}
 			}
 		}
-		e.mu.Unlock()
 	}
 	if len(assertions) == 0 {
 		t.Fatal("no assertion flow exercised")

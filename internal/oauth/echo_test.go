@@ -90,7 +90,7 @@ func TestEndpointEchoNeverPrinted(t *testing.T) {
 		{"200 not JSON", 200, "application/json", strings.Join(append(echoes(echoSecret), echoes(echoRefresh)...), " "), "", ErrorUnavailable},
 	} {
 		e := newTokenEndpoint(t)
-		e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+		e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 			w.Header().Set("Content-Type", tc.ct)
 			w.WriteHeader(tc.status)
 			_, _ = io.WriteString(w, tc.body)

@@ -11,18 +11,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"math/big"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/emailqos/emailqosreceiver/internal/oauthtest"
 )
 
 const (
@@ -113,76 +110,9 @@ func writeSAKey(t *testing.T, k *rsa.PrivateKey, typ, tokenURL string) string {
 	return path
 }
 
-// tokenEndpoint is an httptest token endpoint that records requests and
-// answers with respond (default: a fresh token valid for expiresIn).
-type tokenEndpoint struct {
-	*httptest.Server
-	hits      atomic.Int32
-	mu        sync.Mutex
-	forms     []url.Values
-	headers   []http.Header
-	paths     []string
-	expiresIn atomic.Int64
-	respond   func(w http.ResponseWriter, r *http.Request, form url.Values) // optional override
-}
-
-func newTokenEndpoint(t *testing.T) *tokenEndpoint {
-	t.Helper()
-	e := &tokenEndpoint{}
-	e.expiresIn.Store(3600)
-	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := e.hits.Add(1)
-		if err := r.ParseForm(); err != nil {
-			http.Error(w, "bad form", http.StatusBadRequest)
-			return
-		}
-		e.mu.Lock()
-		e.forms = append(e.forms, r.PostForm)
-		e.headers = append(e.headers, r.Header.Clone())
-		e.paths = append(e.paths, r.URL.Path)
-		respond := e.respond
-		e.mu.Unlock()
-		if respond != nil {
-			respond(w, r, r.PostForm)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{
-			"access_token": fmt.Sprintf("access-token-%d", n),
-			"token_type":   "Bearer",
-			"expires_in":   e.expiresIn.Load(),
-		})
-	}))
-	t.Cleanup(e.Close)
-	return e
-}
-
-func (e *tokenEndpoint) setRespond(f func(w http.ResponseWriter, r *http.Request, form url.Values)) {
-	e.mu.Lock()
-	e.respond = f
-	e.mu.Unlock()
-}
-
-func (e *tokenEndpoint) lastForm(t *testing.T) url.Values {
-	t.Helper()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.forms) == 0 {
-		t.Fatal("token endpoint was not called")
-	}
-	return e.forms[len(e.forms)-1]
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func oauthError(status int, code, desc string) func(http.ResponseWriter, *http.Request, url.Values) {
-	return func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
-		writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
-	}
-}
+// newTokenEndpoint is a token endpoint that records requests and answers
+// with a fresh token valid for an hour, or what the test sets.
+func newTokenEndpoint(t *testing.T) *oauthtest.Endpoint { return oauthtest.New(t) }
 
 // verifyJWT checks an RS256 signature with pub and returns header and claims.
 func verifyJWT(t *testing.T, tok string, pub *rsa.PublicKey) (header, claims map[string]any) {
@@ -236,7 +166,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func microsoftSecretConfig(e *tokenEndpoint) Config {
+func microsoftSecretConfig(e *oauthtest.Endpoint) Config {
 	return Config{
 		Provider: ProviderMicrosoft, TenantID: "contoso.onmicrosoft.com",
 		ClientID: testClientID, ClientSecret: testClientSecret,

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/emailqos/emailqosreceiver/internal/oauthtest"
 )
 
 // heapBound is the heap high-water mark allowed while a hostile endpoint
@@ -84,7 +86,7 @@ func newRedirectTarget(t *testing.T, host string, useTLS bool) *redirectTarget {
 	t.Helper()
 	rt := &redirectTarget{}
 	rt.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, 200, map[string]any{"access_token": "stolen", "expires_in": 3600})
+		oauthtest.WriteJSON(w, 200, map[string]any{"access_token": "stolen", "expires_in": 3600})
 	}))
 	rt.Listener = listenOn(t, host)
 	rt.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -361,7 +363,7 @@ func TestResponseAtBudget(t *testing.T) {
 		body := string(b) + strings.Repeat(" ", tc.size-len(b))
 		for _, chunked := range []bool{false, true} {
 			e := newTokenEndpoint(t)
-			e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+			e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 				w.Header().Set("Content-Type", "application/json")
 				if !chunked {
 					w.Header().Set("Content-Length", fmt.Sprint(len(body)))
@@ -424,7 +426,7 @@ func TestExpiresIn(t *testing.T) {
 
 func testExpiresIn(t *testing.T, flow string, form bool, body string, lifetime time.Duration, want string) {
 	e := newTokenEndpoint(t)
-	e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+	e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 		ct := "application/json"
 		if form {
 			ct = "application/x-www-form-urlencoded"
@@ -470,7 +472,7 @@ func testExpiresIn(t *testing.T, flow string, form bool, body string, lifetime t
 			t.Fatal(err)
 		}
 	}
-	if n := e.hits.Load(); n != 1 {
+	if n := e.Hits(); n != 1 {
 		t.Fatalf("endpoint asked %d times", n)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emailqos/emailqosreceiver/internal/oauthtest"
 )
 
 func TestMicrosoftClientSecret(t *testing.T) {
@@ -25,10 +27,10 @@ func TestMicrosoftClientSecret(t *testing.T) {
 	if d := time.Until(exp); d < 59*time.Minute || d > 61*time.Minute {
 		t.Fatalf("expiry in %v, want ~1h", d)
 	}
-	if p := e.paths[0]; p != "/contoso.onmicrosoft.com/oauth2/v2.0/token" {
+	if p := e.Paths()[0]; p != "/contoso.onmicrosoft.com/oauth2/v2.0/token" {
 		t.Fatalf("path %q", p)
 	}
-	f := e.lastForm(t)
+	f := e.LastForm(t)
 	want := url.Values{
 		"grant_type":    {"client_credentials"},
 		"scope":         {DefaultMicrosoftScope},
@@ -58,7 +60,7 @@ func TestMicrosoftCertificate(t *testing.T) {
 	if _, _, err := s.Token(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f := e.lastForm(t)
+	f := e.LastForm(t)
 	if f.Get("grant_type") != "client_credentials" || f.Get("client_id") != testClientID ||
 		f.Get("scope") != "https://outlook.office365.us/.default" || f.Has("client_secret") {
 		t.Fatalf("form %v", f)
@@ -90,7 +92,7 @@ func TestMicrosoftCertificate(t *testing.T) {
 	if _, _, err := s.Token(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	_, claims2 := verifyJWT(t, e.lastForm(t).Get("client_assertion"), &key.PublicKey)
+	_, claims2 := verifyJWT(t, e.LastForm(t).Get("client_assertion"), &key.PublicKey)
 	if claims2["jti"] == claims["jti"] {
 		t.Fatal("jti reused")
 	}
@@ -109,7 +111,7 @@ func TestGoogleServiceAccount(t *testing.T) {
 	if err != nil || tok == "" {
 		t.Fatalf("%q %v", tok, err)
 	}
-	f := e.lastForm(t)
+	f := e.LastForm(t)
 	if f.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
 		t.Fatalf("grant_type %q", f.Get("grant_type"))
 	}
@@ -130,8 +132,8 @@ func TestGoogleServiceAccount(t *testing.T) {
 		Subject:               testSubject,
 		TokenURL:              e2.URL + "/alt",
 	})
-	if _, _, err := s2.Token(t.Context()); err != nil || e2.hits.Load() != 1 {
-		t.Fatalf("override: hits %d, err %v", e2.hits.Load(), err)
+	if _, _, err := s2.Token(t.Context()); err != nil || e2.Hits() != 1 {
+		t.Fatalf("override: hits %d, err %v", e2.Hits(), err)
 	}
 }
 
@@ -144,15 +146,15 @@ func TestGoogleRefreshToken(t *testing.T) {
 	})
 	s.now = clock.Now
 	// First response rotates the refresh token.
-	e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
-		writeJSON(w, http.StatusOK, map[string]any{
+	e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+		oauthtest.WriteJSON(w, http.StatusOK, map[string]any{
 			"access_token": "ya29.first", "expires_in": 3599, "refresh_token": "1//rotated-refresh-token",
 		})
 	})
 	if tok, _, err := s.Token(t.Context()); err != nil || tok != "ya29.first" {
 		t.Fatalf("%q %v", tok, err)
 	}
-	f := e.lastForm(t)
+	f := e.LastForm(t)
 	want := url.Values{
 		"grant_type": {"refresh_token"}, "refresh_token": {testRefreshToken},
 		"client_id": {testClientID}, "client_secret": {testClientSecret},
@@ -160,12 +162,12 @@ func TestGoogleRefreshToken(t *testing.T) {
 	if f.Encode() != want.Encode() {
 		t.Fatalf("form %v", f)
 	}
-	e.setRespond(nil)
+	e.SetRespond(nil)
 	clock.Advance(time.Hour)
 	if _, _, err := s.Token(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.lastForm(t).Get("refresh_token"); got != "1//rotated-refresh-token" {
+	if got := e.LastForm(t).Get("refresh_token"); got != "1//rotated-refresh-token" {
 		t.Fatalf("second refresh used %q, want the rotated token", got)
 	}
 }
@@ -180,12 +182,12 @@ func TestGenericClientCredentials(t *testing.T) {
 	if _, _, err := s.Token(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f := e.lastForm(t)
+	f := e.LastForm(t)
 	if f.Get("grant_type") != "client_credentials" || f.Get("scope") != "mail.read mail.send" || f.Get("audience") != "https://mail.example" {
 		t.Fatalf("form %v", f)
 	}
 	// Auto-detect tries HTTP Basic first.
-	if u, p, ok := (&http.Request{Header: e.headers[0]}).BasicAuth(); !ok || u != testClientID || p != testClientSecret {
+	if u, p, ok := (&http.Request{Header: e.Headers()[0]}).BasicAuth(); !ok || u != testClientID || p != testClientSecret {
 		t.Fatalf("basic auth %q %v", u, ok)
 	}
 }
@@ -201,7 +203,7 @@ func TestTokenIsCached(t *testing.T) {
 	if err != nil || t1 != t2 || !x1.Equal(x2) {
 		t.Fatalf("second call: %q %v %v", t2, x2, err)
 	}
-	if n := e.hits.Load(); n != 1 {
+	if n := e.Hits(); n != 1 {
 		t.Fatalf("endpoint hit %d times", n)
 	}
 }
@@ -216,7 +218,7 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 		{60, 53 * time.Second, 55 * time.Second},               // margin 10% = 6 s
 	} {
 		e := newTokenEndpoint(t)
-		e.expiresIn.Store(tc.expiresIn)
+		e.SetExpiresIn(time.Duration(tc.expiresIn) * time.Second)
 		clock := newFakeClock()
 		s := mustSource(t, microsoftSecretConfig(e))
 		s.now = clock.Now
@@ -225,13 +227,13 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock.Advance(tc.cachedUntil)
-		if t2, _, _ := s.Token(t.Context()); t2 != t1 || e.hits.Load() != 1 {
-			t.Fatalf("expires_in %d: refreshed too early (hits %d)", tc.expiresIn, e.hits.Load())
+		if t2, _, _ := s.Token(t.Context()); t2 != t1 || e.Hits() != 1 {
+			t.Fatalf("expires_in %d: refreshed too early (hits %d)", tc.expiresIn, e.Hits())
 		}
 		clock.Advance(tc.refreshAfter - tc.cachedUntil)
 		t3, exp, err := s.Token(t.Context())
-		if err != nil || t3 == t1 || e.hits.Load() != 2 {
-			t.Fatalf("expires_in %d: not refreshed: %q %v hits %d", tc.expiresIn, t3, err, e.hits.Load())
+		if err != nil || t3 == t1 || e.Hits() != 2 {
+			t.Fatalf("expires_in %d: not refreshed: %q %v hits %d", tc.expiresIn, t3, err, e.Hits())
 		}
 		if d := exp.Sub(clock.Now()); d < time.Duration(tc.expiresIn-2)*time.Second {
 			t.Fatalf("new expiry only %v ahead", d)
@@ -248,7 +250,7 @@ func TestFailedEarlyRefreshKeepsValidToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.setRespond(oauthError(http.StatusServiceUnavailable, "temporarily_unavailable", "try later"))
+	e.SetRespond(oauthtest.Error(http.StatusServiceUnavailable, "temporarily_unavailable", "try later"))
 	clock.Advance(57 * time.Minute) // inside the margin, before expiry
 	t2, x2, err := s.Token(t.Context())
 	if err != nil || t2 != t1 || !x2.Equal(x1) {
@@ -265,7 +267,7 @@ func TestFailedEarlyRefreshKeepsValidToken(t *testing.T) {
 	if st := s.State(); st.Acquired {
 		t.Fatalf("state %+v", st)
 	}
-	e.setRespond(nil)
+	e.SetRespond(nil)
 	if _, _, err := s.Token(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -289,11 +291,11 @@ func TestClassification(t *testing.T) {
 		respond func(http.ResponseWriter, *http.Request, url.Values)
 		want    string
 	}{
-		{"revoked secret", oauthError(400, "invalid_client", "AADSTS7000215: Invalid client secret provided."), ErrorRejected},
-		{"unauthorized client", oauthError(400, "unauthorized_client", "AADSTS700016: Application not found"), ErrorRejected},
-		{"expired refresh token", oauthError(400, "invalid_grant", "Token has been expired or revoked."), ErrorRejected},
-		{"wrong scope", oauthError(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid."), ErrorScope},
-		{"server error", oauthError(500, "server_error", "boom"), ErrorUnavailable},
+		{"revoked secret", oauthtest.Error(400, "invalid_client", "AADSTS7000215: Invalid client secret provided."), ErrorRejected},
+		{"unauthorized client", oauthtest.Error(400, "unauthorized_client", "AADSTS700016: Application not found"), ErrorRejected},
+		{"expired refresh token", oauthtest.Error(400, "invalid_grant", "Token has been expired or revoked."), ErrorRejected},
+		{"wrong scope", oauthtest.Error(400, "invalid_scope", "AADSTS1002012: The provided value for scope is not valid."), ErrorScope},
+		{"server error", oauthtest.Error(500, "server_error", "boom"), ErrorUnavailable},
 		{"bare 503", func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)
 		}, ErrorUnavailable},
@@ -301,12 +303,12 @@ func TestClassification(t *testing.T) {
 			http.Error(w, "nope", http.StatusUnauthorized)
 		}, ErrorRejected},
 		{"no access token", func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
-			writeJSON(w, 200, map[string]any{"token_type": "Bearer"})
+			oauthtest.WriteJSON(w, 200, map[string]any{"token_type": "Bearer"})
 		}, ErrorUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTokenEndpoint(t)
-			e.setRespond(tc.respond)
+			e.SetRespond(tc.respond)
 			s := mustSource(t, microsoftSecretConfig(e))
 			_, _, err := s.Token(t.Context())
 			if err == nil {
@@ -330,7 +332,7 @@ func TestClassification(t *testing.T) {
 func TestGoogleJWTErrorIsClassified(t *testing.T) {
 	// x/oauth2's jwt flow does not parse error bodies; we do.
 	e := newTokenEndpoint(t)
-	e.setRespond(oauthError(400, "invalid_scope", "bad scope"))
+	e.SetRespond(oauthtest.Error(400, "invalid_scope", "bad scope"))
 	s := mustSource(t, Config{
 		Provider:              ProviderGoogleServiceAccount,
 		ServiceAccountKeyFile: writeSAKey(t, testKey(t, 1), "service_account", e.URL),
@@ -376,7 +378,7 @@ func TestEndpointDown(t *testing.T) {
 func TestHangingEndpointHonoursDeadline(t *testing.T) {
 	release := make(chan struct{})
 	e := newTokenEndpoint(t)
-	e.setRespond(func(http.ResponseWriter, *http.Request, url.Values) {
+	e.SetRespond(func(http.ResponseWriter, *http.Request, url.Values) {
 		<-release
 	})
 	t.Cleanup(func() { close(release) })
@@ -409,9 +411,9 @@ func TestHangingEndpointHonoursDeadline(t *testing.T) {
 func TestConcurrentCallsShareOneRequest(t *testing.T) {
 	e := newTokenEndpoint(t)
 	gate := make(chan struct{})
-	e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+	e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 		<-gate
-		writeJSON(w, 200, map[string]any{"access_token": "shared", "expires_in": 3600})
+		oauthtest.WriteJSON(w, 200, map[string]any{"access_token": "shared", "expires_in": 3600})
 	})
 	s := mustSource(t, microsoftSecretConfig(e))
 
@@ -434,7 +436,7 @@ func TestConcurrentCallsShareOneRequest(t *testing.T) {
 	started.Wait()
 	// Let every goroutine reach Token and queue behind the request.
 	deadline := time.Now().Add(2 * time.Second)
-	for e.hits.Load() == 0 && time.Now().Before(deadline) {
+	for e.Hits() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -446,7 +448,7 @@ func TestConcurrentCallsShareOneRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if h := e.hits.Load(); h != 1 {
+	if h := e.Hits(); h != 1 {
 		t.Fatalf("endpoint hit %d times", h)
 	}
 }
@@ -455,13 +457,13 @@ func TestWaiterRetriesWhenLeaderGivesUp(t *testing.T) {
 	e := newTokenEndpoint(t)
 	first := make(chan struct{})
 	var once sync.Once
-	e.setRespond(func(w http.ResponseWriter, r *http.Request, _ url.Values) {
-		if e.hits.Load() == 1 {
+	e.SetRespond(func(w http.ResponseWriter, r *http.Request, _ url.Values) {
+		if e.Hits() == 1 {
 			once.Do(func() { close(first) })
 			<-r.Context().Done() // hang until the leader's ctx ends
 			return
 		}
-		writeJSON(w, 200, map[string]any{"access_token": "second", "expires_in": 3600})
+		oauthtest.WriteJSON(w, 200, map[string]any{"access_token": "second", "expires_in": 3600})
 	})
 	s := mustSource(t, microsoftSecretConfig(e))
 
@@ -489,13 +491,13 @@ func TestWaiterRetriesWhenLeaderGivesUp(t *testing.T) {
 func TestWaiterHonoursOwnDeadline(t *testing.T) {
 	e := newTokenEndpoint(t)
 	release := make(chan struct{})
-	e.setRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
+	e.SetRespond(func(w http.ResponseWriter, _ *http.Request, _ url.Values) {
 		<-release
-		writeJSON(w, 200, map[string]any{"access_token": "late", "expires_in": 3600})
+		oauthtest.WriteJSON(w, 200, map[string]any{"access_token": "late", "expires_in": 3600})
 	})
 	s := mustSource(t, microsoftSecretConfig(e))
 	go s.Token(t.Context()) //nolint:errcheck // leader, released below
-	for e.hits.Load() == 0 {
+	for e.Hits() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)

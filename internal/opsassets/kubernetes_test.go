@@ -229,5 +229,5 @@ func TestKubernetesShards(t *testing.T) {
 	t.Setenv("SHARD_INDEX", strconv.Itoa(replicas))
 	_, _, err := emailqosreceiver.LoadCollectorConfig(context.Background(), path, "")
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "shard::index")
+	assert.Contains(t, err.Error(), "shard: index: ")
 }

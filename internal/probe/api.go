@@ -51,6 +51,8 @@ type apiState struct {
 	mu         sync.Mutex
 	graphLinks map[string]string // folder -> deltaLink
 	gmailStart uint64            // historyId
+	// reports are the possible notices seen by any session (api_notice.go).
+	reports []apiReport
 }
 
 func (a *Account) apiUser() string {
@@ -154,6 +156,12 @@ type apiMessage struct {
 	folder    string // Graph folder, "" over Gmail
 	placement imapwatch.Placement
 	header    []byte
+	// report: it may be a delivery status notification (isReport);
+	// received is the server's receive time, size its size when the API
+	// tells (Gmail's sizeEstimate), else 0.
+	report   bool
+	received time.Time
+	size     int64
 }
 
 func headerBlock(n int, field func(i int) (string, string)) []byte {
@@ -199,9 +207,20 @@ type apiMailbox struct {
 	order []string
 	// poll reads what is new since the last poll.
 	poll func(ctx context.Context) ([]apiMessage, error)
+	// fetchNotice reads a possible notice whole, at most
+	// imapwatch.MaxNoticeBytes; removeNotice deletes or moves one.
+	fetchNotice  func(ctx context.Context, id string) ([]byte, error)
+	removeNotice func(ctx context.Context, id string, move bool, folder string) error
+	logger       *zap.Logger
+	// untimed: the calls are housekeeping, not the probe's steps.
+	untimed bool
+	// position returns a function that puts the mailbox's delta or history
+	// position back where it is now.
+	position func() (restore func())
 }
 
 func (m *apiMailbox) note(msgs []apiMessage) {
+	m.rememberReports(msgs)
 	for _, msg := range msgs {
 		if _, ok := m.seen[msg.id]; !ok {
 			m.order = append(m.order, msg.id)
@@ -219,6 +238,16 @@ func (m *apiMailbox) note(msgs []apiMessage) {
 // first poll the window starts at floor, the end of the send: the message
 // may have arrived before the wait began.
 func (m *apiMailbox) Wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool) (arrival, error) {
+	a, _, err := m.wait(ctx, floor, token, accept, nil)
+	return a, err
+}
+
+// wait is Wait that, with judge, also reads and judges the reports among
+// the new messages (api_notice.go); it then returns the notices kept, and
+// ends with imapwatch.ErrNoticeStop when judge stops it.
+func (m *apiMailbox) wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool, judge imapwatch.NoticeFunc) (arrival, []noticeRef, error) {
+	var refs []noticeRef
+	var queue noticeQueue
 	prev := time.Now()
 	defer func(start time.Time) { m.rec.Add(steps.DeliveryWait, start, time.Since(start)) }(prev)
 	if !floor.IsZero() && floor.Before(prev) {
@@ -230,16 +259,34 @@ func (m *apiMailbox) Wait(ctx context.Context, floor time.Time, token string, ac
 		end := time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
-				return arrival{}, waitEnded(ctx)
+				return arrival{}, refs, waitEnded(ctx)
 			}
-			return arrival{}, apiFail(ctx, m.listStep, steps.CodeSearch, err, m.acct)
+			return arrival{}, refs, apiFail(ctx, m.listStep, steps.CodeSearch, err, m.acct)
 		}
 		m.note(msgs)
+		// Notices first: a delay notice that came with the probe is still
+		// counted. The arrival window is already fixed (end), so reading
+		// them does not move it.
+		if judge != nil {
+			for _, msg := range msgs {
+				if msg.report {
+					queue.msgs = append(queue.msgs, msg)
+				}
+			}
+			kept, stop, err := m.judgeQueued(ctx, &queue, judge)
+			refs = append(refs, kept...)
+			if stop {
+				return arrival{}, refs, imapwatch.ErrNoticeStop
+			}
+			if err != nil {
+				return arrival{}, refs, waitEnded(ctx)
+			}
+		}
 		for _, msg := range msgs {
 			if isCandidate(msg.header, []string{token}) && accept(msg.header) {
 				half := end.Sub(prev) / 2
 				return arrival{ID: msg.id, SeenAt: prev.Add(half), Uncertainty: half, Method: imapwatch.MethodPoll,
-					Header: msg.header, Placement: msg.placement, Folder: msg.folder}, nil
+					Header: msg.header, Placement: msg.placement, Folder: msg.folder}, refs, nil
 			}
 		}
 		prev = start
@@ -248,7 +295,7 @@ func (m *apiMailbox) Wait(ctx context.Context, floor time.Time, token string, ac
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return arrival{}, waitEnded(ctx)
+			return arrival{}, refs, waitEnded(ctx)
 		}
 	}
 }
@@ -288,11 +335,14 @@ func (m *apiMailbox) forget(id string) { delete(m.seen, id) }
 // polling faster would only earn 429s.
 const minAPIInterval = 100 * time.Millisecond
 
-func newAPIMailbox(a *Account, t *Target, listStep string, rec *steps.Recorder) *apiMailbox {
-	return &apiMailbox{acct: a, interval: max(t.PollInterval, minAPIInterval), listStep: listStep, rec: rec, seen: map[string]apiMessage{}}
+func newAPIMailbox(a *Account, t *Target, listStep string, rec *steps.Recorder, logger *zap.Logger) *apiMailbox {
+	return &apiMailbox{acct: a, interval: max(t.PollInterval, minAPIInterval), listStep: listStep, rec: rec, seen: map[string]apiMessage{}, logger: logger}
 }
 
-// timed runs one API call as part of step.
+// timed runs one API call as part of step; untimed, during housekeeping.
 func (m *apiMailbox) timed(step string, fn func() error) error {
+	if m.untimed {
+		return fn()
+	}
 	return m.rec.Do(step, fn)
 }

@@ -20,14 +20,27 @@ const maxGmailBacklog = 200
 // headers and labels (users.messages.get, format=metadata).
 type gmailMailbox struct {
 	*apiMailbox
-	c      *gmailapi.Client
-	user   string
-	start  uint64
-	logger *zap.Logger
+	c     *gmailapi.Client
+	user  string
+	start uint64
 }
 
 func openGmail(ctx context.Context, t *Target, r *Account, rec *steps.Recorder, logger *zap.Logger) (mailbox, error) {
-	g := &gmailMailbox{apiMailbox: newAPIMailbox(r, t, steps.GmailAPIList, rec), c: r.API.Gmail, user: r.apiUser(), logger: logger}
+	g := &gmailMailbox{apiMailbox: newAPIMailbox(r, t, steps.GmailAPIList, rec, logger), c: r.API.Gmail, user: r.apiUser()}
+	g.fetchNotice = func(ctx context.Context, id string) ([]byte, error) {
+		return g.c.Raw(ctx, g.user, id, imapwatch.MaxNoticeBytes)
+	}
+	g.position = func() func() {
+		start := g.start
+		return func() { g.start = start }
+	}
+	// Gmail has labels, not folders: a move is to the trash, as for probes.
+	g.removeNotice = func(ctx context.Context, id string, move bool, _ string) error {
+		if move {
+			return g.c.Trash(ctx, g.user, id)
+		}
+		return g.c.Delete(ctx, g.user, id)
+	}
 	r.api.mu.Lock()
 	saved := r.api.gmailStart
 	r.api.mu.Unlock()
@@ -94,8 +107,11 @@ func (g *gmailMailbox) history(ctx context.Context, limit int) ([]apiMessage, er
 			continue
 		}
 		hs := m.Payload.Headers
-		out = append(out, apiMessage{id: m.ID, placement: placement,
-			header: headerBlock(len(hs), func(i int) (string, string) { return hs[i].Name, hs[i].Value })})
+		field := func(i int) (string, string) { return hs[i].Name, hs[i].Value }
+		// Gmail gives every header in format=metadata: one without a
+		// Content-Type is text/plain (RFC 2045), not a report.
+		out = append(out, apiMessage{id: m.ID, placement: placement, header: headerBlock(len(hs), field),
+			report: len(hs) > 0 && isReport(len(hs), field), received: m.Received(), size: m.SizeEstimate})
 	}
 	// Past the limit, the rest is skipped rather than read again at every
 	// poll: the next session's housekeeping does not see it either, the

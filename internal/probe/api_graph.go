@@ -2,6 +2,9 @@ package probe
 
 import (
 	"context"
+	"maps"
+
+	"go.uber.org/zap"
 
 	"github.com/emailqos/emailqosreceiver/internal/graph"
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
@@ -30,8 +33,22 @@ type graphMailbox struct {
 // are read first (late probes, orphans of the runs in between) and the
 // links carry on from there; otherwise the initial round of the delta sync
 // skips what is already in the folder.
-func openGraph(ctx context.Context, t *Target, r *Account, rec *steps.Recorder) (mailbox, error) {
-	g := &graphMailbox{apiMailbox: newAPIMailbox(r, t, steps.GraphList, rec), c: r.API.Graph, user: r.apiUser(), links: map[string]string{}}
+func openGraph(ctx context.Context, t *Target, r *Account, rec *steps.Recorder, logger *zap.Logger) (mailbox, error) {
+	g := &graphMailbox{apiMailbox: newAPIMailbox(r, t, steps.GraphList, rec, logger), c: r.API.Graph, user: r.apiUser(), links: map[string]string{}}
+	g.fetchNotice = func(ctx context.Context, id string) ([]byte, error) {
+		return g.c.MIME(ctx, g.user, id, imapwatch.MaxNoticeBytes)
+	}
+	g.position = func() func() {
+		links := maps.Clone(g.links)
+		return func() { g.links = links }
+	}
+	g.removeNotice = func(ctx context.Context, id string, move bool, folder string) error {
+		if move {
+			_, err := g.c.Move(ctx, g.user, id, folder)
+			return err
+		}
+		return g.c.PermanentDelete(ctx, g.user, id)
+	}
 	r.api.mu.Lock()
 	saved := make(map[string]string, len(r.api.graphLinks))
 	for f, l := range r.api.graphLinks {
@@ -84,8 +101,9 @@ func (g *graphMailbox) delta(ctx context.Context, folder, link string) ([]apiMes
 			continue
 		}
 		hs := m.Headers
-		out = append(out, apiMessage{id: m.ID, folder: folder, placement: placement,
-			header: headerBlock(len(hs), func(i int) (string, string) { return hs[i].Name, hs[i].Value })})
+		field := func(i int) (string, string) { return hs[i].Name, hs[i].Value }
+		out = append(out, apiMessage{id: m.ID, folder: folder, placement: placement, header: headerBlock(len(hs), field),
+			report: isReport(len(hs), field), received: m.ReceivedDateTime})
 	}
 	return out, next, nil
 }
@@ -96,6 +114,10 @@ func (g *graphMailbox) delta(ctx context.Context, folder, link string) ([]apiMes
 // housekeeping at the latest, not by this wait.
 func (g *graphMailbox) pollFolders(ctx context.Context) ([]apiMessage, error) {
 	var out []apiMessage
+	// The links move on only when every folder was read: a poll cut short
+	// (the wait ended during the second folder) is read again whole by the
+	// next one, not lost with the first folder's messages.
+	links := make(map[string]string, len(graphFolders))
 	for _, f := range graphFolders {
 		msgs, next, err := g.delta(ctx, f, g.links[f])
 		if restcall.IsKind(err, restcall.KindResync) {
@@ -107,8 +129,11 @@ func (g *graphMailbox) pollFolders(ctx context.Context) ([]apiMessage, error) {
 		if err != nil {
 			return nil, err
 		}
-		g.links[f] = next
+		links[f] = next
 		out = append(out, msgs...)
+	}
+	for f, l := range links {
+		g.links[f] = l
 	}
 	return out, nil
 }

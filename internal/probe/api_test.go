@@ -80,6 +80,7 @@ func TestAPILateProbeIsCollected(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			fx := mk(t, 700*time.Millisecond)
 			tg := apiTarget(fx.acct)
+			tg.DSN = true // the default: notices are watched in the same mailbox
 			tg.DeliveryTimeout = 300 * time.Millisecond
 			first := Run(context.Background(), tg, nil)
 			require.Equal(t, steps.CodeSearch, first.Code, "%v", first.Err)

@@ -142,7 +142,7 @@ func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.
 	case RetrievalPOP3:
 		return openPOP3(ctx, t, r, logger, rec, tr)
 	case RetrievalGraph:
-		return openGraph(ctx, t, r, rec)
+		return openGraph(ctx, t, r, rec, logger)
 	case RetrievalGmailAPI:
 		return openGmail(ctx, t, r, rec, logger)
 	}

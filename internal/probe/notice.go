@@ -42,7 +42,8 @@ type noticeRef struct {
 	Folder string
 }
 
-// noticeMailbox is a mailbox that can watch for notices: IMAP or POP3.
+// noticeMailbox is a mailbox that can watch for notices: IMAP, POP3, or
+// one read over Graph or the Gmail API (api_notice.go).
 type noticeMailbox interface {
 	// WaitNotices is Wait that also hands every notice arriving in the
 	// watched mailbox or a junk folder to judge; it ends with
@@ -195,8 +196,7 @@ func bouncedError(rc *dsn.Recipient, mta string) *steps.Error {
 // only logs: the probe then runs without notices, as before.
 func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *transcript.Transcript) <-chan noticeMailbox {
 	ch := make(chan noticeMailbox, 1)
-	// IMAP and POP3: the mail APIs are not watched for notices.
-	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() || t.Sender.Retrieval != RetrievalIMAP && t.Sender.Retrieval != RetrievalPOP3 && t.Sender.Retrieval != "" {
+	if !t.DSN || t.Sender == t.Receiver || !t.Sender.hasMailbox() {
 		ch <- nil
 		return ch
 	}
@@ -270,8 +270,13 @@ func openNotices(t *Target, sess mailbox, senderBox <-chan noticeMailbox) (notic
 
 // hasMailbox reports whether a has a mailbox to read.
 func (a *Account) hasMailbox() bool {
-	if a.Retrieval == RetrievalPOP3 {
+	switch a.Retrieval {
+	case RetrievalPOP3:
 		return a.POP3.Address != ""
+	case RetrievalGraph:
+		return a.API.Graph != nil
+	case RetrievalGmailAPI:
+		return a.API.Gmail != nil
 	}
 	return a.IMAP.Address != ""
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/probemsg"
 	"github.com/emailqos/emailqosreceiver/internal/received"
+	"github.com/emailqos/emailqosreceiver/internal/restcall"
 	"github.com/emailqos/emailqosreceiver/internal/saslx"
 	"github.com/emailqos/emailqosreceiver/internal/smtpsend"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
@@ -216,7 +217,7 @@ type Result struct {
 	// the verified notices seen during this probe's wait, in order (a
 	// failure notice last: it ends the probe as bounced).
 	// NoticesWatched says whether the sender's mailbox was watched for
-	// notices (DSN on and an IMAP mailbox for the sender).
+	// notices (DSN on and a mailbox for the sender: IMAP, POP3 or an API).
 	NoticesWatched bool
 	DelayNotices   int
 	LateBounces    int
@@ -316,6 +317,8 @@ func (a *Account) credentials(tr *transcript.Transcript) saslx.Credentials {
 
 func run(ctx context.Context, t *Target, logger *zap.Logger, rec *steps.Recorder, start time.Time, tr *transcript.Transcript) Result {
 	res := Result{Target: t, Start: start}
+	// The API calls of both sides are recorded in the transcript too.
+	ctx = restcall.WithTranscript(ctx, tr)
 
 	if t.Timeout > 0 {
 		var cancel context.CancelFunc

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/emailqos/emailqosreceiver/internal/oauth"
+	"github.com/emailqos/emailqosreceiver/internal/transcript"
 )
 
 // Kind is the closed set of failure classes the engine maps onto error codes.
@@ -145,12 +146,31 @@ type Request struct {
 	// Idempotent allows retrying 504 too; a send is not, since a gateway
 	// timeout may follow an accepted message and a retry would duplicate it.
 	Idempotent bool
+	// MaxBody, when set, is this call's response budget instead of the
+	// client's (a notice's MIME is read up to its own cap).
+	MaxBody int64
 }
 
 // Do performs r, retrying throttled answers while the context allows the
 // wait, and decodes a 2xx JSON body into out (when non-nil). It returns the
 // final status.
 func (c *Client) Do(ctx context.Context, r Request, out any) (int, error) {
+	status, body, err := c.do(ctx, r)
+	if err == nil && out != nil && len(body) > 0 {
+		if err := json.Unmarshal(body, out); err != nil {
+			return status, &Error{API: c.API, Op: r.Op, Kind: KindProtocol, Status: status, Err: errors.New("response is not the documented JSON")}
+		}
+	}
+	return status, err
+}
+
+// DoRaw is Do for a body that is not JSON (a message's MIME): it returns
+// the 2xx body as it came, within the budget.
+func (c *Client) DoRaw(ctx context.Context, r Request) (int, []byte, error) {
+	return c.do(ctx, r)
+}
+
+func (c *Client) do(ctx context.Context, r Request) (int, []byte, error) {
 	attempts := c.MaxAttempts
 	if attempts <= 0 {
 		attempts = 6
@@ -166,15 +186,10 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (int, error) {
 	for i := 1; ; i++ {
 		status, body, hdr, err := c.once(ctx, r)
 		if err != nil {
-			return status, err
+			return status, nil, err
 		}
 		if status >= 200 && status < 300 {
-			if out != nil && len(body) > 0 {
-				if err := json.Unmarshal(body, out); err != nil {
-					return status, &Error{API: c.API, Op: r.Op, Kind: KindProtocol, Status: status, Err: errors.New("response is not the documented JSON")}
-				}
-			}
-			return status, nil
+			return status, body, nil
 		}
 		code, kind, throttled := c.Classify(r.Op, status, body)
 		if status == http.StatusGatewayTimeout && !r.Idempotent {
@@ -182,7 +197,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (int, error) {
 		}
 		e := &Error{API: c.API, Op: r.Op, Kind: kind, Status: status, Code: code}
 		if !throttled {
-			return status, e
+			return status, nil, e
 		}
 		e.Kind = KindThrottled
 		wait, named := retryAfter(hdr.Get("Retry-After"), time.Now())
@@ -197,24 +212,62 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (int, error) {
 			maxWait = 2 * time.Minute
 		}
 		if i >= attempts || wait > maxWait {
-			return status, e
+			return status, nil, e
 		}
 		// Never sleep past the deadline: a wait that cannot end in time is
 		// reported now as throttling, the cause the user must see.
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return status, e
+			return status, nil, e
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return status, e
+			return status, nil, e
 		}
 	}
 }
 
+// once is one attempt of r, recorded in the probe's transcript when ctx
+// carries one (WithTranscript).
 func (c *Client) once(ctx context.Context, r Request) (int, []byte, http.Header, error) {
+	tr, _ := ctx.Value(transcriptKey{}).(*transcript.Transcript)
+	if tr == nil {
+		return c.attempt(ctx, r, nil)
+	}
+	start := time.Now()
+	status, body, hdr, err := c.attempt(ctx, r, tr)
+	x := transcript.Exchange{Method: r.Method, URL: r.URL, ReqBytes: len(r.Body), Status: status, Header: hdr,
+		RespBytes: len(body), Duration: time.Since(start)}
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Kind == KindToken {
+			// Nothing was sent.
+			return status, body, hdr, err
+		}
+		x.Err = string(e.Kind)
+	}
+	tr.API(transcript.Proto(c.API), x)
+	return status, body, hdr, err
+}
+
+type transcriptKey struct{}
+
+// WithTranscript returns ctx carrying tr: the calls made with it are
+// recorded there (method, path, status, sizes, a few safe headers; never
+// the Authorization header nor a body), and every token they present is
+// registered with tr as a secret to scrub. The API clients are one per
+// account, shared by the probes running at once, so the probe's transcript
+// travels with the probe's context rather than in the client.
+func WithTranscript(ctx context.Context, tr *transcript.Transcript) context.Context {
+	if tr == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, transcriptKey{}, tr)
+}
+
+func (c *Client) attempt(ctx context.Context, r Request, tr *transcript.Transcript) (int, []byte, http.Header, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, nil, nil, &Error{API: c.API, Op: r.Op, Kind: KindTimeout, Err: err}
 	}
@@ -227,6 +280,7 @@ func (c *Client) once(ctx context.Context, r Request) (int, []byte, http.Header,
 		// its kind by the caller's mapping, so wrapping is safe.
 		return 0, nil, nil, &Error{API: c.API, Op: r.Op, Kind: KindToken, Err: err}
 	}
+	tr.Secret("", tok)
 	var body io.Reader
 	if r.Body != nil {
 		body = bytes.NewReader(r.Body)
@@ -253,6 +307,9 @@ func (c *Client) once(ctx context.Context, r Request) (int, []byte, http.Header,
 	}
 	defer resp.Body.Close()
 	max := c.MaxBody
+	if r.MaxBody > 0 {
+		max = r.MaxBody
+	}
 	if max <= 0 {
 		max = DefaultMaxBody
 	}
