@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxLine bounds a client line; longer lines end the session. It is well
@@ -202,7 +203,13 @@ func (ss *session) pass(pass string) {
 
 func (ss *session) login(user string) {
 	ss.authed = user
-	ss.msgs = ss.s.snapshot(user)
+	if ss.s.opts.SnapshotFirst {
+		ss.msgs = ss.s.snapshot(user)
+	}
+	time.Sleep(ss.s.opts.AuthDelay)
+	if !ss.s.opts.SnapshotFirst {
+		ss.msgs = ss.s.snapshot(user)
+	}
 	ss.deleted = make([]bool, len(ss.msgs))
 	ss.reply("+OK logged in")
 }

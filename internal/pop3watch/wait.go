@@ -164,7 +164,20 @@ type waiter struct {
 	notices []string
 }
 
-type window struct{ lo, hi time.Time }
+// window is when a message became visible: certainly within lo..hi, and
+// estimated between from and to (the sessions' estimated snapshots).
+type window struct{ lo, hi, from, to time.Time }
+
+// newWindow is the window of a message that the snapshot prev did not show
+// and cur did, and that cannot have arrived before floor.
+func newWindow(prev, cur snap, floor time.Time) window {
+	return window{
+		lo:   clampLo(prev.lo, floor, cur.hi),
+		hi:   cur.hi,
+		from: clampLo(prev.at, floor, cur.at),
+		to:   cur.at,
+	}
+}
 
 // poll runs one session. found reports the probe; the session is then kept
 // as s.held.
@@ -182,10 +195,10 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		return Arrival{}, false, s.waitFail(ctx, POP3List, err)
 	}
 
-	// The previous session did not list what is new here, and its snapshot
-	// was taken after its login command was sent.
-	lo := s.lastLo
-	s.lastLo = pc.lo
+	// What is new here became visible between the previous session's
+	// snapshot, which did not show it, and this one's.
+	prev, cur := s.lastSnap, pc.snap()
+	s.lastSnap = cur
 	var cands []pop3.MessageID
 	for _, id := range pc.ids {
 		if _, ok := s.baseline[id.UID]; ok {
@@ -198,7 +211,7 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 			continue
 		}
 		if _, ok := w.windows[id.UID]; !ok {
-			w.windows[id.UID] = window{lo: clampLo(lo, w.floor, pc.listed), hi: pc.listed}
+			w.windows[id.UID] = newWindow(prev, cur, w.floor)
 		}
 		if pc.nums[id.UID] < 0 {
 			continue
@@ -268,12 +281,17 @@ func clampLo(lo, floor, hi time.Time) time.Time {
 	return lo
 }
 
+// arrival reports the middle of the estimated window, with an uncertainty
+// that reaches both certain bounds.
 func arrival(uid string, header []byte, win window) Arrival {
-	span := win.hi.Sub(win.lo)
+	seen := win.from.Add(win.to.Sub(win.from) / 2)
+	if seen.Before(win.lo) || seen.After(win.hi) {
+		seen = win.lo.Add(win.hi.Sub(win.lo) / 2) // a clock step
+	}
 	return Arrival{
 		UID:         uid,
-		SeenAt:      win.lo.Add(span / 2),
-		Uncertainty: span - span/2,
+		SeenAt:      seen,
+		Uncertainty: max(seen.Sub(win.lo), win.hi.Sub(seen)),
 		Header:      header,
 	}
 }
