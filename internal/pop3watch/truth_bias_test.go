@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emailqos/emailqosreceiver/internal/learn"
 	"github.com/emailqos/emailqosreceiver/internal/pop3test"
+	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
 // Issue 17: with a server that authenticates for 40ms and then takes its
@@ -28,5 +30,44 @@ func TestArrivalNotBiasedBySlowLogin(t *testing.T) {
 	t.Logf("signed error: mean %v over %d probes", mean, len(errs))
 	if mean.Abs() > 10*time.Millisecond {
 		t.Fatalf("mean signed error %v, want within ±10ms: %v", mean, errs)
+	}
+}
+
+// Issue 17: a relay that holds every message equally long puts every
+// arrival at the same point of the dense polls' grid unless the grid is
+// shifted at random each time; then every probe errs the same way (up to
+// half the 25ms gap) instead of averaging out. With deliveries exactly
+// 100ms after the end of DATA, the errors must spread over much of a gap.
+func TestDensePollsNotPhaseLocked(t *testing.T) {
+	e := newEnv(t, pop3test.Options{})
+	opts := e.options(transport.None)
+	opts.Learner = &learn.Learner{}
+	opts.Learner.Observe(90*time.Millisecond, 110*time.Millisecond)
+	var lo, hi time.Duration
+	for i := 0; i < 16; i++ {
+		s := openSession(t, opts, nil)
+		p, raw := e.probe(t, e.key)
+		floor := time.Now()
+		delivered := e.addLater(t, 100*time.Millisecond-time.Since(floor), raw)
+		arr, err := s.WaitAfter(ctxTimeout(t, 5*time.Second), floor, p.Token, e.accept(p, nil))
+		if err != nil {
+			t.Fatalf("probe %d: Wait: %v", i, err)
+		}
+		before, after := delivered()
+		checkWindow(t, arr, before, after)
+		d := arr.SeenAt.Sub(before)
+		if i == 0 || d < lo {
+			lo = d
+		}
+		if i == 0 || d > hi {
+			hi = d
+		}
+		if err := s.Close(ctxTimeout(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("signed errors from %v to %v", lo, hi)
+	if hi-lo < denseGap/2 {
+		t.Fatalf("signed errors within %v..%v: the polls keep the same phase to the arrival", lo, hi)
 	}
 }

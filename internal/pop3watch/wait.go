@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -88,7 +89,12 @@ func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 	}
 	var denseFrom, denseTo time.Time
 	if from, to, learned := learner.DenseWindow(); learned {
-		denseFrom, denseTo = base.Add(from), base.Add(to)
+		// The first dense poll at a random point of its gap: a relay that
+		// holds every message equally long would otherwise land each
+		// arrival at the same point between two polls, and the middle of
+		// the window would err the same way every time instead of
+		// averaging out.
+		denseFrom, denseTo = base.Add(from+rand.N(denseGap)), base.Add(to)
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
