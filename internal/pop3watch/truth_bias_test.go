@@ -71,3 +71,37 @@ func TestDensePollsNotPhaseLocked(t *testing.T) {
 		t.Fatalf("signed errors within %v..%v: the polls keep the same phase to the arrival", lo, hi)
 	}
 }
+
+// The same for arrivals that come right after the poll made at once (a
+// transit without delay): the dense polls after it start at a random point
+// of their gap too. Delivered 22ms after the end of DATA, polls fixed at
+// 0 and 25ms would report every arrival at 12.5ms, 9.5ms early.
+func TestDensePollsNotPhaseLockedEarly(t *testing.T) {
+	e := newEnv(t, pop3test.Options{})
+	opts := e.options(transport.None)
+	opts.Learner = &learn.Learner{}
+	opts.Learner.Observe(15*time.Millisecond, 30*time.Millisecond)
+	var sum time.Duration
+	const n = 20
+	for i := 0; i < n; i++ {
+		s := openSession(t, opts, nil)
+		p, raw := e.probe(t, e.key)
+		floor := time.Now()
+		delivered := e.addLater(t, 22*time.Millisecond-time.Since(floor), raw)
+		arr, err := s.WaitAfter(ctxTimeout(t, 5*time.Second), floor, p.Token, e.accept(p, nil))
+		if err != nil {
+			t.Fatalf("probe %d: Wait: %v", i, err)
+		}
+		before, after := delivered()
+		checkWindow(t, arr, before, after)
+		sum += arr.SeenAt.Sub(before)
+		if err := s.Close(ctxTimeout(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mean := sum / n
+	t.Logf("signed error: mean %v", mean)
+	if mean.Abs() > 6*time.Millisecond {
+		t.Fatalf("mean signed error %v over %d probes delivered 22ms after DATA, want within ±6ms", mean, n)
+	}
+}

@@ -133,11 +133,13 @@ func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		next = pollStart.Add(gap)
 		gap = min(2*gap, s.opts.PollInterval)
-		// Densely where this direction's arrivals are expected.
-		if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
-			next = dense
-		} else if pollStart.Before(denseFrom) && denseFrom.Before(next) {
+		// Densely where this direction's arrivals are expected, from the
+		// (randomly placed) start of that window even when it falls within
+		// a gap after the poll made at once.
+		if pollStart.Before(denseFrom) && denseFrom.Before(next) {
 			next = denseFrom
+		} else if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
+			next = dense
 		}
 		next = s.notBefore(next)
 	}
