@@ -76,6 +76,10 @@ func cmdRun(args []string) error {
 		o.delays = append(o.delays, v)
 	}
 	o.methods = strings.Split(methods, ",")
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(o.out, "groundtruth-probes.tsv"))
 
 	a, err := accounts("A", o.maxStreams)
 	if err != nil {
@@ -315,6 +319,12 @@ func measureOurs(self string, truth *landings, c cell, method string, o runOpts)
 		return ourRow{}, err
 	}
 	time.Sleep(100 * time.Millisecond) // let the watcher finish its last reads
+	// Every probe's error and uncertainty, for a closer look.
+	detail, err := os.OpenFile(filepath.Join(o.out, "groundtruth-probes.tsv"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return ourRow{}, err
+	}
+	defer detail.Close()
 	row := ourRow{cell: c.name, method: method, n: len(res), cpu: cpu / time.Duration(max(1, len(res))), streams: len(c.streams),
 		load: load, verbs: map[string]float64{}}
 	detect := 0
@@ -340,6 +350,7 @@ func measureOurs(self string, truth *landings, c cell, method string, o runOpts)
 		}
 		row.matched++
 		e := r.ArrivedAt.Sub(landed)
+		fmt.Fprintf(detail, "%s\t%s\t%s\t%s\t%d\t%d\n", c.short, method, r.Name, r.Method, e.Microseconds(), r.Uncertainty.Microseconds())
 		errs = append(errs, e)
 		abs = append(abs, e.Abs())
 		lat = append(lat, landed.Sub(r.AcceptedAt))

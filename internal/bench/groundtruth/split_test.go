@@ -15,7 +15,7 @@ func TestCommandSplit(t *testing.T) {
 		"+0.004s imap C: T4 IDLE",
 		"+0.005s smtp C: DATA",
 		"+0.006s imap C: DONE",
-		"+0.006s imap C: T5 NOOP",
+		"+0.006s imap C: T5 OK NOOP completed (0.001 + 0.000 secs).",
 		"+0.007s imap C: T6 UID SEARCH UID 5:*",
 		"+0.008s imap C: T7 UID FETCH 5 (UID BODY.PEEK[HEADER])",
 		"+0.009s imap S: T7 OK done",
