@@ -19,8 +19,8 @@
 # peer checks per cell and configuration (16), BENCH_IDLE_N samples of
 # Dovecot's IDLE announcement delay (20), BENCH_DELAYS injected relay
 # delays (0s,1s,5s; 0s passes the relay without a hold), BENCH_POLL_INTERVAL
-# (10s, the receiver's default), BENCH_PEER=0 skips the peer, BENCH_OUT
-# (_build/bench).
+# (10s, the receiver's default), BENCH_METHODS (auto,idle,poll,precise,pop3),
+# BENCH_PEER=0 skips the peer, BENCH_OUT (_build/bench).
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -97,6 +97,7 @@ sleep 1
 args=(-out "$OUT" -n "${BENCH_N:-30}" -idle-n "${BENCH_IDLE_N:-20}" -peer-n "${BENCH_PEER_N:-16}" -delays "${BENCH_DELAYS:-0s,1s,5s}"
 	-poll-interval "${BENCH_POLL_INTERVAL:-10s}" -relay-listen "$RELAY" -streams "$STREAMS" -plugins "$PLUGINS")
 [[ $peer != 0 ]] || args+=(-peer=false)
+[[ -z ${BENCH_METHODS:-} ]] || args+=(-methods "$BENCH_METHODS")
 log "running the benchmark (about 12-15 minutes)"
 t0=$SECONDS
 "$bin" run "${args[@]}"
