@@ -44,6 +44,11 @@ type Options struct {
 	// anything between the two.
 	AuthDelay     time.Duration
 	SnapshotFirst bool
+	// SnapshotLazy takes the snapshot only at the first command after the
+	// +OK, as Dovecot 2.3 behaves (a message delivered between its +OK to
+	// PASS and the UIDL that follows is listed: measured with
+	// scripts/mailstack.sh), against RFC 1939.
+	SnapshotLazy bool
 	// OnCommand, when set, sees every command's verb (upper case) and, but
 	// for USER, PASS and AUTH, its argument, so tests can tell what was
 	// read. It is called from the session's goroutine.

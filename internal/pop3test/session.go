@@ -31,6 +31,8 @@ type session struct {
 	authed  string // logged-in user; "" in the AUTHORIZATION state
 	msgs    []*message
 	deleted []bool
+	// lazy: logged in, snapshot not taken yet (Options.SnapshotLazy).
+	lazy bool
 }
 
 func newSession(s *Server, conn net.Conn, isTLS bool) *session {
@@ -89,6 +91,11 @@ func (ss *session) handle(verb, arg string) (done bool) {
 			ss.reply("-ERR command not valid before login")
 		}
 		return false
+	}
+	if ss.lazy {
+		ss.lazy = false
+		ss.msgs = ss.s.snapshot(ss.authed)
+		ss.deleted = make([]bool, len(ss.msgs))
 	}
 	switch verb {
 	case "STAT":
@@ -207,7 +214,9 @@ func (ss *session) login(user string) {
 		ss.msgs = ss.s.snapshot(user)
 	}
 	time.Sleep(ss.s.opts.AuthDelay)
-	if !ss.s.opts.SnapshotFirst {
+	if ss.s.opts.SnapshotLazy {
+		ss.lazy = true
+	} else if !ss.s.opts.SnapshotFirst {
 		ss.msgs = ss.s.snapshot(user)
 	}
 	ss.deleted = make([]bool, len(ss.msgs))

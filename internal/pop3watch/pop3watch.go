@@ -107,9 +107,10 @@ type Arrival struct {
 	// POP3 client; it did so within SeenAt ± Uncertainty. The window runs
 	// from the snapshot of the last session that did not list the message
 	// to the snapshot of the session that first listed it; each snapshot is
-	// bounded by the session's last authentication line and its +OK (RFC
-	// 1939 section 8). SeenAt lies between the estimated snapshots (never
-	// before the end of DATA), and SeenAt ± Uncertainty covers the bounds.
+	// bounded by the session's last authentication line and its UIDL reply
+	// (conn.snap). SeenAt lies between the estimated snapshots, the +OKs
+	// (never before the end of DATA), and SeenAt ± Uncertainty covers the
+	// bounds.
 	SeenAt      time.Time
 	Uncertainty time.Duration
 	// Header is the probe's header block as TOP returned it, for the caller
