@@ -6,8 +6,9 @@ import "time"
 // auto starts an IDLE (issue 17). A shorter IDLE costs its command and
 // its DONE and buys nothing: the dense polls see any arrival of the lead
 // within one precise interval of its start anyway, and a server that holds
-// its announcements (Dovecot 2.3, 0.5 s: src/imap/imap-idle.c waits for
-// mailbox-watch's NOTIFY_DELAY_MSECS) cannot announce one in it at all.
+// its announcements (Dovecot 2.3: 0.5 s, mailbox-watch.c's
+// NOTIFY_DELAY_MSECS, measured in BENCHMARKS.md) cannot announce one in it
+// at all.
 const minIdleLead = 500 * time.Millisecond
 
 // idleBuysNothing reports whether auto should not start an IDLE now
