@@ -50,6 +50,8 @@ type fixtureOptions struct {
 	// tls: the faulty endpoints use implicit TLS; starttls: STARTTLS.
 	tls, starttls bool
 	mail          func(*mailtest.Options)
+	// detection of the faulty account; "" the receiver's default.
+	detection string
 }
 
 var errToPOP3 = errors.New("delivered to the POP3 maildrop")
@@ -117,7 +119,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		}
 		return e
 	}
-	faulty := AccountConfig{Address: alice, Password: configopaqueString("alice-pw"), SMTP: ep(fx.smtp.Addr())}
+	faulty := AccountConfig{Address: alice, Password: configopaqueString("alice-pw"), SMTP: ep(fx.smtp.Addr()), Detection: o.detection}
 	if o.pop3 {
 		faulty.Retrieval = retrievalPOP3
 		faulty.POP3 = ep(fx.mbox.Addr())

@@ -77,6 +77,13 @@ func (s *emailqosScraper) record(mb *metadata.MetricsBuilder, now pcommon.Timest
 			junk = 1
 		}
 		mb.RecordEmailqosDeliveryJunkDataPoint(now, junk)
+		if rv := t.Receiver.Retrieval; rv == "" || rv == probe.RetrievalIMAP {
+			silent := int64(0)
+			if r.IdleNoPush {
+				silent = 1
+			}
+			mb.RecordEmailqosImapIdleSilentDataPoint(now, silent)
+		}
 	}
 	if r.Commands > 0 {
 		mb.RecordEmailqosImapCommandsDataPoint(now, int64(r.Commands))

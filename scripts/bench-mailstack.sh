@@ -13,12 +13,13 @@
 # a.test's mail for b.test through the delaying relay of the harness
 # (internal/bench/groundtruth, build tag bench), runs it, and stops the stack again.
 # It writes _build/bench/groundtruth.md and _build/bench/peer.md (Markdown
-# tables for BENCHMARKS.md) and takes about 8-10 minutes.
+# tables for BENCHMARKS.md) and takes about 12-15 minutes.
 #
 # Knobs (environment): BENCH_N probes per cell and method (30), BENCH_PEER_N
 # peer checks per cell and configuration (16), BENCH_IDLE_N samples of
 # Dovecot's IDLE announcement delay (20), BENCH_DELAYS injected relay
-# delays (1s,5s), BENCH_POLL_INTERVAL (10s, the receiver's default),
+# delays (0s,1s,5s; 0s passes the relay without a hold), BENCH_POLL_INTERVAL
+# (10s, the receiver's default), BENCH_METHODS (auto,idle,poll,precise,pop3),
 # BENCH_PEER=0 skips the peer, BENCH_OUT (_build/bench).
 set -euo pipefail
 
@@ -93,10 +94,11 @@ eval "$("$mailstack" env "$STACK_DIR")"
 # postfix picks up the new accounts and the route on reload; give it a moment.
 sleep 1
 
-args=(-out "$OUT" -n "${BENCH_N:-30}" -idle-n "${BENCH_IDLE_N:-20}" -peer-n "${BENCH_PEER_N:-16}" -delays "${BENCH_DELAYS:-1s,5s}"
+args=(-out "$OUT" -n "${BENCH_N:-30}" -idle-n "${BENCH_IDLE_N:-20}" -peer-n "${BENCH_PEER_N:-16}" -delays "${BENCH_DELAYS:-0s,1s,5s}"
 	-poll-interval "${BENCH_POLL_INTERVAL:-10s}" -relay-listen "$RELAY" -streams "$STREAMS" -plugins "$PLUGINS")
 [[ $peer != 0 ]] || args+=(-peer=false)
-log "running the benchmark (about 8-10 minutes)"
+[[ -z ${BENCH_METHODS:-} ]] || args+=(-methods "$BENCH_METHODS")
+log "running the benchmark (about 12-15 minutes)"
 t0=$SECONDS
 "$bin" run "${args[@]}"
 log "done in $((SECONDS - t0))s: tables in $OUT (groundtruth.md, peer.md)"

@@ -232,7 +232,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		s.lifeCancel()
 		return nil, steps.Fail(ctx, steps.IMAPSelect, imapType(err), err)
 	}
-	if s.method == MethodIdle {
+	if s.method == MethodIdle && !s.idleBuysNothing(time.Now(), time.Time{}) {
 		if err := s.startIdle(ctx); err != nil {
 			s.dropConn()
 			s.lifeCancel()

@@ -239,7 +239,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 				due = denseTo
 			}
 		} else if s.method == MethodIdle {
-			if s.idle == nil {
+			if s.idle == nil && s.idleBuysNothing(now, w.floor) {
+				due = denseFrom // no IDLE for a few ms before the dense polls
+			} else if s.idle == nil {
 				if err := s.startIdle(ctx); err != nil {
 					if ctx.Err() != nil || s.failed(err) {
 						continue
@@ -247,8 +249,9 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 					return Arrival{}, steps.Fail(ctx, steps.DeliveryWait, searchType(err), err)
 				}
 				continue // updates flushed on entering IDLE may be pending
+			} else {
+				due = s.idleSince.Add(s.idleEvery())
 			}
-			due = s.idleSince.Add(s.idleEvery())
 		} else {
 			if !now.Before(nextPoll) {
 				start := time.Now()

@@ -40,6 +40,10 @@ const (
 	earlyMargin = 20 * time.Millisecond
 	earlySpread = 20
 	lateMargin  = 250 * time.Millisecond
+	// A window counts as narrow (earliest) when it is at most
+	// narrowFactor times the narrowest remembered, or narrowSpan.
+	narrowFactor = 4
+	narrowSpan   = 50 * time.Millisecond
 	// SilentAfter: an arrival that IDLE did not announce although IDLE had
 	// been running this long before it showed (at DONE) counts as evidence
 	// that the server's IDLE does not push; silentCount of them, with no
@@ -68,10 +72,41 @@ func (l *Learner) DenseWindow() (from, to time.Duration, learned bool) {
 	if len(l.lo) == 0 {
 		return 0, FirstDense, false
 	}
-	lo, hi := slices.Min(l.lo), slices.Max(l.hi)
+	lo, hi := l.earliest(), slices.Max(l.hi)
 	from = max(lo-earlyMargin-lo/earlySpread, 0)
 	to = hi + max(lateMargin, hi/4)
 	return from, min(to, from+maxDense), true
+}
+
+// earliest is where this direction's arrivals begin, from the windows it
+// remembers (l.mu held). A window far wider than the narrowest (an IDLE
+// announcement, a backoff poll: anything but the dense polls) bounds its
+// arrival only loosely from below: a direction's first probe, polled for
+// FirstDense and then idling, leaves one that starts at FirstDense
+// whatever the latency, and taking its lower bound would hold the dense
+// polls seconds early (capped at maxDense, they would even end before a
+// 5 s relay's arrivals) for as long as it is remembered. So only the narrow
+// windows' lower bounds count, and of the wide ones those newer than the
+// last narrow one (arrivals that moved earlier) with their middle.
+func (l *Learner) earliest() time.Duration {
+	minSpan := l.hi[0] - l.lo[0]
+	for i := range l.lo {
+		minSpan = min(minSpan, l.hi[i]-l.lo[i])
+	}
+	narrow := max(narrowFactor*minSpan, narrowSpan)
+	lo, last := time.Duration(-1), -1
+	for i := range l.lo {
+		if l.hi[i]-l.lo[i] <= narrow {
+			if lo < 0 || l.lo[i] < lo {
+				lo = l.lo[i]
+			}
+			last = i
+		}
+	}
+	for i := last + 1; i < len(l.lo); i++ {
+		lo = min(lo, l.lo[i]+(l.hi[i]-l.lo[i])/2)
+	}
+	return lo
 }
 
 // Observe records an arrival known to lie between lo and hi after the end

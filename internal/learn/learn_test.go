@@ -76,3 +76,33 @@ func TestIdleTrust(t *testing.T) {
 		t.Fatal("an IDLE that announced once was distrusted")
 	}
 }
+
+// Issue 17, a 5 s relay on Dovecot: the first probe polls densely for 2 s,
+// then idles, and IDLE shows the arrival at 5.5 s. That window's lower
+// bound must not hold the dense polls at 2 s (capped at maxDense, they
+// would end before the arrival, for as long as it is remembered).
+func TestDenseWindowIgnoresLooseLowerBounds(t *testing.T) {
+	var l Learner
+	l.Observe(FirstDense, 5500*time.Millisecond)
+	l.Observe(4880*time.Millisecond, 5500*time.Millisecond) // missed by [1.88, 4.88], seen over IDLE
+	from, to, _ := l.DenseWindow()
+	if from > 5*time.Second || to < 5010*time.Millisecond || from < 4*time.Second {
+		t.Fatalf("[%v, %v] after the IDLE window [4.88s, 5.5s], want it around 5s", from, to)
+	}
+	l.Observe(5*time.Second, 5010*time.Millisecond) // the dense polls caught it
+	from, _, _ = l.DenseWindow()
+	if want := 5*time.Second - earlyMargin - 250*time.Millisecond; from != want {
+		t.Fatalf("from %v after a dense arrival at 5s, want %v", from, want)
+	}
+
+	// Arrivals that moved earlier: a wide window newer than the narrow
+	// ones lowers the start to its middle.
+	var e Learner
+	for range 3 {
+		e.Observe(time.Second, 1010*time.Millisecond)
+	}
+	e.Observe(300*time.Millisecond, 930*time.Millisecond)
+	if from, _, _ := e.DenseWindow(); from > 615*time.Millisecond-earlyMargin {
+		t.Fatalf("from %v: the earlier arrival in [0.3s, 0.93s] was not taken into account", from)
+	}
+}

@@ -314,6 +314,26 @@ func (ms *EmailqosImapCommandsMetricConfig) Unmarshal(parser *confmap.Conf) erro
 	return nil
 }
 
+// EmailqosImapIdleSilentMetricConfig provides config for the emailqos.imap.idle.silent metric.
+type EmailqosImapIdleSilentMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EmailqosImapIdleSilentMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EmailqosOauthTokenExpiryMetricConfig provides config for the emailqos.oauth.token.expiry metric.
 type EmailqosOauthTokenExpiryMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -719,6 +739,7 @@ type MetricsConfig struct {
 	EmailqosDeliveryUncertainty     EmailqosDeliveryUncertaintyMetricConfig     `mapstructure:"emailqos.delivery.uncertainty"`
 	EmailqosErrorCode               EmailqosErrorCodeMetricConfig               `mapstructure:"emailqos.error_code"`
 	EmailqosImapCommands            EmailqosImapCommandsMetricConfig            `mapstructure:"emailqos.imap.commands"`
+	EmailqosImapIdleSilent          EmailqosImapIdleSilentMetricConfig          `mapstructure:"emailqos.imap.idle.silent"`
 	EmailqosOauthTokenExpiry        EmailqosOauthTokenExpiryMetricConfig        `mapstructure:"emailqos.oauth.token.expiry"`
 	EmailqosOauthTokenValid         EmailqosOauthTokenValidMetricConfig         `mapstructure:"emailqos.oauth.token.valid"`
 	EmailqosProbesBouncedLate       EmailqosProbesBouncedLateMetricConfig       `mapstructure:"emailqos.probes.bounced_late"`
@@ -774,6 +795,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
+			Enabled: true,
+		},
+		EmailqosImapIdleSilent: EmailqosImapIdleSilentMetricConfig{
 			Enabled: true,
 		},
 		EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{

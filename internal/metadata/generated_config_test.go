@@ -65,6 +65,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
 						Enabled: true,
 					},
+					EmailqosImapIdleSilent: EmailqosImapIdleSilentMetricConfig{
+						Enabled: true,
+					},
 					EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{
 						Enabled: true,
 					},
@@ -172,6 +175,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EmailqosImapCommands: EmailqosImapCommandsMetricConfig{
 						Enabled: false,
 					},
+					EmailqosImapIdleSilent: EmailqosImapIdleSilentMetricConfig{
+						Enabled: false,
+					},
 					EmailqosOauthTokenExpiry: EmailqosOauthTokenExpiryMetricConfig{
 						Enabled: false,
 					},
@@ -240,7 +246,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesBouncedLateMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EmailqosAuthResultMetricConfig{}, EmailqosCollectionsSkippedMetricConfig{}, EmailqosDeliveryClockSkewMetricConfig{}, EmailqosDeliveryDelayNoticesMetricConfig{}, EmailqosDeliveryHopsMetricConfig{}, EmailqosDeliveryJunkMetricConfig{}, EmailqosDeliveryLatencyMetricConfig{}, EmailqosDeliverySegmentDurationMetricConfig{}, EmailqosDeliveryUncertaintyMetricConfig{}, EmailqosErrorCodeMetricConfig{}, EmailqosImapCommandsMetricConfig{}, EmailqosImapIdleSilentMetricConfig{}, EmailqosOauthTokenExpiryMetricConfig{}, EmailqosOauthTokenValidMetricConfig{}, EmailqosProbesBouncedLateMetricConfig{}, EmailqosProbesLateMetricConfig{}, EmailqosProbesSweptMetricConfig{}, EmailqosRoundtripDurationMetricConfig{}, EmailqosSMTPDeferralsMetricConfig{}, EmailqosSMTPDeferredDurationMetricConfig{}, EmailqosSMTPReplyCodeMetricConfig{}, EmailqosStepDurationMetricConfig{}, EmailqosSuccessMetricConfig{}, EmailqosTLSCertificateTimeLeftMetricConfig{}, EmailqosTLSVersionMetricConfig{}, EmailqosTransitDurationMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

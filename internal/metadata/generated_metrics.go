@@ -318,6 +318,9 @@ var MetricsInfo = metricsInfo{
 	EmailqosImapCommands: metricInfo{
 		Name: "emailqos.imap.commands",
 	},
+	EmailqosImapIdleSilent: metricInfo{
+		Name: "emailqos.imap.idle.silent",
+	},
 	EmailqosOauthTokenExpiry: metricInfo{
 		Name: "emailqos.oauth.token.expiry",
 	},
@@ -378,6 +381,7 @@ type metricsInfo struct {
 	EmailqosDeliveryUncertainty     metricInfo
 	EmailqosErrorCode               metricInfo
 	EmailqosImapCommands            metricInfo
+	EmailqosImapIdleSilent          metricInfo
 	EmailqosOauthTokenExpiry        metricInfo
 	EmailqosOauthTokenValid         metricInfo
 	EmailqosProbesBouncedLate       metricInfo
@@ -1061,6 +1065,56 @@ func (m *metricEmailqosImapCommands) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEmailqosImapCommands(cfg EmailqosImapCommandsMetricConfig) metricEmailqosImapCommands {
 	m := metricEmailqosImapCommands{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEmailqosImapIdleSilent struct {
+	data     pmetric.Metric                     // data buffer for generated metric.
+	config   EmailqosImapIdleSilentMetricConfig // metric config provided by user.
+	capacity int                                // max observed number of data points added to the metric.
+}
+
+// init fills emailqos.imap.idle.silent metric with initial data.
+func (m *metricEmailqosImapIdleSilent) init() {
+	m.data.SetName("emailqos.imap.idle.silent")
+	m.data.SetDescription("1 when the receiving mailbox's IMAP IDLE was found not to announce new messages (two arrivals it kept quiet about for 2 s or more while it ran, and none announced, as Cyrus without idled does) - detection auto polls that mailbox instead and idle sees arrivals only when IDLE is re-issued; 0 when it was not found so. Reported for delivered probes read over IMAP; learned per direction since the collector started.")
+	m.data.SetUnit("{mailbox}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricEmailqosImapIdleSilent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEmailqosImapIdleSilent) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEmailqosImapIdleSilent) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEmailqosImapIdleSilent(cfg EmailqosImapIdleSilentMetricConfig) metricEmailqosImapIdleSilent {
+	m := metricEmailqosImapIdleSilent{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -1946,6 +2000,7 @@ type MetricsBuilder struct {
 	metricEmailqosDeliveryUncertainty     metricEmailqosDeliveryUncertainty
 	metricEmailqosErrorCode               metricEmailqosErrorCode
 	metricEmailqosImapCommands            metricEmailqosImapCommands
+	metricEmailqosImapIdleSilent          metricEmailqosImapIdleSilent
 	metricEmailqosOauthTokenExpiry        metricEmailqosOauthTokenExpiry
 	metricEmailqosOauthTokenValid         metricEmailqosOauthTokenValid
 	metricEmailqosProbesBouncedLate       metricEmailqosProbesBouncedLate
@@ -1996,6 +2051,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEmailqosDeliveryUncertainty:     newMetricEmailqosDeliveryUncertainty(mbc.Metrics.EmailqosDeliveryUncertainty),
 		metricEmailqosErrorCode:               newMetricEmailqosErrorCode(mbc.Metrics.EmailqosErrorCode),
 		metricEmailqosImapCommands:            newMetricEmailqosImapCommands(mbc.Metrics.EmailqosImapCommands),
+		metricEmailqosImapIdleSilent:          newMetricEmailqosImapIdleSilent(mbc.Metrics.EmailqosImapIdleSilent),
 		metricEmailqosOauthTokenExpiry:        newMetricEmailqosOauthTokenExpiry(mbc.Metrics.EmailqosOauthTokenExpiry),
 		metricEmailqosOauthTokenValid:         newMetricEmailqosOauthTokenValid(mbc.Metrics.EmailqosOauthTokenValid),
 		metricEmailqosProbesBouncedLate:       newMetricEmailqosProbesBouncedLate(mbc.Metrics.EmailqosProbesBouncedLate),
@@ -2147,6 +2203,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEmailqosDeliveryUncertainty.emit(ils.Metrics())
 	mb.metricEmailqosErrorCode.emit(ils.Metrics())
 	mb.metricEmailqosImapCommands.emit(ils.Metrics())
+	mb.metricEmailqosImapIdleSilent.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenExpiry.emit(ils.Metrics())
 	mb.metricEmailqosOauthTokenValid.emit(ils.Metrics())
 	mb.metricEmailqosProbesBouncedLate.emit(ils.Metrics())
@@ -2245,6 +2302,11 @@ func (mb *MetricsBuilder) RecordEmailqosErrorCodeDataPoint(ts pcommon.Timestamp,
 // RecordEmailqosImapCommandsDataPoint adds a data point to emailqos.imap.commands metric.
 func (mb *MetricsBuilder) RecordEmailqosImapCommandsDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEmailqosImapCommands.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEmailqosImapIdleSilentDataPoint adds a data point to emailqos.imap.idle.silent metric.
+func (mb *MetricsBuilder) RecordEmailqosImapIdleSilentDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEmailqosImapIdleSilent.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordEmailqosOauthTokenExpiryDataPoint adds a data point to emailqos.oauth.token.expiry metric.

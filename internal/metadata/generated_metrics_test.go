@@ -126,6 +126,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEmailqosImapCommandsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEmailqosImapIdleSilentDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEmailqosOauthTokenExpiryDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -442,6 +445,18 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
 					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).", mi.Description())
 					assert.Equal(t, "{command}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "emailqos.imap.idle.silent":
+					assert.False(t, validatedMetrics["emailqos.imap.idle.silent"], "Found a duplicate in the metrics slice: emailqos.imap.idle.silent")
+					validatedMetrics["emailqos.imap.idle.silent"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "1 when the receiving mailbox's IMAP IDLE was found not to announce new messages (two arrivals it kept quiet about for 2 s or more while it ran, and none announced, as Cyrus without idled does) - detection auto polls that mailbox instead and idle sees arrivals only when IDLE is re-issued; 0 when it was not found so. Reported for delivered probes read over IMAP; learned per direction since the collector started.", mi.Description())
+					assert.Equal(t, "{mailbox}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())
 					assert.Equal(t, ts, dp.Timestamp())

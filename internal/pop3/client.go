@@ -19,6 +19,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 )
@@ -93,6 +94,8 @@ type Client struct {
 	maxResponse int64
 	// debug, when set, sees both directions in plaintext.
 	debug Debug
+	// lastSent is when the last line was handed to the connection.
+	lastSent time.Time
 }
 
 // source is what the reader reads from: conn, seen by debug if set.
@@ -151,6 +154,11 @@ func NewClient(conn net.Conn, opts ...Option) (*Client, error) {
 // Commands returns the number of commands sent so far. SASL responses and
 // the "*" that cancels an exchange are part of AUTH and not counted.
 func (c *Client) Commands() int { return c.cmds }
+
+// LastSent returns when the last line (a command, or a SASL response) was
+// written, taken just before the write. After User or Auth it bounds from
+// below when the server could have entered the TRANSACTION state.
+func (c *Client) LastSent() time.Time { return c.lastSent }
 
 // Capabilities returns the server's CAPA listing, keyed by upper-case
 // capability name with its arguments as values. A server without CAPA gives
@@ -538,6 +546,7 @@ func (c *Client) writeLine(line []byte, verb string) error {
 		return c.err
 	}
 	line = append(line, '\r', '\n')
+	c.lastSent = time.Now()
 	n, err := c.conn.Write(line)
 	if c.debug != nil {
 		c.debug.Sent(line[:n])

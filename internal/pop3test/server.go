@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 )
 
 // Options configures a Server.
@@ -35,6 +36,19 @@ type Options struct {
 	FailRetr bool
 	// NoCAPA makes the server an RFC 1939 one that does not know CAPA.
 	NoCAPA bool
+	// AuthDelay is how long a successful login takes on the server before
+	// its +OK: by default the maildrop snapshot is taken at its end, just
+	// before the +OK, as Dovecot does (it opens the maildrop in the user's
+	// pop3 process, started after authentication); with SnapshotFirst it is
+	// taken as soon as the credentials are read. RFC 1939 section 8 allows
+	// anything between the two.
+	AuthDelay     time.Duration
+	SnapshotFirst bool
+	// SnapshotLazy takes the snapshot only at the first command after the
+	// +OK, as Dovecot 2.3 behaves (a message delivered between its +OK to
+	// PASS and the UIDL that follows is listed: measured with
+	// scripts/mailstack.sh), against RFC 1939.
+	SnapshotLazy bool
 	// OnCommand, when set, sees every command's verb (upper case) and, but
 	// for USER, PASS and AUTH, its argument, so tests can tell what was
 	// read. It is called from the session's goroutine.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxLine bounds a client line; longer lines end the session. It is well
@@ -30,6 +31,8 @@ type session struct {
 	authed  string // logged-in user; "" in the AUTHORIZATION state
 	msgs    []*message
 	deleted []bool
+	// lazy: logged in, snapshot not taken yet (Options.SnapshotLazy).
+	lazy bool
 }
 
 func newSession(s *Server, conn net.Conn, isTLS bool) *session {
@@ -88,6 +91,11 @@ func (ss *session) handle(verb, arg string) (done bool) {
 			ss.reply("-ERR command not valid before login")
 		}
 		return false
+	}
+	if ss.lazy {
+		ss.lazy = false
+		ss.msgs = ss.s.snapshot(ss.authed)
+		ss.deleted = make([]bool, len(ss.msgs))
 	}
 	switch verb {
 	case "STAT":
@@ -202,7 +210,15 @@ func (ss *session) pass(pass string) {
 
 func (ss *session) login(user string) {
 	ss.authed = user
-	ss.msgs = ss.s.snapshot(user)
+	if ss.s.opts.SnapshotFirst {
+		ss.msgs = ss.s.snapshot(user)
+	}
+	time.Sleep(ss.s.opts.AuthDelay)
+	if ss.s.opts.SnapshotLazy {
+		ss.lazy = true
+	} else if !ss.s.opts.SnapshotFirst {
+		ss.msgs = ss.s.snapshot(user)
+	}
 	ss.deleted = make([]bool, len(ss.msgs))
 	ss.reply("+OK logged in")
 }

@@ -32,12 +32,13 @@ type conn struct {
 
 	ids  []pop3.MessageID
 	nums map[string]int // UID → message number; -1 for a UID listed twice
-	// lo is when the login command was sent: the server took its snapshot
-	// after it. listed is when the UIDL reply was read: everything listed
-	// was visible by then.
-	lo, listed time.Time
-	marked     int  // DELE accepted, waiting for QUIT
-	probe      bool // the session that found the probe
+	// lo is when the login began (LOGIN-DELAY counts from it). authSent
+	// and authOK are when the last line of the authentication was sent and
+	// its +OK read, listed when the UIDL reply was read: the snapshot
+	// lies between authSent and listed (snap).
+	lo, authSent, authOK, listed time.Time
+	marked                       int  // DELE accepted, waiting for QUIT
+	probe                        bool // the session that found the probe
 	// verified holds the UIDs whose header this session read and found to
 	// be a probe: they may be deleted in it without reading them again.
 	verified map[string]bool
@@ -207,7 +208,12 @@ func (s *Session) login(ctx context.Context, pc *conn, rec *steps.Recorder) erro
 		}
 		return pc.c.User(s.opts.Username, s.opts.Password)
 	})
-	rec.Add(POP3Login, pc.lo, time.Since(pc.lo))
+	pc.authOK = time.Now()
+	pc.authSent = pc.c.LastSent()
+	if pc.authSent.Before(pc.lo) || pc.authSent.After(pc.authOK) {
+		pc.authSent = pc.lo // a clock step: the whole login bounds it
+	}
+	rec.Add(POP3Login, pc.lo, pc.authOK.Sub(pc.lo))
 	if err != nil {
 		// Typed before redacting, which drops the error's chain.
 		typ := pop3.ErrorType(err)
@@ -300,6 +306,21 @@ func (s *Session) quietQuit(ctx context.Context, pc *conn) {
 		s.log.Debug("POP3 QUIT failed", zap.String("address", s.opts.Endpoint.Address), zap.Error(err))
 	}
 }
+
+// snap is when the session's maildrop snapshot was taken. RFC 1939
+// section 8 has the server take it as the session enters the TRANSACTION
+// state: after it read the last line of the authentication (PASS, or
+// AUTH's last response) and before its +OK. Dovecot 2.3 takes it later: a
+// message delivered after its +OK to PASS shows in the UIDL that follows
+// (measured on scripts/mailstack.sh; pop3test's SnapshotLazy). So lo is
+// the last authentication line and hi the UIDL reply, which holds on both,
+// and the estimate at is the +OK, between the two.
+func (pc *conn) snap() snap {
+	return snap{lo: pc.authSent, at: pc.authOK, hi: pc.listed}
+}
+
+// snap is a session's snapshot instant: between lo and hi, estimated at.
+type snap struct{ lo, at, hi time.Time }
 
 // tooMuch tells whether err is a read bound's: the server sent too much,
 // which is a protocol error even in answer to STLS.

@@ -105,8 +105,12 @@ type Arrival struct {
 	UID string
 	// SeenAt is the best estimate of when the message became visible to a
 	// POP3 client; it did so within SeenAt ± Uncertainty. The window runs
-	// from the login of the last session that did not list the message (its
-	// snapshot was taken after that) to the UIDL reply that first listed it.
+	// from the snapshot of the last session that did not list the message
+	// to the snapshot of the session that first listed it; each snapshot is
+	// bounded by the session's last authentication line and its UIDL reply
+	// (conn.snap). SeenAt lies between the estimated snapshots, the +OKs
+	// (never before the end of DATA), and SeenAt ± Uncertainty covers the
+	// bounds.
 	SeenAt      time.Time
 	Uncertainty time.Duration
 	// Header is the probe's header block as TOP returned it, for the caller
@@ -135,9 +139,9 @@ type Session struct {
 	// baseline holds the UIDs listed before the probe was sent: none of
 	// them can be the probe.
 	baseline map[string]struct{}
-	// lastLo is the login instant of the last session whose listing is
-	// known: a message it did not list became visible after it.
-	lastLo time.Time
+	// lastSnap is the snapshot (conn.snap) of the last session whose
+	// listing is known: a message it did not list became visible after it.
+	lastSnap snap
 	// stallAfter is max(PollInterval, minStall); a field for tests.
 	stallAfter time.Duration
 	// lastLogin and loginDelay enforce the server's LOGIN-DELAY.
@@ -219,7 +223,7 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 	for _, id := range pc.ids {
 		s.baseline[id.UID] = struct{}{}
 	}
-	s.lastLo = pc.lo
+	s.lastSnap = pc.snap()
 	s.quietQuit(ctx, pc)
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -88,7 +89,12 @@ func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 	}
 	var denseFrom, denseTo time.Time
 	if from, to, learned := learner.DenseWindow(); learned {
-		denseFrom, denseTo = base.Add(from), base.Add(to)
+		// The first dense poll at a random point of its gap: a relay that
+		// holds every message equally long would otherwise land each
+		// arrival at the same point between two polls, and the middle of
+		// the window would err the same way every time instead of
+		// averaging out.
+		denseFrom, denseTo = base.Add(from+rand.N(denseGap)), base.Add(to)
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -127,11 +133,13 @@ func (s *Session) waitWith(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		next = pollStart.Add(gap)
 		gap = min(2*gap, s.opts.PollInterval)
-		// Densely where this direction's arrivals are expected.
-		if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
-			next = dense
-		} else if pollStart.Before(denseFrom) && denseFrom.Before(next) {
+		// Densely where this direction's arrivals are expected, from the
+		// (randomly placed) start of that window even when it falls within
+		// a gap after the poll made at once.
+		if pollStart.Before(denseFrom) && denseFrom.Before(next) {
 			next = denseFrom
+		} else if dense := pollStart.Add(denseGap); dense.Before(denseTo) && !dense.Before(denseFrom) && dense.Before(next) {
+			next = dense
 		}
 		next = s.notBefore(next)
 	}
@@ -164,7 +172,20 @@ type waiter struct {
 	notices []string
 }
 
-type window struct{ lo, hi time.Time }
+// window is when a message became visible: certainly within lo..hi, and
+// estimated between from and to (the sessions' estimated snapshots).
+type window struct{ lo, hi, from, to time.Time }
+
+// newWindow is the window of a message that the snapshot prev did not show
+// and cur did, and that cannot have arrived before floor.
+func newWindow(prev, cur snap, floor time.Time) window {
+	return window{
+		lo:   clampLo(prev.lo, floor, cur.hi),
+		hi:   cur.hi,
+		from: clampLo(prev.at, floor, cur.at),
+		to:   cur.at,
+	}
+}
 
 // poll runs one session. found reports the probe; the session is then kept
 // as s.held.
@@ -182,10 +203,10 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 		return Arrival{}, false, s.waitFail(ctx, POP3List, err)
 	}
 
-	// The previous session did not list what is new here, and its snapshot
-	// was taken after its login command was sent.
-	lo := s.lastLo
-	s.lastLo = pc.lo
+	// What is new here became visible between the previous session's
+	// snapshot, which did not show it, and this one's.
+	prev, cur := s.lastSnap, pc.snap()
+	s.lastSnap = cur
 	var cands []pop3.MessageID
 	for _, id := range pc.ids {
 		if _, ok := s.baseline[id.UID]; ok {
@@ -198,7 +219,7 @@ func (s *Session) poll(ctx context.Context, w *waiter) (arr Arrival, found bool,
 			continue
 		}
 		if _, ok := w.windows[id.UID]; !ok {
-			w.windows[id.UID] = window{lo: clampLo(lo, w.floor, pc.listed), hi: pc.listed}
+			w.windows[id.UID] = newWindow(prev, cur, w.floor)
 		}
 		if pc.nums[id.UID] < 0 {
 			continue
@@ -268,12 +289,17 @@ func clampLo(lo, floor, hi time.Time) time.Time {
 	return lo
 }
 
+// arrival reports the middle of the estimated window, with an uncertainty
+// that reaches both certain bounds.
 func arrival(uid string, header []byte, win window) Arrival {
-	span := win.hi.Sub(win.lo)
+	seen := win.from.Add(win.to.Sub(win.from) / 2)
+	if seen.Before(win.lo) || seen.After(win.hi) {
+		seen = win.lo.Add(win.hi.Sub(win.lo) / 2) // a clock step
+	}
 	return Arrival{
 		UID:         uid,
-		SeenAt:      win.lo.Add(span / 2),
-		Uncertainty: span - span/2,
+		SeenAt:      seen,
+		Uncertainty: max(seen.Sub(win.lo), win.hi.Sub(seen)),
 		Header:      header,
 	}
 }

@@ -66,7 +66,7 @@ func (m imapMailbox) WaitNotices(ctx context.Context, floor time.Time, token str
 		refs[i] = noticeRef{ID: uidString(n.UID), Folder: n.Folder}
 	}
 	return arrival{ID: uidString(a.UID), SeenAt: a.SeenAt, Uncertainty: a.Uncertainty, Method: a.Method, Header: a.Header,
-		Placement: a.Placement, Folder: a.Folder}, refs, err
+		Placement: a.Placement, Folder: a.Folder, IdleNoPush: a.IdleNoPush}, refs, err
 }
 
 func (m imapMailbox) FindNotices(ctx context.Context, since, before time.Time, limit int, judge imapwatch.NoticeFunc) ([]noticeRef, error) {

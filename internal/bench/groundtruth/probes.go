@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,10 @@ type probeOut struct {
 	Delivered   bool          `json:"delivered"`
 	Code        int           `json:"code"`
 	Err         string        `json:"err,omitempty"`
+	// Detect is the commands spent on detection (commandSplit); Verbs
+	// counts the commands by verb, DONE included though it is no command.
+	Detect int            `json:"detect"`
+	Verbs  map[string]int `json:"verbs"`
 }
 
 func probeName(prefix string, i int) string { return fmt.Sprintf("%s-%03d", prefix, i) }
@@ -132,6 +137,9 @@ func newTarget(spec probeSpec, st stream) *probe.Target {
 		PreciseInterval: spec.PreciseInterval,
 		Timeout:         90 * time.Second,
 		Cleanup:         probe.CleanupDelete,
+		// For the command breakdown (commandSplit); its CPU is in the
+		// figures.
+		Transcript: true,
 	}
 }
 
@@ -149,5 +157,75 @@ func runOne(t *probe.Target, name string) probeOut {
 	if r.Err != nil {
 		o.Err = r.Err.Error()
 	}
+	o.Detect, o.Verbs = commandSplit(r.Transcript.Lines(), r.AcceptedAt.Sub(r.Start))
 	return o
+}
+
+// commandSplit sorts the mailbox commands of a probe's transcript lines
+// ("+1.234s imap C: T5 NOOP") into detection and fixed session cost:
+// detection is every IDLE and NOOP, and every command sent from the 250
+// reply to DATA (accepted, from the probe's start) until the first cleanup
+// command (STORE, EXPUNGE, MOVE, COPY, LOGOUT; POP3 DELE): the polls and
+// the search and fetch that found the probe, and for POP3 every command of
+// the poll sessions. The rest (login to select, the baseline, cleanup,
+// housekeeping, logout) is the session's fixed cost. DONE is counted in
+// verbs only, as the receiver does not count it as a command.
+func commandSplit(lines []string, accepted time.Duration) (detect int, verbs map[string]int) {
+	verbs = map[string]int{}
+	acceptedMs := accepted.Truncate(time.Millisecond)
+	cleaning := false
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 4 || (f[1] != "imap" && f[1] != "pop3") || f[2] != "C:" {
+			continue
+		}
+		off, err := time.ParseDuration(strings.TrimPrefix(f[0], "+"))
+		if err != nil {
+			continue
+		}
+		verb := f[3]
+		if f[1] == "imap" {
+			if verb == "DONE" {
+				verbs["DONE"]++
+				continue
+			}
+			if len(f) < 5 || !strings.HasPrefix(verb, "T") {
+				continue // a SASL response or a literal
+			}
+			verb = strings.ToUpper(f[4])
+			if verb == "UID" && len(f) > 5 {
+				verb += " " + strings.ToUpper(f[5])
+			}
+			if (verb == "OK" || verb == "NO" || verb == "BAD") && len(f) > 5 {
+				// The transcript took the server's tagged reply for the
+				// command (it read the reply before it saw the command
+				// written): Dovecot names the command in it ("OK NOOP
+				// completed", "OK Search completed"), and the probe's
+				// search, fetch, store and expunge are UID commands.
+				verb = strings.ToUpper(f[5])
+				switch verb {
+				case "SEARCH", "FETCH", "STORE", "EXPUNGE", "MOVE", "COPY":
+					verb = "UID " + verb
+				}
+			}
+		}
+		verb = strings.ToUpper(verb)
+		if f[1] == "pop3" && (strings.HasPrefix(verb, "[") || strings.HasPrefix(verb, "*")) {
+			continue // a SASL response
+		}
+		verbs[verb]++
+		switch strings.TrimPrefix(verb, "UID ") {
+		case "STORE", "EXPUNGE", "MOVE", "COPY", "LOGOUT", "DELE":
+			if off >= acceptedMs {
+				cleaning = true
+			}
+		}
+		switch {
+		case verb == "IDLE" || verb == "NOOP":
+			detect++
+		case off >= acceptedMs && !cleaning:
+			detect++
+		}
+	}
+	return detect, verbs
 }

@@ -41,7 +41,8 @@ type runOpts struct {
 type cell struct {
 	name    string
 	short   string
-	delay   time.Duration // 0: round trip, no relay
+	delay   time.Duration
+	relayed bool // a transit through the relay (delay may be 0); else a round trip
 	streams []stream
 }
 
@@ -53,7 +54,7 @@ func cmdRun(args []string) error {
 	fs.IntVar(&o.n, "n", 30, "probes per cell and method")
 	fs.IntVar(&o.idleN, "idle-n", 20, "samples of Dovecot's IDLE announcement delay")
 	fs.IntVar(&o.peerN, "peer-n", 16, "peer checks per cell and configuration")
-	fs.StringVar(&delays, "delays", "1s,5s", "injected relay delays of the transit cells")
+	fs.StringVar(&delays, "delays", "0s,1s,5s", "injected relay delays of the transit cells (0s: through the relay without a hold)")
 	fs.StringVar(&methods, "methods", "auto,idle,poll,precise,pop3", "detection methods measured")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 10*time.Second, "poll_interval of the probes (the receiver's default)")
 	fs.DurationVar(&o.preciseInterval, "precise-interval", 10*time.Millisecond, "precise_interval of the probes")
@@ -69,12 +70,16 @@ func cmdRun(args []string) error {
 			continue
 		}
 		v, err := time.ParseDuration(d)
-		if err != nil || v <= 0 {
+		if err != nil || v < 0 {
 			return fmt.Errorf("-delays: bad delay %q", d)
 		}
 		o.delays = append(o.delays, v)
 	}
 	o.methods = strings.Split(methods, ",")
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(o.out, "groundtruth-probes.tsv"))
 
 	a, err := accounts("A", o.maxStreams)
 	if err != nil {
@@ -108,7 +113,7 @@ func cmdRun(args []string) error {
 			ss = append(ss, stream{a[i], b[i]})
 		}
 		cells = append(cells, cell{name: fmt.Sprintf("transit a.test → b.test, +%s relay", d),
-			short: fmt.Sprintf("t%s", d), delay: d, streams: ss})
+			short: fmt.Sprintf("t%s", d), delay: d, relayed: true, streams: ss})
 	}
 
 	self, err := os.Executable()
@@ -124,7 +129,7 @@ func cmdRun(args []string) error {
 	var idle *idleRow
 	for _, c := range cells {
 		stopRelay := func() {}
-		if c.delay > 0 {
+		if c.relayed {
 			stopRelay, err = startRelay(self, o.relayListen, bMX, c.delay)
 			if err != nil {
 				return err
@@ -144,8 +149,8 @@ func cmdRun(args []string) error {
 				return err
 			}
 			ours = append(ours, row)
-			fmt.Fprintf(os.Stderr, "%-40s %-8s ok %d/%d  median %8s  p99 %8s  cmds %.1f  cpu %s\n", c.name, m,
-				row.ok, row.n, fmtDur(row.errMedian), fmtDur(row.absP99), row.cmds, fmtDur(row.cpu))
+			fmt.Fprintf(os.Stderr, "%-40s %-8s ok %d/%d  median %8s  p99 %8s  cmds %.1f (detection %.1f)  cpu %s  load %s\n", c.name, m,
+				row.ok, row.n, fmtDur(row.errMedian), fmtDur(row.absP99), row.cmds, row.detect, fmtDur(row.cpu), row.load)
 		}
 		if o.peer {
 			for _, pc := range peerConfigs {
@@ -291,7 +296,10 @@ type ourRow struct {
 	uncertainty       time.Duration // median reported half-width
 	inside            int           // matched probes whose |error| <= their reported uncertainty
 	cmds              float64
-	cpu               time.Duration // per probe
+	detect            float64            // commands spent on detection, per probe (commandSplit)
+	verbs             map[string]float64 // commands per probe by verb
+	load              string             // /proc/loadavg's 1, 5 and 15 minute load before the row ran
+	cpu               time.Duration      // per probe
 	failures          []string
 	streams           int
 }
@@ -305,12 +313,28 @@ type idleRow struct {
 func measureOurs(self string, truth *landings, c cell, method string, o runOpts) (ourRow, error) {
 	spec := probeSpec{Prefix: fmt.Sprintf("gt-%s-%s-%d", c.short, method, time.Now().Unix()), Method: method, N: o.n,
 		Streams: c.streams, PollInterval: o.pollInterval, PreciseInterval: o.preciseInterval}
+	load := loadavg()
 	res, cpu, err := runChild(self, spec)
 	if err != nil {
 		return ourRow{}, err
 	}
 	time.Sleep(100 * time.Millisecond) // let the watcher finish its last reads
-	row := ourRow{cell: c.name, method: method, n: len(res), cpu: cpu / time.Duration(max(1, len(res))), streams: len(c.streams)}
+	// Every probe's error and uncertainty, for a closer look.
+	detail, err := os.OpenFile(filepath.Join(o.out, "groundtruth-probes.tsv"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return ourRow{}, err
+	}
+	defer detail.Close()
+	row := ourRow{cell: c.name, method: method, n: len(res), cpu: cpu / time.Duration(max(1, len(res))), streams: len(c.streams),
+		load: load, verbs: map[string]float64{}}
+	detect := 0
+	for _, r := range res {
+		detect += r.Detect
+		for v, k := range r.Verbs {
+			row.verbs[v] += float64(k) / float64(max(1, len(res)))
+		}
+	}
+	row.detect = float64(detect) / float64(max(1, len(res)))
 	var errs, abs, lat, unc []time.Duration
 	cmds := 0
 	for _, r := range res {
@@ -326,6 +350,7 @@ func measureOurs(self string, truth *landings, c cell, method string, o runOpts)
 		}
 		row.matched++
 		e := r.ArrivedAt.Sub(landed)
+		fmt.Fprintf(detail, "%s\t%s\t%s\t%s\t%d\t%d\n", c.short, method, r.Name, r.Method, e.Microseconds(), r.Uncertainty.Microseconds())
 		errs = append(errs, e)
 		abs = append(abs, e.Abs())
 		lat = append(lat, landed.Sub(r.AcceptedAt))
@@ -339,6 +364,46 @@ func measureOurs(self string, truth *landings, c cell, method string, o runOpts)
 	row.absMedian, row.absP99 = median(abs), p99(abs)
 	row.trueLatency, row.uncertainty = median(lat), median(unc)
 	return row, nil
+}
+
+// loadavg is the machine's 1, 5 and 15 minute load averages, as uptime
+// shows them: the machine may be shared.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// verbOrder is the order of the breakdown; other verbs follow by name.
+var verbOrder = []string{"CAPABILITY", "LOGIN", "AUTHENTICATE", "ENABLE", "ID", "LIST", "STATUS", "SELECT", "EXAMINE",
+	"IDLE", "DONE", "NOOP", "UID SEARCH", "SEARCH", "UID FETCH", "FETCH", "UID STORE", "STORE", "UID EXPUNGE", "EXPUNGE",
+	"UID MOVE", "MOVE", "LOGOUT", "CAPA", "USER", "PASS", "AUTH", "UIDL", "TOP", "RETR", "DELE", "QUIT"}
+
+func fmtVerbs(v map[string]float64) string {
+	var keys []string
+	for _, k := range verbOrder {
+		if v[k] > 0 {
+			keys = append(keys, k)
+		}
+	}
+	var rest []string
+	for k := range v {
+		if !slices.Contains(verbOrder, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	var parts []string
+	for _, k := range append(keys, rest...) {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, v[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // streamOf is the stream a probe ran on (probes go round-robin, see
@@ -562,16 +627,27 @@ func groundtruthMD(o runOpts, startCPU time.Duration, rows []ourRow, idle *idleR
 		"CPU is user+system of the child process running the probes, divided by the probes "+
 		"(its start, %s, included).\n\n",
 		time.Now().UTC().Format("2006-01-02"), machine(), o.n, o.pollInterval, o.preciseInterval, fmtDur(startCPU))
-	b.WriteString("| delivery path | detection | probes | true latency (median) | error median | \\|error\\| median | \\|error\\| p99 | inside ± | ± median | commands/probe | CPU/probe |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| delivery path | detection | probes | true latency (median) | error median | \\|error\\| median | \\|error\\| p99 | inside ± | ± median | commands/probe | of which detection | CPU/probe | load 1/5/15 min |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		m := r.method
 		if m == "pop3" {
 			m = "POP3 (poll)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d/%d | %s | %.1f | %s |\n", r.cell, m, okCell(r.ok, r.n, r.matched),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d/%d | %s | %.1f | %.1f | %s | %s |\n", r.cell, m, okCell(r.ok, r.n, r.matched),
 			fmtDur(r.trueLatency), fmtDur(r.errMedian), fmtDur(r.absMedian), fmtDur(r.absP99), r.inside, r.matched,
-			fmtDur(r.uncertainty), r.cmds, fmtDur(r.cpu))
+			fmtDur(r.uncertainty), r.cmds, r.detect, fmtDur(r.cpu), r.load)
+	}
+	b.WriteString("\nCommands per probe by verb (IMAP tagged commands, and DONE, which ends IDLE and is no command; POP3 commands of every session). " +
+		"Detection = every IDLE and NOOP, and every command from the 250 reply to DATA to the first cleanup command (for POP3 every poll session); " +
+		"the rest is the session's fixed cost (login to select, baseline, cleanup, housekeeping, logout).\n\n")
+	b.WriteString("| delivery path | detection | fixed | detection | by verb |\n|---|---|---|---|---|\n")
+	for _, r := range rows {
+		m := r.method
+		if m == "pop3" {
+			m = "POP3 (poll)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %s |\n", r.cell, m, r.cmds-r.detect, r.detect, fmtVerbs(r.verbs))
 	}
 	b.WriteString("\nTargets (precise): median error < 10 ms and p99 < 50 ms on every path; ")
 	for _, r := range rows {
@@ -598,11 +674,12 @@ func groundtruthMD(o runOpts, startCPU time.Duration, rows []ourRow, idle *idleR
 			}
 		}
 		share := r.cmds / max(prec.cmds, 1)
+		dshare := r.detect / max(prec.detect, 1)
 		verdict := "met"
 		if r.absMedian > 10*time.Millisecond || r.absP99 > 50*time.Millisecond || r.inside*100 < 95*max(r.matched, 1) || share > 0.25 {
 			verdict = "MISSED"
 		}
-		fmt.Fprintf(&b, "%s: %s (commands %.0f%% of precise's); ", r.cell, verdict, 100*share)
+		fmt.Fprintf(&b, "%s: %s (commands %.0f%% of precise's, detection commands %.0f%%); ", r.cell, verdict, 100*share, 100*dshare)
 	}
 	b.WriteString("\n")
 	if idle != nil {
