@@ -24,8 +24,12 @@ import (
 //  1. A write continuing a client write that filled imapclient's 4 KiB
 //     buffer without ending a line is the client's.
 //  2. A chunk that begins with the next unused tag ("T<n> ", imapclient
-//     numbers T1, T2, ...) is a client command: a server cannot name a tag
-//     before the client sent it.
+//     numbers T1, T2, ...) followed by a whole word that is not OK, NO or
+//     BAD is a client command. The client's MultiWriter writes to the
+//     connection before the debug writer, so a fast server's tagged reply
+//     can be read (and teed here) before its command: a reply's word is a
+//     status (RFC 3501 section 7.1), a command's never is, and a client
+//     write always carries its whole command word.
 //  3. While IDLE runs, a chunk that is exactly "DONE\r\n" is the client's
 //     (a server line never is "DONE").
 //  4. When the client announced a synchronising literal or runs an
@@ -77,7 +81,7 @@ func (s *Stream) classify(p []byte) Dir {
 	switch {
 	case d.clientMid:
 		return Client
-	case hasTag(p, d.nextTag):
+	case hasTag(p, d.nextTag) && isCommand(p):
 		d.nextTag++
 		return Client
 	case h.idle && bytes.Equal(p, []byte("DONE\r\n")):
@@ -100,4 +104,19 @@ func hasTag(p []byte, n uint64) bool {
 		v = v*10 + uint64(p[i]-'0')
 	}
 	return i > 1 && i < len(p) && p[i] == ' ' && v == n
+}
+
+// isCommand reports whether the word after p's tag is complete and is not
+// a status a server ends a command with (OK, NO, BAD).
+func isCommand(p []byte) bool {
+	_, rest, _ := bytes.Cut(p, []byte(" "))
+	end := bytes.IndexAny(rest, " \r\n")
+	if end <= 0 {
+		return false
+	}
+	switch string(bytes.ToUpper(rest[:end])) {
+	case "OK", "NO", "BAD":
+		return false
+	}
+	return true
 }

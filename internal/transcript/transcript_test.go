@@ -220,6 +220,14 @@ func TestIMAPRedactionExactDirection(t *testing.T) {
 				s("T4 OK [CAPABILITY IMAP4rev1] done\r\n")),
 			want: []string{"C: T4 AUTHENTICATE PLAIN [redacted]", "S: T4 OK [CAPABILITY IMAP4rev1] done"},
 		}, {
+			// The server's tagged reply is teed before its command (the
+			// client writes the connection first): both keep their side.
+			name: "reply read before its command",
+			chunks: []chunk{d("T1 NOOP\r\n"), d("T1 OK done\r\n"), d("T2 ok NOOP completed\r\n"), d("T2 NOOP\r\n"),
+				d("T3 O"), d("K done\r\n"), d("T3 NOOP\r\n"), d("T4 SELECT INBOX\r\n")},
+			want: []string{"C: T1 NOOP", "S: T1 OK done", "S: T2 ok NOOP completed", "C: T2 NOOP", "S: T3 OK done",
+				"C: T3 NOOP", "C: T4 SELECT INBOX"},
+		}, {
 			name: "AUTHENTICATE continuation",
 			chunks: []chunk{c("T4 AUTHENTICATE XOAUTH2\r\n"), s("+ \r\n"),
 				c(b64("user=probe\x01auth=Bearer "+pw+"\x01\x01") + "\r\n"), s("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"), c("\r\n"),
@@ -258,6 +266,14 @@ func TestIMAPDebugWriterInference(t *testing.T) {
 			chunks: []chunk{d("T1 LOGIN {5}\r\n"), d("+ Re"), d("ady\r\n"), d("pröb {" + n + "}\r\n"), d("+ Ready\r\n"),
 				d(pw + "\r\n"), d("T1 OK"), d(" done\r\n"), d("T2 SELECT INBOX\r\n")},
 			want: []string{"C: T1 LOGIN [redacted]", "S: + Ready", "S: + Ready", "S: T1 OK done", "C: T2 SELECT INBOX"},
+		}, {
+			// The server's tagged reply is teed before its command (the
+			// client writes the connection first): both keep their side.
+			name: "reply read before its command",
+			chunks: []chunk{d("T1 NOOP\r\n"), d("T1 OK done\r\n"), d("T2 ok NOOP completed\r\n"), d("T2 NOOP\r\n"),
+				d("T3 O"), d("K done\r\n"), d("T3 NOOP\r\n"), d("T4 SELECT INBOX\r\n")},
+			want: []string{"C: T1 NOOP", "S: T1 OK done", "S: T2 ok NOOP completed", "C: T2 NOOP", "S: T3 OK done",
+				"C: T3 NOOP", "C: T4 SELECT INBOX"},
 		}, {
 			name: "AUTHENTICATE continuation",
 			chunks: []chunk{d("T1 AUTHENTICATE PLAIN\r\n"), d("+ \r\n"), d(b64("\x00probe\x00"+pw) + "\r\n"),

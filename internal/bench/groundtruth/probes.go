@@ -196,18 +196,6 @@ func commandSplit(lines []string, accepted time.Duration) (detect int, verbs map
 			if verb == "UID" && len(f) > 5 {
 				verb += " " + strings.ToUpper(f[5])
 			}
-			if (verb == "OK" || verb == "NO" || verb == "BAD") && len(f) > 5 {
-				// The transcript took the server's tagged reply for the
-				// command (it read the reply before it saw the command
-				// written): Dovecot names the command in it ("OK NOOP
-				// completed", "OK Search completed"), and the probe's
-				// search, fetch, store and expunge are UID commands.
-				verb = strings.ToUpper(f[5])
-				switch verb {
-				case "SEARCH", "FETCH", "STORE", "EXPUNGE", "MOVE", "COPY":
-					verb = "UID " + verb
-				}
-			}
 		}
 		verb = strings.ToUpper(verb)
 		if f[1] == "pop3" && (strings.HasPrefix(verb, "[") || strings.HasPrefix(verb, "*")) {
