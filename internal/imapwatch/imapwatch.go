@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,9 +145,17 @@ type Session struct {
 	lifeCancel context.CancelFunc
 
 	cmds atomic.Int64
+	// sink, when set, also counts the commands: those of the probe holding
+	// a shared session (Member.Commands).
+	sink atomic.Pointer[atomic.Int64]
 	tl   *timeline
 
-	mu          sync.Mutex
+	// mu serialises the session's commands; a channel, so that a probe
+	// sharing the session can wait for it, its arrival and its context at
+	// once (share.go).
+	mu          chanMutex
+	share       *share // nil: the session serves one probe
+	more        bool   // the last search had more hits than were fetched
 	c           *imapclient.Client
 	conn        *watchConn
 	fix         *emptyRespConn // what imapclient writes to; nil after STARTTLS
@@ -201,6 +208,12 @@ var errClosed = errors.New("imapwatch: session closed")
 // ctx bounds the whole session, not only Open: its connections are closed
 // when it ends. Pass the probe's context.
 func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, error) {
+	return openSession(ctx, opts, rec, nil, nil)
+}
+
+// openSession is Open; sh, when set, makes the session shared, with m its first
+// member.
+func openSession(ctx context.Context, opts Options, rec *steps.Recorder, sh *share, m *Member) (*Session, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
@@ -213,11 +226,19 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		found:       make(map[imap.UID]struct{}),
 		foundIn:     make(map[string]map[imap.UID]struct{}),
 		learner:     opts.Learner,
+		mu:          make(chanMutex, 1),
 	}
 	if s.learner == nil {
 		s.learner = &learn.Learner{}
 	}
-	s.life, s.lifeCancel = context.WithCancel(ctx)
+	if sh != nil {
+		// Shared: the session outlives the probe that opened it.
+		s.share = sh
+		s.life, s.lifeCancel = context.WithCancel(context.WithoutCancel(ctx))
+		s.actAs(m)
+	} else {
+		s.life, s.lifeCancel = context.WithCancel(ctx)
+	}
 	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {
 		s.lifeCancel()
 		return nil, err
@@ -343,7 +364,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		},
 		// The line limit comes first: its error stops the other writers
 		// and fails the read (imapclient tees what it reads into here).
-		DebugWriter: io.MultiWriter(lines, newCmdCounter(&s.cmds)),
+		DebugWriter: io.MultiWriter(lines, newCmdCounter(&s.cmds, &s.sink)),
 	}
 	if tw := s.opts.Transcript.Stream(transcript.IMAP).IMAPDebug(); tw != nil {
 		// The debug writer is the only place that sees the plaintext
@@ -436,6 +457,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		s.uidValidity, s.baseline = data.UIDValidity, data.UIDNext
 	}
 	s.selected, s.selectedRO, s.watchedNext = s.opts.Mailbox, false, data.UIDNext
+	s.noteNext(data.UIDNext)
 	s.tl.finishSelect(start, resp, data.NumMessages, reconnect, floor)
 	return nil
 }
@@ -671,8 +693,12 @@ func (s *Session) Commands() int {
 // once and after failures; a connection that was already lost is just
 // released. A failed LOGOUT is code 5.
 func (s *Session) Close(ctx context.Context) error {
-	s.mu.Lock()
+	s.lock(ctx)
 	defer s.mu.Unlock()
+	return s.closeLocked(ctx)
+}
+
+func (s *Session) closeLocked(ctx context.Context) error {
 	if s.closed {
 		return nil
 	}

@@ -369,6 +369,9 @@ func (v *visibleTimes) since(mailbox string, t time.Time) []imap.UID {
 type sessionCount struct {
 	mu sync.Mutex
 	n  int
+	// logins counts the sessions ever admitted, to measure logins per
+	// collection.
+	logins int
 }
 
 func (c *sessionCount) acquire(max int) bool {
@@ -378,6 +381,7 @@ func (c *sessionCount) acquire(max int) bool {
 		return false
 	}
 	c.n++
+	c.logins++
 	return true
 }
 
@@ -396,6 +400,18 @@ func (s *Server) Sessions(user string) int {
 	a.sessions.mu.Lock()
 	defer a.sessions.mu.Unlock()
 	return a.sessions.n
+}
+
+// Logins is how many IMAP logins of user have succeeded since the server
+// started (refused ones are not counted).
+func (s *Server) Logins(user string) int {
+	a := s.lookup(user)
+	if a == nil {
+		return 0
+	}
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	return a.sessions.logins
 }
 
 // categoryKeyword is the keyword the filter turns X-GM-RAW
