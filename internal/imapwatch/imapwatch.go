@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -576,11 +577,46 @@ func imapType(err error) string {
 // to a silent server.
 func (s *Session) bound(ctx context.Context, fn func() error) error {
 	conn := s.conn
+	if s.share != nil {
+		return s.boundShared(ctx, conn, fn)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	err := fn()
 	if !stop() {
 		s.broken = true
 	}
+	return err
+}
+
+// shareGrace is how long a command of a shared session may go on after
+// the context of the probe that sent it ended: the command serves every
+// probe waiting, and cutting the connection would cost them a reconnect
+// (another login). A server that does not answer within it is cut off.
+const shareGrace = 2 * time.Second
+
+// boundShared is bound on a shared session: the connection is closed
+// shareGrace after ctx ends, if the command has not returned by then.
+func (s *Session) boundShared(ctx context.Context, conn *watchConn, fn func() error) error {
+	var (
+		mu    sync.Mutex
+		timer *time.Timer
+		over  bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !over {
+			timer = time.AfterFunc(shareGrace, func() { _ = conn.Close() })
+		}
+	})
+	err := fn()
+	stop()
+	mu.Lock()
+	over = true
+	if timer != nil && !timer.Stop() {
+		s.broken = true
+	}
+	mu.Unlock()
 	return err
 }
 
