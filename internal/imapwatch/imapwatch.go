@@ -605,9 +605,17 @@ func (s *Session) boundShared(ctx context.Context, conn *watchConn, fn func() er
 	stop := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if !over {
-			timer = time.AfterFunc(shareGrace, func() { _ = conn.Close() })
+		if over {
+			return
 		}
+		grace := time.Duration(0)
+		if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) && s.share.others() {
+			// Canceled (the probe was done with it): the others may
+			// still need the connection. A deadline is the probe's
+			// bound and is kept.
+			grace = shareGrace
+		}
+		timer = time.AfterFunc(grace, func() { _ = conn.Close() })
 	})
 	err := fn()
 	stop()

@@ -57,7 +57,7 @@ func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, 
 			select {
 			case <-o.done:
 			case <-ctx.Done():
-				return nil, steps.Fail(ctx, steps.IMAPConnect, steps.TypeLimit, fmt.Errorf("waiting for the mailbox's session to open: %w", context.Cause(ctx)))
+				return nil, steps.Fail(ctx, steps.IMAPConnect, "", fmt.Errorf("waiting for the mailbox's session to open: %w", context.Cause(ctx)))
 			}
 			if o.err != nil {
 				return nil, o.err
@@ -92,7 +92,9 @@ func openWatcher(ctx context.Context, t *Target, r *Account, logger *zap.Logger,
 	if wait {
 		var err error
 		if release, err = r.acquire(ctx); err != nil {
-			return nil, nil, steps.Fail(ctx, steps.IMAPConnect, steps.TypeLimit,
+			// Limit, not the timeout of the probe's context: no session
+			// freed up within it.
+			return nil, nil, steps.New(steps.IMAPConnect, steps.TypeLimit,
 				fmt.Errorf("all %d sessions of the mailbox (max_sessions) stayed busy: %w", r.MaxSessions, err))
 		}
 	} else {
