@@ -374,6 +374,12 @@ func (s *Session) groupTurns(ctx context.Context, m *Member, w *waiter) (Arrival
 		}
 		s.actAs(m)
 		s.tl.setFloor(sh.floor())
+		if s.opts.Method == MethodAuto && s.method == MethodIdle && m.learner.IdleUntrusted() {
+			// This direction learned that the server's IDLE does not
+			// push: auto polls for it, as it would in a session of its
+			// own.
+			s.method = MethodPoll
+		}
 		arr, err := s.wait(ctx, w)
 		s.dense = false
 		if errors.Is(err, errYield) {
@@ -505,21 +511,6 @@ func (sh *share) waiting() []*waiter {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return append([]*waiter(nil), sh.group...)
-}
-
-// keep remembers a hit no waiter claimed while a member's wait has not
-// begun; false when there is none (the hit is then rejected for good).
-func (sh *share) keep(c claim) bool {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.pending == 0 {
-		return false
-	}
-	if len(sh.unclaimed) == maxUnclaimed {
-		sh.unclaimed = append(sh.unclaimed[:0], sh.unclaimed[1:]...)
-	}
-	sh.unclaimed = append(sh.unclaimed, c)
-	return true
 }
 
 // floor is the earliest end of DATA of the waiting probes: the timeline

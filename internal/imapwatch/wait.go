@@ -472,7 +472,7 @@ func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, er
 		s.noteNext(h.uid + 1)
 		if !found && w.claims(h.uid, PlacementInbox, h.header) {
 			s.found[h.uid] = struct{}{}
-			a := s.arrival(h)
+			a := s.arrivalFor(h, w.learner)
 			a.Placement, a.Folder = PlacementInbox, s.opts.Mailbox
 			if s.share == nil {
 				return a, true, nil
@@ -491,22 +491,30 @@ func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, er
 
 // dispatch hands the hit h, in folder, to the waiting probe of a shared
 // session it belongs to, other than the leader w, or keeps it for a member
-// whose wait has not begun. It reports whether h was one of theirs (or may
-// be): false means nobody's.
+// whose wait has not begun. It reports whether a waiter took it. All under
+// the share's lock, so that a probe whose wait begins meanwhile either is
+// in the group or finds the hit kept.
 func (s *Session) dispatch(w *waiter, h hit, p Placement, folder string, lo, hi time.Time) bool {
-	for _, g := range s.share.waiting() {
+	sh := s.share
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i, g := range sh.group {
 		if g == w || !g.claims(h.uid, p, h.header) {
 			continue
 		}
 		a := Arrival{UID: h.uid, Header: h.header, Method: MethodPoll}
 		if p == PlacementInbox {
-			a = s.arrival(h)
+			a = s.arrivalFor(h, g.learner)
 		}
 		a.Placement, a.Folder = p, folder
-		if s.share.deliver(g, a.clamp(lo, hi, g.floor), nil) {
-			s.markFound(folder, h.uid)
-			return true
-		}
+		sh.group = append(sh.group[:i], sh.group[i+1:]...)
+		g.arr, g.err = a.clamp(lo, hi, g.floor), nil
+		close(g.done)
+		s.markFound(folder, h.uid)
+		return true
+	}
+	if sh.pending == 0 {
+		return false
 	}
 	a := Arrival{UID: h.uid, Header: h.header, Method: MethodPoll, Placement: p, Folder: folder}
 	if p == PlacementInbox {
@@ -523,7 +531,10 @@ func (s *Session) dispatch(w *waiter, h hit, p Placement, folder string, lo, hi 
 			a.Method = s.method
 		}
 	}
-	s.share.keep(claim{arr: a, lo: lo, hi: hi})
+	if len(sh.unclaimed) == maxUnclaimed {
+		sh.unclaimed = append(sh.unclaimed[:0], sh.unclaimed[1:]...)
+	}
+	sh.unclaimed = append(sh.unclaimed, claim{arr: a, lo: lo, hi: hi})
 	return false
 }
 
@@ -570,12 +581,25 @@ func (s *Session) fetchHeaders(ctx context.Context, set imap.UIDSet, begin func(
 }
 
 func (s *Session) arrival(h hit) Arrival {
+	return s.arrivalFor(h, s.learner)
+}
+
+// arrivalFor is arrival for a probe whose direction learns in l (on a
+// shared session, each probe's own; the session's learner learns too).
+func (s *Session) arrivalFor(h hit, l *learn.Learner) Arrival {
 	a := Arrival{UID: h.uid, Header: h.header}
 	quiet := !h.idle && s.idleQuiet(h)
+	idleSeen := func(pushed bool) bool {
+		untrusted := s.learner.IdleSeen(pushed)
+		if l != nil && l != s.learner {
+			untrusted = l.IdleSeen(pushed) || untrusted
+		}
+		return untrusted
+	}
 	switch {
 	case h.idle:
 		a.Method = MethodIdle
-		s.learner.IdleSeen(true)
+		idleSeen(true)
 	case s.dense && !quiet && s.opts.Method == MethodAuto:
 		a.Method = MethodPrecise
 	default:
@@ -584,7 +608,7 @@ func (s *Session) arrival(h hit) Arrival {
 			a.Method = MethodPoll // shown by a command response between two IDLEs
 		}
 	}
-	if quiet && s.learner.IdleSeen(false) {
+	if quiet && idleSeen(false) {
 		// Cyrus without idled, for one, accepts IDLE and announces nothing
 		// until the client ends it.
 		// Two arrivals it kept quiet about for 2 s or more, and none

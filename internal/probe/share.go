@@ -25,6 +25,9 @@ type watcher struct {
 	refs    int
 	release func()
 	opening *opening
+	// tls is what the session's TLS handshake showed: a probe that joins
+	// reports it too (its certificate is the one the probe reads through).
+	tls []steps.TLS
 }
 
 // opening is an open under way, which the probes coming meanwhile wait
@@ -47,6 +50,9 @@ func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, 
 			m, err := w.sess.Join(rec, &t.learner)
 			if err == nil {
 				w.refs++
+				for _, h := range w.tls {
+					rec.AddTLS(h)
+				}
 				w.mu.Unlock()
 				return sharedMailbox{imapMailbox{m}, w}, nil
 			}
@@ -73,6 +79,12 @@ func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, 
 		w.opening = nil
 		if err == nil {
 			w.sess, w.refs, w.release = m.Session(), 1, release
+			w.tls = nil
+			for _, h := range rec.TLS() {
+				if h.Protocol == "imap" {
+					w.tls = append(w.tls, h)
+				}
+			}
 		}
 		o.err = err
 		close(o.done)
