@@ -145,7 +145,7 @@ func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.
 	case RetrievalGmailAPI:
 		return openGmail(ctx, t, r, rec, logger)
 	}
-	if r.sharesSession() {
+	if t.sharesSession(r) {
 		return joinShared(ctx, t, r, logger, rec, tr, true)
 	}
 	sess, err := imapwatch.Open(ctx, imapOptions(t, r, logger, tr), rec)

@@ -200,7 +200,7 @@ func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *t
 		ch <- nil
 		return ch
 	}
-	if t.Sender.sharesSession() {
+	if t.sharesSession(t.Sender) {
 		// The sender's watcher session, which takes one of its sessions
 		// only if none is open yet, and then without waiting for it.
 		go func() {

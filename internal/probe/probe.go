@@ -105,9 +105,11 @@ type Account struct {
 	watch        watcher
 }
 
-// sharesSession reports whether a's probes share its watcher session.
-func (a *Account) sharesSession() bool {
-	return a.ShareSession && (a.Retrieval == "" || a.Retrieval == RetrievalIMAP)
+// sharesSession reports whether t's probes read a's mailbox through its
+// watcher session. A target that keeps transcripts reads over sessions of
+// its own, so that its transcript is its own conversation, all of it.
+func (t *Target) sharesSession(a *Account) bool {
+	return a.ShareSession && !t.Transcript && (a.Retrieval == "" || a.Retrieval == RetrievalIMAP)
 }
 
 // acquire waits for one of a's reader sessions, until ctx ends. release
@@ -269,7 +271,7 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	}
 	release := func() {}
 	var err error
-	if !t.Receiver.sharesSession() {
+	if !t.sharesSession(t.Receiver) {
 		// A shared session takes its slot when it is opened (share.go).
 		release, err = t.Receiver.acquire(waitCtx)
 	}
