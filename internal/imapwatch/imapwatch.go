@@ -164,6 +164,9 @@ type Session struct {
 	caps        imap.CapSet
 	broken      bool // the connection is unusable: lost, or closed to honour a context
 	dropped     bool // ... and it was the server's doing
+	// lostNow mirrors dropped for a shared session's waiters, which read
+	// it without holding the session.
+	lostNow atomic.Bool
 	idle        *imapclient.IdleCommand
 	idleSince   time.Time
 	idleRefresh time.Duration
@@ -353,6 +356,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	s.conn = &watchConn{Conn: raw}
 	s.connCancel = cancel
 	s.broken, s.dropped, s.idle = false, false, nil
+	s.lostNow.Store(false)
 	lines := &lineLimit{}
 	copts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
@@ -639,6 +643,7 @@ func (s *Session) failed(err error) (lost bool) {
 	lost = !s.broken && s.conn != nil && s.conn.lost()
 	s.dropConn()
 	s.dropped = lost
+	s.lostNow.Store(lost)
 	return lost
 }
 

@@ -347,7 +347,7 @@ func (s *Session) groupTurns(ctx context.Context, m *Member, w *waiter) (Arrival
 					return a, nil
 				}
 			}
-			if s.dropped {
+			if s.lostNow.Load() {
 				return Arrival{}, steps.Fail(ctx, steps.IMAPConnect, "", errors.New("imap: connection lost"))
 			}
 			return Arrival{}, waitEnded(ctx)
@@ -414,11 +414,20 @@ func (s *Session) lastJunkLook(m *Member, w *waiter) (Arrival, bool) {
 	if len(s.opts.JunkFolders) == 0 && !s.opts.DiscoverJunk {
 		return Arrival{}, false
 	}
+	// The leader yields (as to a member's command), within the budget.
+	sh := s.share
+	sh.wantOps.Add(1)
+	select {
+	case sh.yield <- struct{}{}:
+	default:
+	}
 	t := time.NewTimer(finalJunkBudget)
 	defer t.Stop()
 	select {
 	case s.mu <- struct{}{}:
+		sh.wantOps.Add(-1)
 	case <-t.C:
+		sh.wantOps.Add(-1)
 		return Arrival{}, false
 	}
 	defer s.mu.Unlock()

@@ -157,6 +157,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			reconnects++
 			if err := s.reconnect(ctx); err != nil {
 				s.dropped = true
+				s.lostNow.Store(true)
 				return Arrival{}, err
 			}
 			continue
