@@ -113,6 +113,7 @@ func OpenShared(ctx context.Context, opts Options, rec *steps.Recorder) (*Member
 	}
 	m.s = s
 	m.baseline = s.baseline
+	m.learner = s.learner // opts.Learner, or the fresh one Open made
 	sh.pending = 1
 	return m, nil
 }
@@ -443,10 +444,14 @@ func (sh *share) register(s *Session, m *Member, w *waiter) (Arrival, bool, erro
 	if m.closed || sh.closing {
 		return Arrival{}, false, steps.New(steps.DeliveryWait, steps.TypeConfig, errClosed)
 	}
-	if !m.waited {
-		m.waited = true
-		sh.pendingDone()
-	}
+	// Looked for before its pending count is dropped, which may clear
+	// the kept hits.
+	defer func() {
+		if !m.waited {
+			m.waited = true
+			sh.pendingDone()
+		}
+	}()
 	for i, c := range sh.unclaimed {
 		if w.claims(c.arr.UID, c.arr.Placement, c.arr.Header) {
 			sh.unclaimed = append(sh.unclaimed[:i], sh.unclaimed[i+1:]...)
