@@ -154,19 +154,19 @@ type Session struct {
 	// mu serialises the session's commands; a channel, so that a probe
 	// sharing the session can wait for it, its arrival and its context at
 	// once (share.go).
-	mu          chanMutex
-	share       *share // nil: the session serves one probe
-	more        bool   // the last search had more hits than were fetched
-	c           *imapclient.Client
-	conn        *watchConn
-	fix         *emptyRespConn // what imapclient writes to; nil after STARTTLS
-	connCancel  context.CancelFunc
-	caps        imap.CapSet
-	broken      bool // the connection is unusable: lost, or closed to honour a context
-	dropped     bool // ... and it was the server's doing
+	mu         chanMutex
+	share      *share // nil: the session serves one probe
+	more       bool   // the last search had more hits than were fetched
+	c          *imapclient.Client
+	conn       *watchConn
+	fix        *emptyRespConn // what imapclient writes to; nil after STARTTLS
+	connCancel context.CancelFunc
+	caps       imap.CapSet
+	broken     bool // the connection is unusable: lost, or closed to honour a context
+	dropped    bool // ... and it was the server's doing
 	// lostNow mirrors dropped for a shared session's waiters, which read
 	// it without holding the session.
-	lostNow atomic.Bool
+	lostNow     atomic.Bool
 	idle        *imapclient.IdleCommand
 	idleSince   time.Time
 	idleRefresh time.Duration
