@@ -151,22 +151,14 @@ type Session struct {
 	sink atomic.Pointer[atomic.Int64]
 	tl   *timeline
 
-	// mu serialises the session's commands; a channel, so that a probe
-	// sharing the session can wait for it, its arrival and its context at
-	// once (share.go).
-	mu         chanMutex
-	share      *share // nil: the session serves one probe
-	more       bool   // the last search had more hits than were fetched
-	c          *imapclient.Client
-	conn       *watchConn
-	fix        *emptyRespConn // what imapclient writes to; nil after STARTTLS
-	connCancel context.CancelFunc
-	caps       imap.CapSet
-	broken     bool // the connection is unusable: lost, or closed to honour a context
-	dropped    bool // ... and it was the server's doing
-	// lostNow mirrors dropped for a shared session's waiters, which read
-	// it without holding the session.
-	lostNow     atomic.Bool
+	mu          chanMutex // a channel, so that a shared session's probe can wait for it in a select
+	c           *imapclient.Client
+	conn        *watchConn
+	fix         *emptyRespConn // what imapclient writes to; nil after STARTTLS
+	connCancel  context.CancelFunc
+	caps        imap.CapSet
+	broken      bool // the connection is unusable: lost, or closed to honour a context
+	dropped     bool // ... and it was the server's doing
 	idle        *imapclient.IdleCommand
 	idleSince   time.Time
 	idleRefresh time.Duration
@@ -200,6 +192,14 @@ type Session struct {
 	watchedNext imap.UID
 	leftCount   uint32
 	leftFloor   time.Time
+
+	// share, when set, makes the session shared (share.go). more is
+	// whether the last search had more hits than were fetched. lostNow
+	// mirrors dropped for a shared session's waiters, which read it
+	// without holding the session.
+	share   *share
+	more    bool
+	lostNow atomic.Bool
 }
 
 var errClosed = errors.New("imapwatch: session closed")
