@@ -115,6 +115,8 @@ integration: build
 precision:
 	@echo "==> precision: go test -run 'TestDetectionPrecision|TestTruth' ./internal/probe/"
 	cd "$(ROOT)" && $(GO) test -count=1 -run 'TestDetectionPrecision|TestTruth' -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|\s+truth_test|ok|FAIL|PASS)'
+	@echo "==> precision, through the shared session of each mailbox (share_session)"
+	cd "$(ROOT)" && EMAILQOS_TEST_SHARE_SESSION=1 $(GO) test -count=1 -run 'TestDetectionPrecision|TestTruth' -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|\s+truth_test|ok|FAIL|PASS)'
 
 ## generate: run mdatagen on metadata.yaml, independent of the checkout folder's name
 generate:
