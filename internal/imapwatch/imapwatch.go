@@ -593,8 +593,8 @@ func (s *Session) bound(ctx context.Context, fn func() error) error {
 }
 
 // shareGrace is how long a command of a shared session may go on after
-// the context of the probe that sent it ended: the command serves every
-// probe waiting, and cutting the connection would cost them a reconnect
+// the context of the probe that sent it was canceled: the command serves
+// every probe waiting, and cutting the connection would cost a reconnect
 // (another login). A server that does not answer within it is cut off.
 const shareGrace = 2 * time.Second
 
@@ -613,10 +613,10 @@ func (s *Session) boundShared(ctx context.Context, conn *watchConn, fn func() er
 			return
 		}
 		grace := time.Duration(0)
-		if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) && s.share.others() {
-			// Canceled (the probe was done with it): the others may
-			// still need the connection. A deadline is the probe's
-			// bound and is kept.
+		if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// Canceled (the probe was done with its wait): the others,
+			// and its own housekeeping after, still need the
+			// connection. A deadline is the probe's bound and is kept.
 			grace = shareGrace
 		}
 		timer = time.AfterFunc(grace, func() { _ = conn.Close() })

@@ -513,13 +513,6 @@ func (sh *share) failAll(err error) {
 	sh.group = nil
 }
 
-// others reports whether the session has more than one member.
-func (sh *share) others() bool {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.members > 1
-}
-
 // waiting returns the probes waiting now.
 func (sh *share) waiting() []*waiter {
 	sh.mu.Lock()
