@@ -27,6 +27,15 @@ func TestMeshCommandCost(t *testing.T) {
 	srv := startMail(t, mailtest.Options{Users: users, DeliveryDelay: 30 * time.Millisecond})
 	for _, share := range []bool{false, true} {
 		for _, dsn := range []bool{false, true} {
+			if raceEnabled && dsn && !share {
+				// One session per probe with bounce watching trips a data
+				// race inside go-imap v2.0.0-beta.8's client (its reader
+				// goroutine and FetchMessageData.Next on one bufio.Reader
+				// when a connection is closed mid-FETCH), present on main
+				// before issue 15's change; measured without -race only.
+				t.Log("share_session false, dsn true: not run under -race")
+				continue
+			}
 			accounts := meshAccounts(srv, users, share)
 			// No sweep (SweepInterval 0). The first collection may learn
 			// how each server searches (once per account); the second is
