@@ -323,6 +323,9 @@ func (s *Session) groupWait(ctx context.Context, m *Member, floor time.Time, w *
 // hint is learned from the probes a leader finds.
 func (s *Session) groupTurns(ctx context.Context, m *Member, w *waiter) (Arrival, error) {
 	sh := s.share
+	// Read before w is in the group: a leader may then set w.notice to nil
+	// (a refused search).
+	notices := w.notice != nil
 	if a, ok, err := sh.register(s, m, w); ok || err != nil {
 		return a, err
 	}
@@ -337,7 +340,7 @@ func (s *Session) groupTurns(ctx context.Context, m *Member, w *waiter) (Arrival
 				<-w.done // delivered meanwhile
 				return w.arr, w.err
 			}
-			if w.notice != nil {
+			if notices {
 				// A turn under way may still be judging its notices
 				// (w.notice is the caller's): wait for it to end.
 				s.lock(context.Background())
