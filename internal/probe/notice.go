@@ -206,7 +206,11 @@ func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *t
 		go func() {
 			box, err := joinShared(ctx, t, t.Sender, logger, &steps.Recorder{}, tr, false)
 			if err != nil {
-				logger.Debug("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
+				log := logger.Warn
+				if errors.Is(err, errNoSlot) {
+					log = logger.Debug // as below: all its sessions busy
+				}
+				log("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
 				ch <- nil
 				return
 			}
