@@ -117,6 +117,8 @@ precision:
 	cd "$(ROOT)" && $(GO) test -count=1 -run 'TestDetectionPrecision|TestTruth' -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|\s+truth_test|ok|FAIL|PASS)'
 	@echo "==> precision: go test -run 'TestArrivalNotBiased|TestDensePollsNotPhaseLocked' ./internal/pop3watch/ (timing: not under -race)"
 	cd "$(ROOT)" && $(GO) test -count=1 -run 'TestArrivalNotBiased|TestDensePollsNotPhaseLocked' -v ./internal/pop3watch/ | grep -E '^(=== RUN|--- |\s+truth_bias_test|ok|FAIL|PASS)'
+	@echo "==> precision, through the shared session of each mailbox (share_session)"
+	cd "$(ROOT)" && EMAILQOS_TEST_SHARE_SESSION=1 $(GO) test -count=1 -run 'TestDetectionPrecision|TestTruth' -v ./internal/probe/ | grep -E '^(=== RUN|--- |\s+precision_test|\s+truth_test|ok|FAIL|PASS)'
 
 ## generate: run mdatagen on metadata.yaml, independent of the checkout folder's name
 generate:

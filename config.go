@@ -177,6 +177,11 @@ type AccountConfig struct {
 	// it; more probes wait for a session (default 8, below the caps of
 	// Dovecot, Gmail and Yahoo; iCloud needs 4 or less).
 	MaxSessions int `mapstructure:"max_sessions"`
+	// ShareSession watches this mailbox (IMAP) with one session for all
+	// the probes reading it at the same time, and for the bounce watches
+	// of the transits it sends, instead of one session (and login) each.
+	// Unset: true; false keeps one session per probe.
+	ShareSession *bool `mapstructure:"share_session"`
 }
 
 // defaultMaxSessions is accounts::<key>::max_sessions unset: below Dovecot's

@@ -774,6 +774,9 @@ func TestMaxSessionsConfig(t *testing.T) {
 	}
 	assert.Equal(t, defaultMaxSessions, load(nil).MaxSessions, "unset: the default")
 	assert.Equal(t, 4, load(map[string]any{"max_sessions": 4}).MaxSessions)
+	assert.True(t, load(nil).ShareSession, "unset: one session per mailbox")
+	assert.False(t, load(map[string]any{"share_session": false}).ShareSession)
+	assert.True(t, load(map[string]any{"share_session": true}).ShareSession)
 }
 
 // imapAt is an IMAP block with endpoint e's fields.

@@ -110,6 +110,13 @@ func TestScrapeGolden(t *testing.T) {
 	})
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 	cfg.Transit.Directions = []string{"b:c", "c:b"}
+	// One session per probe: with the default shared session, b:c and the
+	// bounce watch of c:b share c's mailbox, and which of them logs in
+	// (and reports the IMAP connect steps) is a race.
+	for k, a := range cfg.Accounts {
+		a.ShareSession = new(bool)
+		cfg.Accounts[k] = a
+	}
 	s, cancel := newTestScraper(t, cfg)
 	defer cancel()
 

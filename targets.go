@@ -206,6 +206,8 @@ func buildAccount(ctx context.Context, cfg *Config, key string, a AccountConfig)
 		GmailTabs:    retrieval == retrievalIMAP && a.IMAP.GmailTabs,
 		// Shared by every target reading this mailbox, like the sweeps.
 		MaxSessions: cmp.Or(a.MaxSessions, defaultMaxSessions),
+		// One watcher session per mailbox (issue 15) unless turned off.
+		ShareSession: a.ShareSession == nil || *a.ShareSession,
 	}, nil
 }
 

@@ -137,6 +137,13 @@ func TestMetricsAndTracesShareOneReceiver(t *testing.T) {
 	cfg.InitialDelay = 0
 	cfg.Roundtrip = []RoundtripConfig{{Account: "a"}}
 	cfg.Transit.Directions = []string{"a:b"}
+	// One session per probe, so that every probe has the IMAP login span
+	// (sharing a's mailbox, a:a might join the session a:b's bounce watch
+	// opened, with no login of its own).
+	for k, a := range cfg.Accounts {
+		a.ShareSession = new(bool)
+		cfg.Accounts[k] = a
+	}
 	require.NoError(t, confmap.Validate(cfg))
 
 	f := NewFactory()

@@ -99,7 +99,7 @@ func cleanupErr(typ string, err error) error {
 // mailbox), all of which must be probes this session found there; timed
 // says whether it is the probe's imap.delete step.
 func (s *Session) cleanup(ctx context.Context, folder string, uids []imap.UID, dest string, timed bool) (err error) {
-	s.mu.Lock()
+	s.lock(ctx)
 	defer s.mu.Unlock()
 	if s.closed {
 		return cleanupErr(steps.TypeConfig, errClosed)

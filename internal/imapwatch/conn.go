@@ -72,13 +72,14 @@ func (c *watchConn) lost() bool {
 // Nothing written to it is kept (it sees the password).
 type cmdCounter struct {
 	total *atomic.Int64
+	sink  *atomic.Pointer[atomic.Int64]
 
 	mu   sync.Mutex
 	next uint64
 }
 
-func newCmdCounter(total *atomic.Int64) *cmdCounter {
-	return &cmdCounter{total: total, next: 1}
+func newCmdCounter(total *atomic.Int64, sink *atomic.Pointer[atomic.Int64]) *cmdCounter {
+	return &cmdCounter{total: total, sink: sink, next: 1}
 }
 
 func (w *cmdCounter) Write(p []byte) (int, error) {
@@ -97,6 +98,9 @@ func (w *cmdCounter) Write(p []byte) (int, error) {
 	if n == w.next {
 		w.next++
 		w.total.Add(1)
+		if c := w.sink.Load(); c != nil {
+			c.Add(1)
+		}
 	}
 	w.mu.Unlock()
 	return len(p), nil

@@ -36,7 +36,7 @@ func (s *Session) FindProbes(ctx context.Context, tokens []string, limit int, ac
 // JunkFolders lists the junk folders this session watches (configured or
 // discovered at Open, less those the server refused), for FindProbesIn.
 func (s *Session) JunkFolders() []string {
-	s.mu.Lock()
+	s.lock(context.Background())
 	defer s.mu.Unlock()
 	out := make([]string, 0, len(s.junk))
 	for _, f := range s.junk {
@@ -55,7 +55,7 @@ func (s *Session) FindProbesIn(ctx context.Context, folder string, tokens []stri
 }
 
 func (s *Session) findProbes(ctx context.Context, folder string, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error) {
-	s.mu.Lock()
+	s.lock(ctx)
 	defer s.mu.Unlock()
 	invalid := func(err error) ([]imap.UID, error) {
 		return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, err)

@@ -146,9 +146,12 @@ type Session struct {
 	lifeCancel context.CancelFunc
 
 	cmds atomic.Int64
+	// sink, when set, also counts the commands: those of the probe holding
+	// a shared session (Member.Commands).
+	sink atomic.Pointer[atomic.Int64]
 	tl   *timeline
 
-	mu          sync.Mutex
+	mu          chanMutex // a channel, so that a shared session's probe can wait for it in a select
 	c           *imapclient.Client
 	conn        *watchConn
 	fix         *emptyRespConn // what imapclient writes to; nil after STARTTLS
@@ -189,6 +192,14 @@ type Session struct {
 	watchedNext imap.UID
 	leftCount   uint32
 	leftFloor   time.Time
+
+	// share, when set, makes the session shared (share.go). more is
+	// whether the last search had more hits than were fetched. lostNow
+	// mirrors dropped for a shared session's waiters, which read it
+	// without holding the session.
+	share   *share
+	more    bool
+	lostNow atomic.Bool
 }
 
 var errClosed = errors.New("imapwatch: session closed")
@@ -201,6 +212,12 @@ var errClosed = errors.New("imapwatch: session closed")
 // ctx bounds the whole session, not only Open: its connections are closed
 // when it ends. Pass the probe's context.
 func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, error) {
+	return openSession(ctx, opts, rec, nil, nil)
+}
+
+// openSession is Open; sh, when set, makes the session shared, with m its first
+// member.
+func openSession(ctx context.Context, opts Options, rec *steps.Recorder, sh *share, m *Member) (*Session, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
@@ -213,11 +230,19 @@ func Open(ctx context.Context, opts Options, rec *steps.Recorder) (*Session, err
 		found:       make(map[imap.UID]struct{}),
 		foundIn:     make(map[string]map[imap.UID]struct{}),
 		learner:     opts.Learner,
+		mu:          make(chanMutex, 1),
 	}
 	if s.learner == nil {
 		s.learner = &learn.Learner{}
 	}
-	s.life, s.lifeCancel = context.WithCancel(ctx)
+	if sh != nil {
+		// Shared: the session outlives the probe that opened it.
+		s.share = sh
+		s.life, s.lifeCancel = context.WithCancel(context.WithoutCancel(ctx))
+		s.actAs(m)
+	} else {
+		s.life, s.lifeCancel = context.WithCancel(ctx)
+	}
 	if err := s.connect(ctx, rec, false, time.Time{}); err != nil {
 		s.lifeCancel()
 		return nil, err
@@ -331,6 +356,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 	s.conn = &watchConn{Conn: raw}
 	s.connCancel = cancel
 	s.broken, s.dropped, s.idle = false, false, nil
+	s.lostNow.Store(false)
 	lines := &lineLimit{}
 	copts := &imapclient.Options{
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
@@ -343,7 +369,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		},
 		// The line limit comes first: its error stops the other writers
 		// and fails the read (imapclient tees what it reads into here).
-		DebugWriter: io.MultiWriter(lines, newCmdCounter(&s.cmds)),
+		DebugWriter: io.MultiWriter(lines, newCmdCounter(&s.cmds, &s.sink)),
 	}
 	if tw := s.opts.Transcript.Stream(transcript.IMAP).IMAPDebug(); tw != nil {
 		// The debug writer is the only place that sees the plaintext
@@ -436,6 +462,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 		s.uidValidity, s.baseline = data.UIDValidity, data.UIDNext
 	}
 	s.selected, s.selectedRO, s.watchedNext = s.opts.Mailbox, false, data.UIDNext
+	s.noteNext(data.UIDNext)
 	s.tl.finishSelect(start, resp, data.NumMessages, reconnect, floor)
 	return nil
 }
@@ -554,11 +581,54 @@ func imapType(err error) string {
 // to a silent server.
 func (s *Session) bound(ctx context.Context, fn func() error) error {
 	conn := s.conn
+	if s.share != nil {
+		return s.boundShared(ctx, conn, fn)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	err := fn()
 	if !stop() {
 		s.broken = true
 	}
+	return err
+}
+
+// shareGrace is how long a command of a shared session may go on after
+// the context of the probe that sent it was canceled: the command serves
+// every probe waiting, and cutting the connection would cost a reconnect
+// (another login). A server that does not answer within it is cut off.
+const shareGrace = 2 * time.Second
+
+// boundShared is bound on a shared session: the connection is closed
+// shareGrace after ctx ends, if the command has not returned by then.
+func (s *Session) boundShared(ctx context.Context, conn *watchConn, fn func() error) error {
+	var (
+		mu    sync.Mutex
+		timer *time.Timer
+		over  bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if over {
+			return
+		}
+		grace := time.Duration(0)
+		if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// Canceled (the probe was done with its wait): the others,
+			// and its own housekeeping after, still need the
+			// connection. A deadline is the probe's bound and is kept.
+			grace = shareGrace
+		}
+		timer = time.AfterFunc(grace, func() { _ = conn.Close() })
+	})
+	err := fn()
+	stop()
+	mu.Lock()
+	over = true
+	if timer != nil && !timer.Stop() {
+		s.broken = true
+	}
+	mu.Unlock()
 	return err
 }
 
@@ -573,6 +643,7 @@ func (s *Session) failed(err error) (lost bool) {
 	lost = !s.broken && s.conn != nil && s.conn.lost()
 	s.dropConn()
 	s.dropped = lost
+	s.lostNow.Store(lost)
 	return lost
 }
 
@@ -671,8 +742,12 @@ func (s *Session) Commands() int {
 // once and after failures; a connection that was already lost is just
 // released. A failed LOGOUT is code 5.
 func (s *Session) Close(ctx context.Context) error {
-	s.mu.Lock()
+	s.lock(ctx)
 	defer s.mu.Unlock()
+	return s.closeLocked(ctx)
+}
+
+func (s *Session) closeLocked(ctx context.Context) error {
 	if s.closed {
 		return nil
 	}

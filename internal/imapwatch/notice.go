@@ -69,7 +69,7 @@ func (s *Session) WaitNotices(ctx context.Context, floor time.Time, token string
 // which become removable like FindProbes' hits. It is housekeeping (late
 // notices, the orphan sweep): not timed as a step.
 func (s *Session) FindNotices(ctx context.Context, folder string, since, before time.Time, limit int, notice NoticeFunc) ([]imap.UID, error) {
-	s.mu.Lock()
+	s.lock(ctx)
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, steps.New(steps.IMAPSearch, steps.TypeConfig, errClosed)
@@ -156,7 +156,7 @@ func (s *Session) searchNotices(ctx context.Context, w *waiter, folder string, b
 		keep, stop := w.notice(msg)
 		if keep {
 			s.keepNotice(folder, uid)
-			w.notices = append(w.notices, Notice{UID: uid, Folder: folder})
+			w.addNotice(s, Notice{UID: uid, Folder: folder})
 		}
 		if stop {
 			return true, nil
@@ -246,13 +246,50 @@ func (s *Session) search(ctx context.Context, w *waiter) (Arrival, bool, error) 
 	if err != nil || found {
 		return arr, found, err
 	}
-	if stop, err := s.searchNotices(ctx, w, s.opts.Mailbox, s.baseline); err != nil || stop {
-		if stop {
-			err = ErrNoticeStop
-		}
+	if err := s.groupNotices(ctx, w, s.opts.Mailbox, func(g *waiter) imap.UID { return g.baseline }); err != nil {
 		return Arrival{}, false, err
 	}
 	return Arrival{}, false, nil
+}
+
+// groupNotices looks for the notices of w in the selected folder and, on
+// a shared session, for those of every other waiter watching for notices
+// (base gives each one's baseline there). It is ErrNoticeStop when one
+// stopped w's wait; another's stop ends that one's wait.
+func (s *Session) groupNotices(ctx context.Context, w *waiter, folder string, base func(*waiter) imap.UID) error {
+	stop, err := s.searchNotices(ctx, w, folder, base(w))
+	if err != nil {
+		return err
+	}
+	if stop {
+		return ErrNoticeStop
+	}
+	if s.share == nil {
+		return nil
+	}
+	for _, g := range s.share.waiting() {
+		if g == w || g.notice == nil {
+			continue
+		}
+		stop, err := s.searchNotices(ctx, g, folder, base(g))
+		if err != nil {
+			return err
+		}
+		if stop {
+			s.share.deliver(g, Arrival{}, ErrNoticeStop)
+		}
+	}
+	return nil
+}
+
+// addNotice keeps n for w; on a shared session another probe's turn may
+// find it, so under the share's lock (read by takeNotices).
+func (w *waiter) addNotice(s *Session, n Notice) {
+	if s.share != nil {
+		s.share.mu.Lock()
+		defer s.share.mu.Unlock()
+	}
+	w.notices = append(w.notices, n)
 }
 
 // searchJunk is search in the junk folder f: a notice filed as spam is
@@ -262,10 +299,7 @@ func (s *Session) searchJunk(ctx context.Context, w *waiter, f *junkFolder) (Arr
 	if err != nil || found {
 		return arr, found, err
 	}
-	if stop, err := s.searchNotices(ctx, w, f.name, f.base); err != nil || stop {
-		if stop {
-			err = ErrNoticeStop
-		}
+	if err := s.groupNotices(ctx, w, f.name, func(*waiter) imap.UID { return f.base }); err != nil {
 		return Arrival{}, false, err
 	}
 	return Arrival{}, false, nil

@@ -328,30 +328,35 @@ func (s *Session) searchJunkOnce(ctx context.Context, w *waiter, f *junkFolder) 
 		return Arrival{}, false, false, err
 	}
 	sort.Slice(hits, func(i, j int) bool { return hits[i].uid < hits[j].uid })
+	var own Arrival
 	for _, h := range hits {
 		if _, seen := f.rejected[h.uid]; seen || h.uid < f.base || !set.Contains(h.uid) {
 			continue
 		}
-		if !hasToken(h.header, w.token) || (w.accept != nil && !w.accept(h.header)) {
-			f.rejected[h.uid] = struct{}{}
-			continue
-		}
-		if s.foundIn[f.name] == nil {
-			s.foundIn[f.name] = make(map[imap.UID]struct{})
-		}
-		s.foundIn[f.name][h.uid] = struct{}{}
 		// Seen by a STATUS poll: between the last check that did not count
 		// it and the first that did.
 		lo, hi := f.window(h.uid, resp)
 		lo = s.tl.clampFloor(lo, hi)
-		span := hi.Sub(lo)
-		return Arrival{
-			UID: h.uid, Header: h.header, Method: MethodPoll,
-			SeenAt: lo.Add(span / 2), Uncertainty: span - span/2,
-			Placement: PlacementJunk, Folder: f.name,
-		}, true, false, nil
+		if !found && w.claims(h.uid, PlacementJunk, h.header) {
+			s.markFound(f.name, h.uid)
+			span := hi.Sub(lo)
+			a := Arrival{
+				UID: h.uid, Header: h.header, Method: MethodPoll,
+				SeenAt: lo.Add(span / 2), Uncertainty: span - span/2,
+				Placement: PlacementJunk, Folder: f.name,
+			}
+			if s.share == nil {
+				return a, true, false, nil
+			}
+			own, found = a.clamp(lo, hi, w.floor), true
+			continue
+		}
+		if s.share != nil && s.dispatch(w, h, PlacementJunk, f.name, lo, hi) {
+			continue
+		}
+		f.rejected[h.uid] = struct{}{}
 	}
-	return Arrival{}, false, more, nil
+	return own, found, more, nil
 }
 
 // enter selects the junk folder f (EXAMINE when readOnly), leaving the
@@ -444,6 +449,7 @@ func (s *Session) ensureWatched(ctx context.Context) error {
 	changed := data.UIDNext != s.watchedNext || data.NumMessages != s.leftCount
 	s.tl.resumeSelect(start, resp, data.NumMessages, changed, s.leftFloor)
 	s.watchedNext = data.UIDNext
+	s.noteNext(data.UIDNext)
 	s.selected, s.selectedRO = s.opts.Mailbox, false
 	return nil
 }

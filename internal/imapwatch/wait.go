@@ -71,7 +71,9 @@ func (s *Session) waitWith(ctx context.Context, floor time.Time, w *waiter) (Arr
 	if floor.IsZero() {
 		floor = start
 	}
-	w.floor = floor
+	w.floor, w.learner, w.baseline = floor, s.learner, s.baseline
+	w.setDense(s)
+	s.more = false
 	arr, err := s.wait(ctx, w)
 	// Timed before learnSearch, whose SEARCHes are not part of the wait.
 	s.rec.Add(steps.DeliveryWait, start, time.Since(start))
@@ -88,8 +90,19 @@ type waiter struct {
 	token    string
 	accept   func([]byte) bool
 	rejected map[imap.UID]struct{}
-	more     bool // the last search had more hits than were fetched
 	floor    time.Time
+	// baseline is the watched mailbox's UIDNEXT before the probe was
+	// sent; denseFrom and denseTo its dense window (auto and poll), from
+	// its own learner.
+	baseline           imap.UID
+	learner            *learn.Learner
+	denseFrom, denseTo time.Time
+	// On a shared session (share.go): the member's recorder, and the
+	// result another probe's turn found, closing done.
+	rec  *steps.Recorder
+	done chan struct{}
+	arr  Arrival
+	err  error
 	// notice, when set, judges the delivery status notifications found
 	// (notice.go); noticeSeen holds those judged, by folder, and notices
 	// those kept.
@@ -108,19 +121,23 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 	var reSearchAt time.Time
 	junkAt := s.junkLast.Add(s.junkEvery())
 	reconnects := 0
-	// auto and poll: the dense window, and when its next NOOP is due.
+	// auto and poll: the dense windows of the waiters, and when the next
+	// NOOP is due.
 	auto := s.opts.Method == MethodAuto || s.opts.Method == MethodPoll
-	var denseFrom, denseTo, nextDense time.Time
-	if auto {
-		from, to, learned := s.learner.DenseWindow()
-		if learned || s.opts.Method == MethodAuto {
-			denseFrom, denseTo = w.floor.Add(from), w.floor.Add(to)
-		}
+	var nextDense time.Time
+	// A shared session's leader yields to a member's command, and looks
+	// again at the waiters when they change.
+	var yield, wake chan struct{}
+	if s.share != nil {
+		yield, wake = s.share.yield, s.share.wake
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
 	for {
+		if s.share != nil && s.share.wantOps.Load() > 0 && ctx.Err() == nil {
+			return Arrival{}, errYield
+		}
 		if ctx.Err() != nil {
 			if s.dropped {
 				// The connection was lost and could not be restored in time.
@@ -140,6 +157,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			reconnects++
 			if err := s.reconnect(ctx); err != nil {
 				s.dropped = true
+				s.lostNow.Store(true)
 				return Arrival{}, err
 			}
 			continue
@@ -160,7 +178,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 
 		now := time.Now()
-		if s.tl.pending() || w.more || (!reSearchAt.IsZero() && !now.Before(reSearchAt)) {
+		if s.tl.pending() || s.more || (!reSearchAt.IsZero() && !now.Before(reSearchAt)) {
 			if s.tl.pending() {
 				reSearchEvery = min(firstInterval, s.opts.PollInterval)
 			}
@@ -213,7 +231,8 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 
 		var due time.Time
-		s.dense = auto && !now.Before(denseFrom) && now.Before(denseTo)
+		inDense, denseTo, denseFrom := s.denseAt(w, now)
+		s.dense = auto && inDense
 		if s.dense {
 			// Inside the window where this direction's arrivals are
 			// expected: poll like precise, IDLE paused.
@@ -269,7 +288,7 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 			}
 			due = nextPoll
 		}
-		if auto && now.Before(denseFrom) && denseFrom.Before(due) {
+		if auto && !denseFrom.IsZero() && now.Before(denseFrom) && denseFrom.Before(due) {
 			due = denseFrom
 		}
 		if !reSearchAt.IsZero() && reSearchAt.Before(due) {
@@ -282,6 +301,8 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		timer.Reset(time.Until(due))
 		select {
 		case <-ctx.Done():
+		case <-yield:
+		case <-wake:
 		case <-s.tl.wake:
 		case <-s.c.Closed():
 			// Whatever ended it, only a new connection can go on.
@@ -295,6 +316,33 @@ func (s *Session) wait(ctx context.Context, w *waiter) (Arrival, error) {
 		}
 		timer.Stop()
 	}
+}
+
+// denseAt reports whether now is inside the dense window of w or, on a
+// shared session, of any waiter; end is when the windows now open close,
+// next when the next one opens (zero: none).
+func (s *Session) denseAt(w *waiter, now time.Time) (in bool, end, next time.Time) {
+	ws := []*waiter{w}
+	if s.share != nil {
+		ws = append(ws, s.share.waiting()...)
+	}
+	for _, g := range ws {
+		if g.denseTo.IsZero() {
+			continue
+		}
+		switch {
+		case !now.Before(g.denseFrom) && now.Before(g.denseTo):
+			if !in || g.denseTo.After(end) {
+				end = g.denseTo
+			}
+			in = true
+		case now.Before(g.denseFrom):
+			if next.IsZero() || g.denseFrom.Before(next) {
+				next = g.denseFrom
+			}
+		}
+	}
+	return in, end, next
 }
 
 func (s *Session) idleEvery() time.Duration {
@@ -397,7 +445,7 @@ func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, er
 	if err != nil {
 		return Arrival{}, false, err
 	}
-	w.more = more
+	s.more = more
 	if len(uids) == 0 {
 		return Arrival{}, false, nil
 	}
@@ -417,21 +465,93 @@ func (s *Session) searchProbe(ctx context.Context, w *waiter) (Arrival, bool, er
 	}
 
 	sort.Slice(hits, func(i, j int) bool { return hits[i].uid < hits[j].uid })
+	// On a shared session every hit is handed to the waiter it belongs
+	// to, and the leader's own arrival returned after.
+	var own Arrival
+	var found bool
 	for _, h := range hits {
 		if _, seen := w.rejected[h.uid]; seen || h.uid < s.baseline || !set.Contains(h.uid) {
 			continue
 		}
-		if !hasToken(h.header, w.token) || (w.accept != nil && !w.accept(h.header)) {
-			w.rejected[h.uid] = struct{}{}
-			s.log.Debug("IMAP search hit is not the probe", zap.Uint32("uid", uint32(h.uid)))
+		s.noteNext(h.uid + 1)
+		if !found && w.claims(h.uid, PlacementInbox, h.header) {
+			s.found[h.uid] = struct{}{}
+			a := s.arrivalFor(h, w.learner)
+			a.Placement, a.Folder = PlacementInbox, s.opts.Mailbox
+			if s.share == nil {
+				return a, true, nil
+			}
+			own, found = a.clamp(h.lo, h.hi, w.floor), true
 			continue
 		}
-		s.found[h.uid] = struct{}{}
-		a := s.arrival(h)
-		a.Placement, a.Folder = PlacementInbox, s.opts.Mailbox
-		return a, true, nil
+		if s.share != nil && s.dispatch(w, h, PlacementInbox, s.opts.Mailbox, h.lo, h.hi) {
+			continue
+		}
+		w.rejected[h.uid] = struct{}{}
+		s.log.Debug("IMAP search hit is not the probe", zap.Uint32("uid", uint32(h.uid)))
 	}
-	return Arrival{}, false, nil
+	return own, found, nil
+}
+
+// dispatch hands the hit h, in folder, to the waiting probe of a shared
+// session it belongs to, other than the leader w, or keeps it for a member
+// whose wait has not begun. It reports whether a waiter took it. All under
+// the share's lock, so that a probe whose wait begins meanwhile either is
+// in the group or finds the hit kept.
+func (s *Session) dispatch(w *waiter, h hit, p Placement, folder string, lo, hi time.Time) bool {
+	sh := s.share
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i, g := range sh.group {
+		if g == w || !g.claims(h.uid, p, h.header) {
+			continue
+		}
+		a := Arrival{UID: h.uid, Header: h.header, Method: MethodPoll}
+		if p == PlacementInbox {
+			a = s.arrivalFor(h, g.learner)
+		}
+		a.Placement, a.Folder = p, folder
+		sh.group = append(sh.group[:i], sh.group[i+1:]...)
+		g.arr, g.err = a.clamp(lo, hi, g.floor), nil
+		close(g.done)
+		s.markFound(folder, h.uid)
+		return true
+	}
+	if sh.pending == 0 {
+		return false
+	}
+	a := Arrival{UID: h.uid, Header: h.header, Method: MethodPoll, Placement: p, Folder: folder}
+	if p == PlacementInbox {
+		// What arrival would say, without learning from a message that
+		// may be nobody's.
+		switch {
+		case h.idle:
+			a.Method = MethodIdle
+		case s.dense && s.opts.Method == MethodAuto:
+			a.Method = MethodPrecise
+		case s.method == MethodIdle:
+			a.Method = MethodPoll
+		default:
+			a.Method = s.method
+		}
+	}
+	if len(sh.unclaimed) == maxUnclaimed {
+		sh.unclaimed = append(sh.unclaimed[:0], sh.unclaimed[1:]...)
+	}
+	sh.unclaimed = append(sh.unclaimed, claim{arr: a, lo: lo, hi: hi})
+	return false
+}
+
+// markFound makes uid of folder removable by this session's cleanup.
+func (s *Session) markFound(folder string, uid imap.UID) {
+	if folder == s.opts.Mailbox {
+		s.found[uid] = struct{}{}
+		return
+	}
+	if s.foundIn[folder] == nil {
+		s.foundIn[folder] = make(map[imap.UID]struct{})
+	}
+	s.foundIn[folder][uid] = struct{}{}
 }
 
 // fetchHeaders fetches the UID and the header block of the messages of set,
@@ -465,12 +585,25 @@ func (s *Session) fetchHeaders(ctx context.Context, set imap.UIDSet, begin func(
 }
 
 func (s *Session) arrival(h hit) Arrival {
+	return s.arrivalFor(h, s.learner)
+}
+
+// arrivalFor is arrival for a probe whose direction learns in l (on a
+// shared session, each probe's own; the session's learner learns too).
+func (s *Session) arrivalFor(h hit, l *learn.Learner) Arrival {
 	a := Arrival{UID: h.uid, Header: h.header}
 	quiet := !h.idle && s.idleQuiet(h)
+	idleSeen := func(pushed bool) bool {
+		untrusted := s.learner.IdleSeen(pushed)
+		if l != nil && l != s.learner {
+			untrusted = l.IdleSeen(pushed) || untrusted
+		}
+		return untrusted
+	}
 	switch {
 	case h.idle:
 		a.Method = MethodIdle
-		s.learner.IdleSeen(true)
+		idleSeen(true)
 	case s.dense && !quiet && s.opts.Method == MethodAuto:
 		a.Method = MethodPrecise
 	default:
@@ -479,7 +612,7 @@ func (s *Session) arrival(h hit) Arrival {
 			a.Method = MethodPoll // shown by a command response between two IDLEs
 		}
 	}
-	if quiet && s.learner.IdleSeen(false) {
+	if quiet && idleSeen(false) {
 		// Cyrus without idled, for one, accepts IDLE and announces nothing
 		// until the client ends it.
 		// Two arrivals it kept quiet about for 2 s or more, and none

@@ -109,7 +109,8 @@ func otherAccount(t *testing.T, domain string, mode transport.Security) *probe.A
 // below the cap: every probe succeeds, Dovecot refuses nothing and its log
 // never shows more than 8 sessions open. Controls: with the cap taken by
 // held sessions a probe is refused (code 3 limit), so the cap is in force;
-// the mesh without max_sessions exceeds it.
+// the mesh without max_sessions exceeds it. Through one shared session
+// (share_session), the mesh needs no max_sessions at all.
 // defaultMaxSessions is the receiver's default max_sessions (config.go).
 const defaultMaxSessions = 8
 
@@ -122,9 +123,10 @@ func TestSessionCapMesh(t *testing.T) {
 	senders := []*probe.Account{account(t, "a", mode), otherAccount(t, "a", mode), otherAccount(t, "b", mode)}
 	user := env(t, "EMAILQOS_B_PROBE_ADDR")
 
-	collect := func(maxSessions int) (failed map[string]int, inFlight int, results []probe.Result) {
+	collect := func(maxSessions int, share bool) (failed map[string]int, inFlight int, results []probe.Result) {
 		receiver := account(t, "b", mode) // one Account per mailbox, as the receiver builds it
 		receiver.MaxSessions = maxSessions
+		receiver.ShareSession = share
 		var (
 			mu      sync.Mutex
 			wg      sync.WaitGroup
@@ -190,7 +192,7 @@ func TestSessionCapMesh(t *testing.T) {
 	// allows: more sessions open at once than its cap, or refusals (its
 	// check races logins that arrive together, so which one varies).
 	dlog = newSessionLog(t, "b")
-	failed, inFlight, _ := collect(0)
+	failed, inFlight, _ := collect(0, false)
 	peak, _, refused := dlog.scan(t, user)
 	t.Logf("no max_sessions: %d probes in flight on %s, failures %v, at most %d sessions open (Dovecot's log), %d [LIMIT] refusals",
 		inFlight, user, failed, peak, refused)
@@ -200,7 +202,7 @@ func TestSessionCapMesh(t *testing.T) {
 	// The mesh with max_sessions at its default, over three collections.
 	for i := range 3 {
 		dlog = newSessionLog(t, "b")
-		failed, inFlight, results := collect(defaultMaxSessions)
+		failed, inFlight, results := collect(defaultMaxSessions, false)
 		peak, _, refused = dlog.scan(t, user)
 		var slowest time.Duration
 		for _, r := range results {
@@ -217,6 +219,21 @@ func TestSessionCapMesh(t *testing.T) {
 		assert.LessOrEqual(t, peak, limit, "sessions open at once, in Dovecot's log")
 		dlog.settle(t, user)
 	}
+
+	// The mesh through one session of b's mailbox for all its probes
+	// (share_session, the receiver's default; issue 15), without
+	// max_sessions: one login, nothing refused, nothing failed.
+	dlog = newSessionLog(t, "b")
+	failed, inFlight, results := collect(0, true)
+	peak, _, refused = dlog.scan(t, user)
+	t.Logf("share_session, no max_sessions: %d probes in flight on %s, failures %v, at most %d sessions open (Dovecot's log), %d [LIMIT] refusals",
+		inFlight, user, failed, peak, refused)
+	assert.Empty(t, failed, "no probe failed")
+	assert.Len(t, results, probes)
+	assert.Zero(t, refused, "Dovecot refused no session")
+	// As above, a closing session may show next to its successor.
+	assert.LessOrEqual(t, peak, 2, "one session for all the probes, in Dovecot's log")
+	dlog.settle(t, user)
 
 	assert.Zero(t, maildirProbes(t, "b"), "no probe message is left in b's Maildir")
 }

@@ -82,9 +82,6 @@ func (x *imapSession) Login(username, password string) error {
 		return err
 	}
 	x.user = x.srv.lookup(username)
-	if x.front && x.user != nil {
-		x.user.logins.Add(1)
-	}
 	return x.sessionLimit()
 }
 

@@ -103,6 +103,9 @@ type Options struct {
 	// the recipient's INBOX (or junk folder) with the instant it became visible (taken
 	// immediately after the append returns).
 	OnVisible func(rcpt string, at time.Time)
+	// OnVisibleMessage is OnVisible with the message stored, to tell
+	// concurrent deliveries to one mailbox apart.
+	OnVisibleMessage func(rcpt string, msg []byte, at time.Time)
 	// Junk files every delivery into the recipient's junk folder instead
 	// of INBOX, the way a provider's spam filter does (Faults.Junk switches
 	// it at runtime).
@@ -155,7 +158,6 @@ type account struct {
 	gm       gmailState
 	visible  visibleTimes
 	sessions sessionCount
-	logins   atomic.Int64 // successful client logins (IMAP)
 }
 
 // Server is a running mail system. All methods are safe for concurrent use.
@@ -382,6 +384,15 @@ func (s *Server) Deliveries() int { return int(s.deliveries.Load()) }
 // deliveries still happen, like a real MTA whose submission port went away.
 func (s *Server) StopSMTP() {
 	s.smtp.once.Do(func() { s.smtp.err = s.stopSMTP() })
+}
+
+// DropIMAP closes every open IMAP connection, as a server restart or a NAT
+// timeout would, and goes on accepting new ones.
+func (s *Server) DropIMAP() {
+	if s.imap.front != nil {
+		s.imap.front.dropAll()
+	}
+	s.imap.conns.dropAll()
 }
 
 // StopIMAP closes the IMAP listeners and every open IMAP connection (fault

@@ -183,3 +183,17 @@ type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "mailtest-pipe" }
+
+// dropAll closes the open connections underneath their owners, and keeps
+// accepting new ones.
+func (g *connGroup) dropAll() {
+	g.mu.Lock()
+	conns := make([]*trackedConn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.Conn.Close()
+	}
+}

@@ -381,6 +381,9 @@ func (v *visibleTimes) since(mailbox string, t time.Time) []imap.UID {
 type sessionCount struct {
 	mu sync.Mutex
 	n  int
+	// logins counts the sessions ever admitted, to measure logins per
+	// collection.
+	logins int
 }
 
 func (c *sessionCount) acquire(max int) bool {
@@ -390,6 +393,7 @@ func (c *sessionCount) acquire(max int) bool {
 		return false
 	}
 	c.n++
+	c.logins++
 	return true
 }
 
@@ -410,14 +414,16 @@ func (s *Server) Sessions(user string) int {
 	return a.sessions.n
 }
 
-// Logins is how many IMAP logins of user's clients (LOGIN or AUTHENTICATE)
-// succeeded so far.
+// Logins is how many IMAP logins of user (LOGIN or AUTHENTICATE) have
+// succeeded since the server started (refused ones are not counted).
 func (s *Server) Logins(user string) int {
 	a := s.lookup(user)
 	if a == nil {
 		return 0
 	}
-	return int(a.logins.Load())
+	a.sessions.mu.Lock()
+	defer a.sessions.mu.Unlock()
+	return a.sessions.logins
 }
 
 // categoryKeyword is the keyword the filter turns X-GM-RAW

@@ -282,6 +282,9 @@ func (s *Server) deliver(rcpt *account, msg []byte) {
 	if f := s.opts.OnVisible; f != nil {
 		f(rcpt.Address, at)
 	}
+	if f := s.opts.OnVisibleMessage; f != nil {
+		f(rcpt.Address, msg, at)
+	}
 }
 
 // loginServer is the server side of SASL LOGIN, which go-sasl lacks. The

@@ -1032,7 +1032,7 @@ type metricEmailqosImapCommands struct {
 // init fills emailqos.imap.commands metric with initial data.
 func (m *metricEmailqosImapCommands) init() {
 	m.data.SetName("emailqos.imap.commands")
-	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).")
+	m.data.SetDescription("Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox); on a mailbox session shared by several probes (share_session), its share (the commands sent while it held the session, including those of the waits it led for all of them), so that the probes' values add up to the session's.")
 	m.data.SetUnit("{command}")
 	m.data.SetEmptyGauge()
 }

@@ -443,7 +443,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["emailqos.imap.commands"] = true
 					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox).", mi.Description())
+					assert.Equal(t, "Number of IMAP commands the probe sent to the receiving mailbox, reconnects included (and, for a transit watching for bounces, to the sending account's mailbox); on a mailbox session shared by several probes (share_session), its share (the commands sent while it held the session, including those of the waits it led for all of them), so that the probes' values add up to the session's.", mi.Description())
 					assert.Equal(t, "{command}", mi.Unit())
 					dp := mi.Gauge().DataPoints().At(0)
 					assert.Equal(t, start, dp.StartTimestamp())

@@ -12,7 +12,6 @@ import (
 	"github.com/emailqos/emailqosreceiver/internal/imapwatch"
 	"github.com/emailqos/emailqosreceiver/internal/steps"
 	"github.com/emailqos/emailqosreceiver/internal/transcript"
-	"github.com/emailqos/emailqosreceiver/internal/transport"
 )
 
 // Retrieval protocols.
@@ -58,7 +57,7 @@ type junkStores interface {
 // junkStore is one junk folder of an IMAP session, as a store: ids are the
 // folder's UIDs, found by its FindProbes.
 type junkStore struct {
-	s      *imapwatch.Session
+	s      imapSession
 	folder string
 }
 
@@ -146,28 +145,38 @@ func openAccountMailbox(ctx context.Context, t *Target, r *Account, logger *zap.
 	case RetrievalGmailAPI:
 		return openGmail(ctx, t, r, rec, logger)
 	}
-	sess, err := imapwatch.Open(ctx, imapwatch.Options{
-		Endpoint:           r.IMAP,
-		Credentials:        r.credentials(tr),
-		AllowPlaintextAuth: r.IMAP.Security == transport.None,
-		Mailbox:            r.Mailbox,
-		Method:             r.Detection,
-		PollInterval:       t.PollInterval,
-		PreciseInterval:    t.PreciseInterval,
-		JunkFolders:        r.JunkFolders,
-		DiscoverJunk:       r.DiscoverJunk,
-		Search:             &r.search,
-		Learner:            &t.learner,
-		Logger:             logger,
-		Transcript:         tr,
-	}, rec)
+	if t.sharesSession(r) {
+		return joinShared(ctx, t, r, logger, rec, tr, true)
+	}
+	sess, err := imapwatch.Open(ctx, imapOptions(t, r, logger, tr), rec)
 	if err != nil {
 		return nil, err
 	}
 	return imapMailbox{sess}, nil
 }
 
-type imapMailbox struct{ s *imapwatch.Session }
+// imapSession is an IMAP session as a probe uses it: its own
+// (*imapwatch.Session), or its share of its mailbox's watcher session
+// (*imapwatch.Member, share.go).
+type imapSession interface {
+	WaitAfter(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool) (imapwatch.Arrival, error)
+	WaitNotices(ctx context.Context, floor time.Time, token string, accept func(header []byte) bool, notice imapwatch.NoticeFunc) (imapwatch.Arrival, []imapwatch.Notice, error)
+	DeleteFrom(ctx context.Context, folder string, uid imap.UID) error
+	MoveFrom(ctx context.Context, folder string, uid imap.UID, mailbox string) error
+	FindProbes(ctx context.Context, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error)
+	FindProbesIn(ctx context.Context, folder string, tokens []string, limit int, accept func(header []byte) bool) ([]imap.UID, error)
+	FindNotices(ctx context.Context, folder string, since, before time.Time, limit int, notice imapwatch.NoticeFunc) ([]imap.UID, error)
+	DeleteUIDs(ctx context.Context, uids []imap.UID) error
+	MoveUIDs(ctx context.Context, uids []imap.UID, mailbox string) error
+	DeleteUIDsFrom(ctx context.Context, folder string, uids []imap.UID) error
+	MoveUIDsFrom(ctx context.Context, folder string, uids []imap.UID, mailbox string) error
+	JunkFolders() []string
+	GmailInbox() (uidValidity uint32, ok bool)
+	Commands() int
+	Close(ctx context.Context) error
+}
+
+type imapMailbox struct{ s imapSession }
 
 func (m imapMailbox) Wait(ctx context.Context, floor time.Time, token string, accept func([]byte) bool) (arrival, error) {
 	a, err := m.s.WaitAfter(ctx, floor, token, accept)

@@ -200,6 +200,24 @@ func openSenderNotices(ctx context.Context, t *Target, logger *zap.Logger, tr *t
 		ch <- nil
 		return ch
 	}
+	if t.sharesSession(t.Sender) {
+		// The sender's watcher session, which takes one of its sessions
+		// only if none is open yet, and then without waiting for it.
+		go func() {
+			box, err := joinShared(ctx, t, t.Sender, logger, &steps.Recorder{}, tr, false)
+			if err != nil {
+				log := logger.Warn
+				if errors.Is(err, errNoSlot) {
+					log = logger.Debug // as below: all its sessions busy
+				}
+				log("sender's mailbox not watched for bounces", zap.String("target", t.Name), zap.String("sender", t.Sender.Key), zap.Error(err))
+				ch <- nil
+				return
+			}
+			ch <- box.(noticeMailbox)
+		}()
+		return ch
+	}
 	// One of the sender's sessions (max_sessions), if one is free now: a
 	// probe never waits for it, so that two transits in opposite
 	// directions cannot hold each other's last session.

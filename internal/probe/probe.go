@@ -105,6 +105,19 @@ type Account struct {
 	MaxSessions int
 	slotsOnce   sync.Once
 	slots       chan struct{}
+
+	// ShareSession watches this mailbox (IMAP) with one session for all
+	// the probes reading it at the same time, instead of one each
+	// (share.go); watch is that session.
+	ShareSession bool
+	watch        watcher
+}
+
+// sharesSession reports whether t's probes read a's mailbox through its
+// watcher session. A target that keeps transcripts reads over sessions of
+// its own, so that its transcript is its own conversation, all of it.
+func (t *Target) sharesSession(a *Account) bool {
+	return a.ShareSession && !t.Transcript && (a.Retrieval == "" || a.Retrieval == RetrievalIMAP)
 }
 
 // acquire waits for one of a's reader sessions, until ctx ends. release
@@ -268,7 +281,12 @@ func Run(ctx context.Context, t *Target, logger *zap.Logger) Result {
 	if t.Timeout > 0 {
 		waitCtx, cancel = context.WithTimeout(ctx, t.Timeout)
 	}
-	release, err := t.Receiver.acquire(waitCtx)
+	release := func() {}
+	var err error
+	if !t.sharesSession(t.Receiver) {
+		// A shared session takes its slot when it is opened (share.go).
+		release, err = t.Receiver.acquire(waitCtx)
+	}
 	cancel()
 	if err != nil {
 		se := steps.Fail(ctx, t.Receiver.connectStep(), steps.TypeLimit,

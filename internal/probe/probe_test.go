@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -39,8 +40,15 @@ func account(srv *mailtest.Server, key, addr, password string, method imapwatch.
 		Mailbox:     "INBOX",
 		Detection:   method,
 		MACKey:      probemsg.DeriveKey([]byte(password), addr),
+		// The suites run with one session per probe; with the variable set
+		// (make precision runs both), through the shared session.
+		ShareSession: testShareSessions,
 	}
 }
+
+// testShareSessions: EMAILQOS_TEST_SHARE_SESSION set runs this package's
+// probes through their mailbox's shared session (share.go).
+var testShareSessions = os.Getenv("EMAILQOS_TEST_SHARE_SESSION") != ""
 
 func target(sender, receiver *Account) *Target {
 	kind := Transit
