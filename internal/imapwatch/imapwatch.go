@@ -416,7 +416,7 @@ func (s *Session) connect(ctx context.Context, rec *steps.Recorder, reconnect bo
 
 	var caps imap.CapSet
 	err = s.bound(ctx, func() error {
-		if err := s.c.WaitGreeting(); err != nil {
+		if err := waitGreeting(s.c); err != nil {
 			return err
 		}
 		caps = s.c.Caps()
@@ -774,4 +774,25 @@ func (s *Session) closeLocked(ctx context.Context) error {
 		return steps.Fail(ctx, steps.IMAPLogout, imapType(err), err)
 	}
 	return nil
+}
+
+// greetingReads bounds waitGreeting's extra reads (see there).
+const greetingReads = 32
+
+// waitGreeting is imapclient's WaitGreeting without its race on a refusal.
+// A server that refuses with "* BYE ..." and hangs up (Dovecot's
+// mail_max_userip_connections, a shutdown) ends go-imap v2.0.0-beta.8's
+// reader right after it recorded the greeting, and WaitGreeting's select
+// then picks between the two closed channels at random: half the time it
+// answers "connection closed before greeting" and the refusal's text and
+// code are lost. Once the reader has ended both outcomes are final, so
+// asking again costs nothing and finds the greeting if there was one
+// (missed 32 times in a row with probability 2^-32).
+func waitGreeting(c *imapclient.Client) error {
+	err := c.WaitGreeting()
+	var ie *imap.Error
+	for i := 0; i < greetingReads && err != nil && !errors.As(err, &ie); i++ {
+		err = c.WaitGreeting()
+	}
+	return err
 }
