@@ -218,7 +218,15 @@ func TestRealServers(t *testing.T) {
 					require.NoError(t, r.Err)
 					assert.Equal(t, steps.CodeOK, r.Code)
 					assert.True(t, r.Delivered)
-					assert.Positive(t, r.DeliveryLatency)
+					if r.BeforeReply {
+						// Local delivery can beat the 250 reading back to
+						// us under load: reported as 0 with a window that
+						// covers both sides of the reply (issue 17).
+						assert.Zero(t, r.DeliveryLatency)
+						assert.Positive(t, r.Uncertainty)
+					} else {
+						assert.Positive(t, r.DeliveryLatency)
+					}
 					assert.Less(t, r.DeliveryLatency, tg.DeliveryTimeout)
 					names := map[string]bool{}
 					for _, tm := range r.Timings {
