@@ -28,6 +28,11 @@ type watcher struct {
 	// tls is what the session's TLS handshake showed: a probe that joins
 	// reports it too (its certificate is the one the probe reads through).
 	tls []steps.TLS
+	// opened are the timed steps of an opening no probe reports: a bounce
+	// watch (its recorder is its own) opened the session. The first probe
+	// reading the mailbox reports them, so the mailbox's login is measured
+	// in every collection whoever opened it.
+	opened []steps.Timing
 }
 
 // opening is an open under way, which the probes coming meanwhile wait
@@ -41,7 +46,8 @@ type opening struct {
 // joinShared returns a member of r's watcher session, opening it if none
 // is open. wait says whether to wait for a free session of the account
 // (max_sessions) when it has to be opened; without, a busy account is
-// errNoSlot at once.
+// errNoSlot at once. A bounce watch calls it without waiting, and with a
+// recorder of its own (see watcher.opened).
 func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, rec *steps.Recorder, tr *transcript.Transcript, wait bool) (mailbox, error) {
 	w := &r.watch
 	for {
@@ -52,6 +58,12 @@ func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, 
 				w.refs++
 				for _, h := range w.tls {
 					rec.AddTLS(h)
+				}
+				if wait {
+					for _, tm := range w.opened {
+						rec.Add(tm.Step, tm.Start, tm.Duration)
+					}
+					w.opened = nil
 				}
 				w.mu.Unlock()
 				return sharedMailbox{imapMailbox{m}, w}, nil
@@ -79,11 +91,14 @@ func joinShared(ctx context.Context, t *Target, r *Account, logger *zap.Logger, 
 		w.opening = nil
 		if err == nil {
 			w.sess, w.refs, w.release = m.Session(), 1, release
-			w.tls = nil
+			w.tls, w.opened = nil, nil
 			for _, h := range rec.TLS() {
 				if h.Protocol == "imap" {
 					w.tls = append(w.tls, h)
 				}
+			}
+			if !wait {
+				w.opened = rec.Timings()
 			}
 		}
 		o.err = err

@@ -165,9 +165,10 @@ func TestSharedMeshOneLoginPerMailbox(t *testing.T) {
 		}
 		for _, a := range accounts {
 			assert.Equal(t, 1, run.logins[a.Address], "collection %d: logins to %s", c+1, a.Address)
-			// The session was opened by a probe reading it, or by a
-			// transit watching it for bounces (no step of that probe's).
-			assert.LessOrEqual(t, logins[a.Address], 1, "probes of %s with a login step", a.Address)
+			// One probe reports the session's login: the one that opened
+			// it, or, when a transit's bounce watch opened it, the first
+			// that read the mailbox.
+			assert.Equal(t, 1, logins[a.Address], "probes of %s with a login step", a.Address)
 			// The server counts the session out when it has read the
 			// LOGOUT, which may be just after the probe returned.
 			assert.Eventually(t, func() bool { return srv.Sessions(a.Address) == 0 }, 2*time.Second, time.Millisecond, "logged out after the collection")
@@ -317,4 +318,44 @@ func TestSharedLateJoinerOwnBaselineAndWindow(t *testing.T) {
 	msgs, err := srv.Mailbox(alice)
 	require.NoError(t, err)
 	assert.Len(t, msgs, 3)
+}
+
+// A transit's bounce watch may open its sender's mailbox session before
+// any probe reads that mailbox; its steps are not a probe's, so the first
+// probe that reads the mailbox reports that login, once: the mailbox's
+// login is measured in every collection, whoever opened the session.
+func TestSharedLoginOpenedByBounceWatchIsReported(t *testing.T) {
+	srv := startMail(t, mailtest.Options{DeliveryDelay: 30 * time.Millisecond})
+	a := account(srv, "a", alice, "alice-pw", "poll")
+	b := account(srv, "b", bob, "bob-pw", "poll")
+	a.ShareSession, b.ShareSession = true, true
+	// The transit a:b waits for a message that never comes (b's delivery
+	// black-holed), watching a's mailbox for bounces all along.
+	tr := target(a, b)
+	tr.DSN = true
+	tr.DeliveryTimeout, tr.Timeout = 3*time.Second, 6*time.Second
+	srv.SetFaults(mailtest.Faults{Blackhole: true})
+	done := make(chan Result, 1)
+	go func() { done <- Run(context.Background(), tr, nil) }()
+	require.Eventually(t, func() bool { return srv.Sessions(alice) == 1 }, 5*time.Second, time.Millisecond,
+		"the bounce watch opened a's mailbox")
+	srv.SetFaults(mailtest.Faults{})
+	logins := srv.Logins(alice)
+
+	rt := target(a, a)
+	r1 := Run(context.Background(), rt, nil)
+	require.NoError(t, r1.Err)
+	assert.Equal(t, logins, srv.Logins(alice), "the round trip joined the open session")
+	assert.True(t, hasStep(r1, steps.IMAPLogin), "the first probe reading the mailbox reports its login: %v", stepNames(r1))
+	assert.True(t, hasStep(r1, steps.IMAPConnect), "and its connect: %v", stepNames(r1))
+
+	// Only once: a second probe joining the same session has none.
+	if srv.Sessions(alice) == 1 {
+		r2 := Run(context.Background(), rt, nil)
+		require.NoError(t, r2.Err)
+		if srv.Logins(alice) == logins {
+			assert.False(t, hasStep(r2, steps.IMAPLogin), "reported once: %v", stepNames(r2))
+		}
+	}
+	<-done
 }
