@@ -87,8 +87,9 @@ func TestMeshWithinSessionCaps(t *testing.T) {
 			wg sync.WaitGroup
 		)
 		failed = map[string]int{}
-		stop := make(chan struct{})
+		stop, stopped := make(chan struct{}), make(chan struct{})
 		go func() { // the most sessions any one mailbox had at once
+			defer close(stopped)
 			for {
 				select {
 				case <-stop:
@@ -120,9 +121,10 @@ func TestMeshWithinSessionCaps(t *testing.T) {
 			}
 		}
 		wg.Wait()
+		// peak is a result: it is read after the deferred functions ran,
+		// so the sampler must have ended, not only be told to.
 		close(stop)
-		mu.Lock()
-		defer mu.Unlock()
+		<-stopped
 		return failed, peak
 	}
 	for _, share := range []bool{false, true} {
