@@ -91,7 +91,13 @@ service:
 			var v float64
 			_, err := fmt.Sscanf(line[strings.LastIndex(line, " ")+1:], "%g", &v)
 			require.NoError(t, err)
-			assert.Greater(t, v, 0.0, line)
+			if name == "emailqos_delivery_latency_seconds" {
+				// A round trip on loopback can be visible before the 250
+				// reached us: 0, with an uncertainty covering the reply.
+				assert.GreaterOrEqual(t, v, 0.0, line)
+			} else {
+				assert.Greater(t, v, 0.0, line)
+			}
 			assert.Less(t, v, 20.0, line)
 		}
 	}
