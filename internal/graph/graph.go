@@ -93,11 +93,7 @@ func New(token TokenFunc, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	mp := o.MaxPages
-	if mp <= 0 {
-		mp = restcall.DefaultMaxPages
-	}
-	return &Client{rc: rc, base: rc.Base, pageSize: o.PageSize, maxPages: mp}, nil
+	return &Client{rc: rc, base: rc.Base, pageSize: o.PageSize, maxPages: restcall.MaxPages(o.MaxPages)}, nil
 }
 
 // Header is one internetMessageHeaders entry.

@@ -107,6 +107,14 @@ const DefaultMaxBody = 4 << 20
 // sets no bound of its own.
 const DefaultMaxPages = 200
 
+// MaxPages is n, or DefaultMaxPages when n sets no bound.
+func MaxPages(n int) int {
+	if n <= 0 {
+		return DefaultMaxPages
+	}
+	return n
+}
+
 // NewClient is the construction the API clients share: a token source is
 // required, base (defaultBase when empty) must pass CheckBase, and a nil
 // hc is a client without its own timeout (the context bounds each call).
